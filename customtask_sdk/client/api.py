@@ -1,0 +1,283 @@
+"""One long-lived, retrying JSON client for the Kubernetes API.
+
+Configuration and authentication come from kubernetes-asyncio (kubeconfig, in-cluster
+service account with token refresh, exec plugins); requests go straight through one
+bounded aiohttp session, which keeps the hot path (watch decoding, status writes) lean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+import aiohttp
+from kubernetes_asyncio.client import Configuration
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from customtask_sdk.client.config import load_configuration
+from customtask_sdk.client.errors import ApiError, NotFoundError, TooManyRequestsError, error_for
+from customtask_sdk.client.resources import Resource
+
+__all__ = ["JSON", "KubeClient", "PatchType"]
+
+JSON = dict[str, Any]
+PatchType = Literal["merge", "json", "apply"]
+
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    # Strategic merge patch is not supported on custom resources; never send it implicitly.
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+_READ_BUFFER = 4 * 1024 * 1024  # watch lines carry whole objects (etcd allows ~1.5 MiB)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.retryable
+    return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError)
+
+
+class _RetryAfterOrBackoff:
+    """Wait what a 429 asks for (Retry-After), else jittered exponential backoff."""
+
+    def __init__(self) -> None:
+        self._backoff = wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.1)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TooManyRequestsError):
+            return exc.retry_after
+        return self._backoff(state)
+
+
+class KubeClient:
+    """An asyncio Kubernetes client: JSON in, JSON out, typed errors, bounded connections.
+
+    Transient failures (429 with its Retry-After, 5xx, dropped connections) are retried
+    for up to ``retry_seconds``; everything else raises an :class:`ApiError` subclass.
+    Create one per process and share it; close it with ``await client.close()`` or
+    ``async with``.
+    """
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        max_connections: int = 32,
+        retry_seconds: float = 30.0,
+        user_agent: str = "customtask-sdk",
+    ) -> None:
+        self.configuration = configuration
+        self.host = str(configuration.host).rstrip("/")
+        self._retry_seconds = retry_seconds
+        self._user_agent = user_agent
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    async def from_kubeconfig(
+        cls, kubeconfig: str | None = None, context: str | None = None, **kwargs: Any
+    ) -> KubeClient:
+        """Load ``kubeconfig`` (else ``$KUBECONFIG``, ``~/.kube/config``, in-cluster)."""
+        return cls(await load_configuration(kubeconfig, context), **kwargs)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        cfg = self.configuration
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, keyfile=cfg.key_file)
+        if not cfg.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session, created on first use inside the running loop."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=self._ssl_context(), keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                read_bufsize=_READ_BUFFER,
+                headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+            )
+        return self._session
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        token = await self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = str(token)
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        content_type: str | None,
+        timeout: float | None,
+    ) -> JSON:
+        async with self.session.request(
+            method,
+            self.host + path,
+            params=params,
+            data=data,
+            headers=await self._headers(content_type),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            payload = await response.read()
+            if response.status >= 400:
+                raise error_for(response.status, payload, response.headers.get("Retry-After"))
+            result: JSON = json.loads(payload) if payload else {}
+            return result
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = 60.0,
+        retry: bool = True,
+    ) -> JSON:
+        """Send one request and decode the JSON answer, retrying transient failures."""
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        ctype = content_type if data is not None else None
+        if not retry:
+            return await self._once(method, path, params, data, ctype, timeout)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_retryable),
+            wait=_RetryAfterOrBackoff(),
+            stop=stop_after_delay(self._retry_seconds) | stop_after_attempt(10),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(method, path, params, data, ctype, timeout)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> JSON:
+        """GET one object or collection page."""
+        return await self.request("GET", path, params=params)
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        """GET one object, or ``None`` when it does not exist."""
+        try:
+            return await self.get(path)
+        except NotFoundError:
+            return None
+
+    async def create(self, path: str, body: JSON, params: Mapping[str, str] | None = None) -> JSON:
+        """POST an object to its collection."""
+        return await self.request("POST", path, body=body, params=params)
+
+    async def replace(self, path: str, body: JSON) -> JSON:
+        """PUT an object (optimistic concurrency through ``metadata.resourceVersion``)."""
+        return await self.request("PUT", path, body=body)
+
+    async def patch(
+        self,
+        path: str,
+        body: Any,
+        patch_type: PatchType = "merge",
+        params: Mapping[str, str] | None = None,
+    ) -> JSON:
+        """PATCH with an explicit content type (merge, JSON patch, or server-side apply)."""
+        return await self.request(
+            "PATCH", path, body=body, content_type=_PATCH_CONTENT_TYPES[patch_type], params=params
+        )
+
+    async def apply(
+        self, resource: Resource, body: JSON, field_manager: str, *, dry_run: bool = False
+    ) -> JSON:
+        """Server-side apply ``body`` (forcing ownership of conflicting fields)."""
+        metadata = body["metadata"]
+        path = resource.path(metadata.get("namespace"), metadata["name"])
+        params = {"fieldManager": field_manager, "force": "true"}
+        if dry_run:
+            params["dryRun"] = "All"
+        return await self.patch(path, body, "apply", params)
+
+    async def delete(self, path: str, params: Mapping[str, str] | None = None) -> JSON:
+        """DELETE an object; a missing one is not an error."""
+        try:
+            return await self.request("DELETE", path, params=params)
+        except NotFoundError:
+            return {}
+
+    async def list_all(self, path: str, params: Mapping[str, str] | None = None) -> JSON:
+        """List a collection page by page; returns the merged list with its resourceVersion."""
+        query = dict(params or {})
+        query.setdefault("limit", "500")
+        items: list[JSON] = []
+        while True:
+            page = await self.get(path, query)
+            items.extend(page.get("items") or [])
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                page["items"] = items
+                return page
+            query["continue"] = token
+
+    async def watch(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        inactivity_timeout: float = 70.0,
+    ) -> AsyncIterator[JSON]:
+        """Stream watch events (``{"type", "object"}``) of a collection.
+
+        Raises ``asyncio.TimeoutError`` when nothing (not even a bookmark) arrives for
+        ``inactivity_timeout`` seconds, and :class:`ApiError` for an error answer. An
+        ``ERROR`` event is raised as the typed error it carries (410 as ``GoneError``).
+        """
+        query = dict(params or {})
+        query["watch"] = "true"
+        async with self.session.get(
+            self.host + path,
+            params=query,
+            headers=await self._headers(None),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=inactivity_timeout),
+        ) as response:
+            if response.status >= 400:
+                raise error_for(response.status, await response.read())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event: JSON = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise error_for(int(status.get("code") or 500), json.dumps(status).encode())
+                yield event
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,139 @@
+"""A local development environment: the control plane, Tekton's controller, and samples.
+
+``customtask-sdk dev up -f pipeline.yaml`` starts everything, applies the manifests, and
+prints every PipelineRun and CustomRun state change until the PipelineRuns finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, Discovery, KubeClient, Resource
+from customtask_sdk.testing.controlplane import ControlPlane
+from customtask_sdk.testing.waiting import condition
+
+__all__ = ["PIPELINE_RUNS", "apply_manifests", "follow", "run_dev"]
+
+#: Tekton's PipelineRun, at its storage version.
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+_FIELD_MANAGER = "customtask-sdk-dev"
+
+
+async def apply_manifests(
+    client: KubeClient, paths: Sequence[Path], namespace: str, *, dry_run: bool = False
+) -> list[JSON]:
+    """Server-side apply every document of ``paths`` (namespaced ones into ``namespace``)."""
+    discovery = Discovery(client)
+    applied = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            resource = await discovery.resource(doc["apiVersion"], doc["kind"])
+            if resource.namespaced:
+                doc["metadata"].setdefault("namespace", namespace)
+            applied.append(await client.apply(resource, doc, _FIELD_MANAGER, dry_run=dry_run))
+    return applied
+
+
+def _describe(obj: JSON) -> str:
+    cond = condition(obj) or {}
+    state = cond.get("status", "-")
+    reason = cond.get("reason", "")
+    message = cond.get("message", "")
+    return f"Succeeded={state:<7} {reason:<22} {message}".rstrip()
+
+
+async def follow(
+    client: KubeClient,
+    namespace: str,
+    pipeline_runs: Sequence[str],
+    out: TextIO,
+    timeout: float,
+) -> bool:
+    """Print PipelineRun and CustomRun state changes until ``pipeline_runs`` are done.
+
+    Returns True if they all succeeded, False on failure or after ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    seen: dict[str, str] = {}
+    done: dict[str, bool] = {}
+
+    def show(kind: str, obj: JSON) -> None:
+        key = f"{kind}/{obj['metadata']['name']}"
+        line = _describe(obj)
+        if seen.get(key) != line:
+            seen[key] = line
+            out.write(f"{time.monotonic() - started:7.1f}s  {key:<48} {line}\n")
+            out.flush()
+
+    async def watch(resource: Resource, kind: str) -> None:
+        page = await client.get(resource.path(namespace))
+        for item in page["items"]:
+            show(kind, item)
+        params = {"resourceVersion": page["metadata"]["resourceVersion"]}
+        async for event in client.watch(resource.path(namespace), params):
+            obj = event["object"]
+            if event["type"] == "BOOKMARK":
+                continue
+            show(kind, obj)
+            name = obj["metadata"]["name"]
+            cond = condition(obj) or {}
+            if (
+                kind == "pipelinerun"
+                and name in pipeline_runs
+                and cond.get("status")
+                in (
+                    "True",
+                    "False",
+                )
+            ):
+                done[name] = cond["status"] == "True"
+                if len(done) == len(pipeline_runs):
+                    return
+
+    runs_watch = asyncio.create_task(watch(CUSTOM_RUNS, "customrun"))
+    try:
+        await asyncio.wait_for(watch(PIPELINE_RUNS, "pipelinerun"), timeout)
+    except TimeoutError:
+        out.write(f"not finished after {timeout:.0f}s\n")
+        return False
+    finally:
+        runs_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runs_watch
+    return all(done.values())
+
+
+async def run_dev(
+    manifests: Sequence[Path],
+    out: TextIO,
+    *,
+    namespace: str = "default",
+    timeout: float = 300.0,
+    keep_running: bool = False,
+) -> bool:
+    """Start the control plane and Tekton's controller, apply ``manifests``, follow them."""
+    async with ControlPlane() as cp:
+        out.write(f"control plane ready in {cp.timings['total']:.1f}s ({cp.host})\n")
+        await cp.start_controller_manager()
+        await cp.start_tekton_controller()
+        out.write(f"Tekton {cp.binaries.versions.tekton} controller running\n")
+        out.write(f"  export KUBECONFIG={cp.kubeconfig}\n  logs: {cp.log_dir}\n")
+        applied = await apply_manifests(cp.client, manifests, namespace)
+        names = [o["metadata"]["name"] for o in applied if o["kind"] == "PipelineRun"]
+        out.write(f"applied {len(applied)} objects; following PipelineRuns {names}\n")
+        ok = await follow(cp.client, namespace, names, out, timeout) if names else True
+        out.write("all PipelineRuns succeeded\n" if ok else "some PipelineRuns did not succeed\n")
+        if keep_running:
+            out.write("control plane still running; Ctrl-C to stop\n")
+            out.flush()
+            await asyncio.Event().wait()
+        return ok

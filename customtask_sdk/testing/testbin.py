@@ -1,0 +1,259 @@
+"""Control-plane binaries built from pinned Go modules, cached outside the project.
+
+``customtask-sdk testbin install`` builds etcd, kube-apiserver, kube-controller-manager,
+Tekton's controller and entrypoint, and copies Tekton's CRDs and ConfigMaps from the same
+module version. Builds are idempotent: a component whose files are present is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "PINNED",
+    "Binaries",
+    "TestbinMissingError",
+    "Versions",
+    "cache_dir",
+    "install",
+    "locate",
+]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Pinned releases of the control-plane components (the one place they are recorded)."""
+
+    kubernetes: str = "v1.36.3"
+    etcd: str = "v3.6.16"
+    tekton: str = "v1.15.1"
+
+
+PINNED = Versions()
+
+_KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+_TEKTON_COMMANDS = ("controller", "entrypoint")
+
+
+class TestbinMissingError(RuntimeError):
+    """A control-plane binary is missing; the message says how to build it."""
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Where each control-plane executable and Tekton's config folder are."""
+
+    __test__ = False
+
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    tekton_controller: Path
+    tekton_entrypoint: Path
+    tekton_config: Path
+    versions: Versions
+
+
+def cache_dir() -> Path:
+    """The build cache: ``$CUSTOMTASK_SDK_CACHE``, else ``$XDG_CACHE_HOME/customtask-sdk``."""
+    explicit = os.environ.get("CUSTOMTASK_SDK_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "customtask-sdk"
+
+
+def _component_dir(name: str, version: str) -> Path:
+    return cache_dir() / "testbin" / f"{name}-{version}"
+
+
+def locate(versions: Versions = PINNED) -> Binaries:
+    """Find every binary, preferring ``KUBEBUILDER_ASSETS`` for etcd and the kube binaries.
+
+    Raises:
+        TestbinMissingError: something is not built yet.
+    """
+    k8s = _component_dir("kubernetes", versions.kubernetes)
+    etcd = _component_dir("etcd", versions.etcd) / "etcd"
+    apiserver = k8s / "kube-apiserver"
+    kcm = k8s / "kube-controller-manager"
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        etcd, apiserver = Path(assets) / "etcd", Path(assets) / "kube-apiserver"
+        if (Path(assets) / "kube-controller-manager").exists():
+            kcm = Path(assets) / "kube-controller-manager"
+    tekton = _component_dir("tekton", versions.tekton)
+    binaries = Binaries(
+        etcd=etcd,
+        kube_apiserver=apiserver,
+        kube_controller_manager=kcm,
+        tekton_controller=tekton / "controller",
+        tekton_entrypoint=tekton / "entrypoint",
+        tekton_config=tekton / "config",
+        versions=versions,
+    )
+    missing = [
+        str(path)
+        for path in (etcd, apiserver, kcm, binaries.tekton_controller, binaries.tekton_entrypoint)
+        if not os.access(path, os.X_OK)
+    ]
+    if not (binaries.tekton_config / "300-crds").is_dir():
+        missing.append(str(binaries.tekton_config / "300-crds"))
+    if missing:
+        raise TestbinMissingError(
+            "control-plane binaries are missing: "
+            + ", ".join(missing)
+            + ". Build them with `customtask-sdk testbin install` (or `hack/testbin.sh`);"
+            " the first build takes a while, later ones are skipped."
+        )
+    return binaries
+
+
+Log = Callable[[str], None]
+
+
+def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], log: Log) -> str:
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed in {cwd} (exit {proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
+def _go_env(toolchain: str = "local") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GOTOOLCHAIN=toolchain, GOFLAGS="-buildvcs=false", CGO_ENABLED="0", GOWORK="off")
+    return env
+
+
+def _module_info(module: str, version: str, workdir: Path, log: Log) -> dict[str, str]:
+    out = _run(["go", "mod", "download", "-json", f"{module}@{version}"], workdir, _go_env(), log)
+    info: dict[str, str] = json.loads(out)
+    return info
+
+
+def _go_directive(gomod: str) -> str:
+    match = re.search(r"^go (\d+\.\d+(?:\.\d+)?)$", gomod, re.MULTILINE)
+    if not match:
+        raise RuntimeError("no go directive in go.mod")
+    return match.group(1)
+
+
+def _toolchain_for(required: str, log: Log) -> str:
+    """Build with the local Go unless it is a newer minor than the module names.
+
+    A kube-apiserver built by a newer Go minor than its release names can misbehave (one
+    built by Go 1.27 for Kubernetes 1.36 serves a broken ``/openapi/v2``), so then the
+    named toolchain is fetched through the module proxy instead.
+    """
+    local = subprocess.run(
+        ["go", "env", "GOVERSION"], capture_output=True, text=True, check=True, env=_go_env()
+    ).stdout.strip()
+    local_minor = tuple(int(p) for p in local.removeprefix("go").split(".")[:2])
+    required_minor = tuple(int(p) for p in required.split(".")[:2])
+    if local_minor <= required_minor:
+        return "local"
+    log(f"local {local} is newer than Go {required} that the release names; using go{required}")
+    return f"go{required}"
+
+
+def _build_module(
+    name: str,
+    gomod: str,
+    packages: dict[str, str],
+    dest: Path,
+    log: Log,
+    toolchain: str = "local",
+) -> None:
+    """Build ``packages`` (output name -> import path) from a throwaway module into ``dest``."""
+    build_root = cache_dir() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=build_root) as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(gomod)
+        imports = "\n".join(f'\t_ "{pkg}"' for pkg in packages.values())
+        (work / "tools.go").write_text(
+            f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
+        )
+        env = _go_env(toolchain)
+        _run(["go", "mod", "tidy"], work, env, log)
+        staging = work / "bin"
+        staging.mkdir()
+        for out, pkg in packages.items():
+            _run(["go", "build", "-o", str(staging / out), pkg], work, env, log)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.move(str(staging), str(dest))
+
+
+def _install_kubernetes(version: str, log: Log) -> None:
+    dest = _component_dir("kubernetes", version)
+    if all((dest / cmd).exists() for cmd in _KUBERNETES_COMMANDS):
+        return
+    info = _module_info("k8s.io/kubernetes", version, Path(tempfile.gettempdir()), log)
+    upstream = Path(info["GoMod"]).read_text()
+    staging = sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", upstream, re.M)))
+    staging_version = "v0." + version.removeprefix("v1.")
+    go = _go_directive(upstream)
+    replaces = "\n".join(f"\t{mod} => {mod} {staging_version}" for mod in staging)
+    gomod = (
+        f"module testbin/kubernetes\n\ngo {go}\n\nrequire k8s.io/kubernetes {version}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+    packages = {cmd: f"k8s.io/kubernetes/cmd/{cmd}" for cmd in _KUBERNETES_COMMANDS}
+    _build_module("kubernetes", gomod, packages, dest, log, _toolchain_for(go, log))
+
+
+def _install_etcd(version: str, log: Log) -> None:
+    dest = _component_dir("etcd", version)
+    if (dest / "etcd").exists():
+        return
+    gomod = f"module testbin/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {version}\n"
+    _build_module("etcd", gomod, {"etcd": "go.etcd.io/etcd/server/v3"}, dest, log)
+
+
+def _install_tekton(version: str, log: Log) -> None:
+    dest = _component_dir("tekton", version)
+    module = "github.com/tektoncd/pipeline"
+    if not all((dest / cmd).exists() for cmd in _TEKTON_COMMANDS):
+        gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
+        packages = {cmd: f"{module}/cmd/{cmd}" for cmd in _TEKTON_COMMANDS}
+        if (dest / "config").exists():
+            shutil.rmtree(dest / "config")
+        _build_module("tekton", gomod, packages, dest, log)
+    if not (dest / "config" / "300-crds").is_dir():
+        source = Path(_module_info(module, version, Path(tempfile.gettempdir()), log)["Dir"])
+        config = dest / "config"
+        shutil.copytree(source / "config" / "300-crds", config / "300-crds")
+        for path in sorted((source / "config").glob("*.yaml")):
+            shutil.copyfile(path, config / path.name)
+        for path in config.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
+
+
+def install(versions: Versions = PINNED, log: Log = print) -> Binaries:
+    """Build whatever is missing and return the located binaries."""
+    for name, step, version in (
+        ("etcd", _install_etcd, versions.etcd),
+        ("kubernetes", _install_kubernetes, versions.kubernetes),
+        ("tekton", _install_tekton, versions.tekton),
+    ):
+        started = time.monotonic()
+        step(version, log)
+        log(f"{name} {version}: ready in {time.monotonic() - started:.1f}s")
+    return locate(versions)

@@ -1,0 +1,95 @@
+"""Waiting for objects to reach a state, by watching (no polling loops)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from customtask_sdk.client import JSON, GoneError, KubeClient, Resource
+
+__all__ = ["condition", "wait_deleted", "wait_for"]
+
+
+def condition(obj: JSON, type_: str = "Succeeded") -> JSON | None:
+    """The status condition of ``type_`` (``Succeeded`` by default), or ``None``."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            found: JSON = cond
+            return found
+    return None
+
+
+async def wait_for(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str | None,
+    name: str,
+    predicate: Callable[[JSON], bool],
+    timeout: float = 30.0,
+) -> JSON:
+    """Return the object once ``predicate(obj)`` holds, watching it for changes.
+
+    Raises ``TimeoutError`` naming the object and its last seen status.
+    """
+    last: JSON | None = None
+
+    async def watch() -> JSON:
+        nonlocal last
+        selector = {"fieldSelector": f"metadata.name={name}"}
+        while True:
+            page = await client.get(resource.path(namespace), selector)
+            items: list[JSON] = page.get("items") or []
+            for item in items:
+                last = item
+                if predicate(item):
+                    return item
+            params = dict(selector, resourceVersion=page["metadata"]["resourceVersion"])
+            try:
+                async for event in client.watch(resource.path(namespace), params):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        obj: JSON = event["object"]
+                        last = obj
+                        if predicate(obj):
+                            return obj
+            except (GoneError, TimeoutError):
+                continue  # re-list and watch again
+
+    try:
+        return await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        state = (last or {}).get("status", "<object not seen>")
+        raise TimeoutError(
+            f"{resource.kind} {namespace}/{name} did not reach the expected state within "
+            f"{timeout}s; last status: {state}"
+        ) from None
+
+
+async def wait_deleted(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str | None,
+    name: str,
+    timeout: float = 30.0,
+) -> None:
+    """Return once the object is gone (watching for its deletion)."""
+
+    async def watch() -> None:
+        selector = {"fieldSelector": f"metadata.name={name}"}
+        while True:
+            page = await client.get(resource.path(namespace), selector)
+            if not page.get("items"):
+                return
+            params = dict(selector, resourceVersion=page["metadata"]["resourceVersion"])
+            try:
+                async for event in client.watch(resource.path(namespace), params):
+                    if event["type"] == "DELETED":
+                        return
+            except (GoneError, TimeoutError):
+                continue
+
+    try:
+        await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{resource.kind} {namespace}/{name} still exists after {timeout}s"
+        ) from None

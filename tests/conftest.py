@@ -1,0 +1,1 @@
+pytest_plugins = ["customtask_sdk.testing.pytest_plugin"]

@@ -1,0 +1,81 @@
+"""The local control plane itself: a real apiserver with RBAC, users, GC and Tekton's CRDs."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from customtask_sdk.client import CUSTOM_RUNS, ForbiddenError, KubeClient, Resource
+from customtask_sdk.testing import TEKTON_NAMESPACE, ControlPlane, wait_deleted
+
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+
+
+async def test_tekton_crds_and_config_are_installed(kube: KubeClient) -> None:
+    runs = await kube.get(CUSTOM_RUNS.path())
+    assert runs["kind"] == "CustomRunList"
+    names = {
+        cm["metadata"]["name"]
+        for cm in (await kube.get(CONFIG_MAPS.path(TEKTON_NAMESPACE)))["items"]
+    }
+    assert {
+        "config-defaults",
+        "feature-flags",
+        "config-observability",
+        "config-spire",
+        "config-events",
+        "config-tracing",
+        "config-wait-exponential-backoff",
+    } <= names
+
+
+async def test_minted_users_are_authorized_through_rbac(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    user = f"alice-{uuid.uuid4().hex[:4]}"
+    kubeconfig = control_plane.kubeconfig_for(user, ["approvers"])
+    async with await KubeClient.from_kubeconfig(str(kubeconfig)) as alice:
+        with pytest.raises(ForbiddenError) as denied:
+            await alice.get(CONFIG_MAPS.path(namespace))
+        assert user in denied.value.message
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "approvers-view", "namespace": namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "approvers"}
+            ],
+        }
+        await control_plane.client.create(ROLE_BINDINGS.path(namespace), binding)
+        listed = await alice.get(CONFIG_MAPS.path(namespace))
+        assert listed["kind"] == "ConfigMapList"
+
+
+async def test_garbage_collection_deletes_owned_objects(kube: KubeClient, namespace: str) -> None:
+    owner = await kube.create(
+        CONFIG_MAPS.path(namespace),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}},
+    )
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+    }
+    await kube.create(
+        CONFIG_MAPS.path(namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "owned", "ownerReferences": [ref]},
+        },
+    )
+    await kube.delete(CONFIG_MAPS.path(namespace, "owner"))
+    await wait_deleted(kube, CONFIG_MAPS, namespace, "owned", timeout=30)
