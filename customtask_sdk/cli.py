@@ -1,15 +1,23 @@
-"""The ``customtask-sdk`` command: build test binaries, run a local dev environment."""
+"""The ``customtask-sdk`` command: run reconcilers, build test binaries, a local dev environment."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+from customtask_sdk.client import KubeClient
+from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.runtime import LeaderElection, Manager, configure_logging
+
+__all__ = ["load_reconciler", "main"]
 
 
 def _testbin_install(args: argparse.Namespace) -> int:
@@ -44,6 +52,52 @@ def _dev_up(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def load_reconciler(spec: str) -> Reconciler[Any]:
+    """Import ``pkg.module:Name``: a Reconciler subclass (instantiated) or instance."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"expected pkg.module:Class, got {spec!r}")
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, type) and issubclass(target, Reconciler):
+        return target()
+    if isinstance(target, Reconciler):
+        return target
+    raise SystemExit(f"{spec} is neither a Reconciler subclass nor a Reconciler instance")
+
+
+async def _run_manager(args: argparse.Namespace) -> None:
+    sys.path.insert(0, args.app_dir)
+    reconcilers = [load_reconciler(spec) for spec in args.reconcilers]
+    client = await KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+    election = None
+    if args.leader_elect:
+        name = args.lease_name or "customtask-" + "-".join(r.kind.lower() for r in reconcilers)
+        election = LeaderElection(name, namespace=args.lease_namespace)
+    manager = Manager(
+        client,
+        reconcilers,
+        namespace=args.namespace,
+        workers=args.workers,
+        leader_election=election,
+        health_port=args.health_port,
+        events=not args.no_events,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await manager.run(stop)
+    finally:
+        await client.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    asyncio.run(_run_manager(args))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="customtask-sdk", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
         "install", help="build etcd, kube-apiserver, Tekton... at pinned versions (cached)"
     )
     install.set_defaults(handler=_testbin_install)
+
+    run = commands.add_parser("run", help="run one or more reconcilers against a cluster")
+    run.add_argument("reconcilers", nargs="+", metavar="pkg.module:Class")
+    run.add_argument("--app-dir", default=".", help="where to import reconcilers from")
+    run.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
+    run.add_argument("--context")
+    run.add_argument("--namespace", help="watch one namespace (default: all)")
+    run.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
+    run.add_argument("--leader-elect", action="store_true", help="one active replica at a time")
+    run.add_argument("--lease-name", help="default: customtask-<kinds>")
+    run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    run.add_argument("--health-port", type=int, default=8081, help="/healthz /readyz /metrics")
+    run.add_argument("--no-events", action="store_true", help="do not record Kubernetes Events")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(handler=_run)
 
     dev = commands.add_parser("dev", help="a local control plane for development")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)

@@ -1,0 +1,114 @@
+"""The class integrators subclass: their task's logic, and nothing else."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel
+
+from customtask_sdk.client import JSON, Resource
+from customtask_sdk.reconciler.outcome import Outcome
+from customtask_sdk.reconciler.run import Params, Run
+
+__all__ = ["Clock", "NoParams", "Reconciler", "SystemClock"]
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Clock(Protocol):
+    """Where a reconciler reads the time; inject a fake one in unit tests."""
+
+    def now(self) -> datetime.datetime:
+        """The current time, timezone-aware (UTC)."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime.datetime:
+        """``datetime.now(UTC)``."""
+        return datetime.datetime.now(datetime.UTC)
+
+
+class NoParams(Params):
+    """The params model of a task that takes none (any param is rejected)."""
+
+
+class Reconciler(Generic[P]):
+    """Subclass this to implement a custom task. The SDK owns the CustomRun contract.
+
+    Declare which runs are yours and the model of their input, then implement
+    :meth:`reconcile`::
+
+        class Wait(Reconciler[WaitParams]):
+            api_version = "wait.customtask.dev/v1alpha1"
+            kind = "Wait"
+
+            async def reconcile(self, run: Run[WaitParams]) -> Outcome:
+                ...
+
+    The params model is taken from the type argument (or set ``params_model``). The SDK
+    starts the run, validates its input (a bad one fails the run with ``InvalidParams``),
+    enforces its timeout, handles cancellation and retries, and writes the status.
+    """
+
+    #: ``customRef.apiVersion`` (or ``customSpec.apiVersion``) of the runs to reconcile.
+    api_version: ClassVar[str]
+    #: ``customRef.kind`` (or ``customSpec.kind``) of the runs to reconcile.
+    kind: ClassVar[str]
+    #: The pydantic model of the input; inferred from ``Reconciler[Model]`` when unset.
+    params_model: ClassVar[type[BaseModel]] = NoParams
+    #: Whether ``customRef.name`` may name an object; if False such runs fail clearly.
+    accepts_named_ref: ClassVar[bool] = False
+    #: Kinds this reconciler creates, owned by its runs: their changes wake the owner.
+    owns: ClassVar[Sequence[Resource]] = ()
+    #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
+    max_result_bytes: ClassVar[int] = 1_000_000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "params_model" in cls.__dict__:
+            return
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Reconciler:
+                (model,) = get_args(base)
+                if isinstance(model, type) and issubclass(model, BaseModel):
+                    cls.params_model = model
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+
+    @property
+    def name(self) -> str:
+        """``Kind.apiVersion``, how logs, metrics and the lease name this reconciler."""
+        return f"{self.kind}.{self.api_version}"
+
+    async def reconcile(self, run: Run[P]) -> Outcome:
+        """Advance one attempt of ``run`` and say where it stands.
+
+        Return :class:`Running` (optionally with ``requeue_after``), :class:`Succeeded`
+        (with results) or :class:`Failed`. Raise :class:`RunFailed` to fail with a
+        message for a person, :class:`RetryLater` (or any exception) to be called again
+        with backoff. Called again for the same run on every change and requeue, so it
+        must be idempotent.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement reconcile()")
+
+    async def on_cancel(self, run: Run[P]) -> None:
+        """Clean up a run being cancelled (``spec.status: RunCancelled``); default: nothing.
+
+        Raising retries the cleanup later; the run is marked cancelled once it returns.
+        """
+
+    async def on_timeout(self, run: Run[P]) -> None:
+        """Clean up an attempt that timed out, before it is failed or retried."""
+
+    async def finalize(self, obj: JSON) -> None:
+        """Release external resources of a run being deleted or finished.
+
+        Override it and the SDK adds a finalizer to each run before the first reconcile
+        and removes it after this returns, so cleanup happens even if the run is deleted.
+        """

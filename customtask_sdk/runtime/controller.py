@@ -1,0 +1,193 @@
+"""One reconciler at work: informers feed a queue, workers run the contract, status is
+written through ``/status`` with optimistic concurrency, only when it changed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from customtask_sdk.client import (
+    CUSTOM_RUNS,
+    JSON,
+    ApiError,
+    ConflictError,
+    KubeClient,
+    NotFoundError,
+)
+from customtask_sdk.informer import Informer
+from customtask_sdk.queue import QueueMetrics, WorkQueue
+from customtask_sdk.reconciler import Reconciler, is_done, matches, step
+from customtask_sdk.reconciler.base import SystemClock
+from customtask_sdk.runtime.events import EventRecorder
+from customtask_sdk.runtime.metrics import ControllerMetrics
+
+__all__ = ["Controller"]
+
+log = logging.getLogger("customtask_sdk.controller")
+
+
+def _key(obj: JSON) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def status_patch(current: JSON, desired: JSON) -> JSON:
+    """A merge patch turning ``current`` status into ``desired`` (``None`` removes a key)."""
+    patch: JSON = {k: None for k in current if k not in desired}
+    patch.update(desired)
+    return patch
+
+
+class Controller:
+    """Runs one :class:`Reconciler` over the CustomRuns it matches.
+
+    Informers (CustomRuns, and each kind in ``reconciler.owns``) keep a shared cache and
+    enqueue keys; ``workers`` tasks take keys off the queue (never the same key twice at
+    once) and run :func:`~customtask_sdk.reconciler.step`. Reads come from the cache: a
+    reconcile makes no GET; a status write's answer updates the cache at once.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler[Any],
+        client: KubeClient,
+        *,
+        namespace: str | None = None,
+        workers: int = 16,
+        events: EventRecorder | None = None,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.client = client
+        self.workers = workers
+        self.name = reconciler.name
+        self.metrics = metrics
+        self.events = events
+        queue_metrics: QueueMetrics | None = metrics.queue(self.name) if metrics else None
+        self.queue: WorkQueue[str] = WorkQueue(self.name, metrics=queue_metrics)
+        self.runs = Informer(client, CUSTOM_RUNS, namespace=namespace, transform=self._mine)
+        self.runs.add_handler(self._on_run)
+        self.owned = [
+            Informer(client, resource, namespace=namespace) for resource in reconciler.owns
+        ]
+        for informer in self.owned:
+            informer.add_handler(self._on_owned)
+        self._clock: Callable[[], Any] = (reconciler.clock or SystemClock()).now
+
+    @property
+    def informers(self) -> list[Informer]:
+        """Every informer this controller runs (CustomRuns first)."""
+        return [self.runs, *self.owned]
+
+    def _mine(self, obj: JSON) -> JSON | None:
+        return obj if matches(obj, self.reconciler.api_version, self.reconciler.kind) else None
+
+    def _on_run(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        if new is not None and not is_done(new):
+            self.queue.add(_key(new))
+
+    def _on_owned(self, event: str, old: JSON | None, new: JSON | None) -> None:
+        obj = new or old
+        if obj is None:
+            return
+        namespace = obj["metadata"].get("namespace")
+        for ref in obj["metadata"].get("ownerReferences") or ():
+            if ref.get("kind") == "CustomRun" and namespace:
+                self.queue.add(f"{namespace}/{ref['name']}")
+
+    async def run_workers(self) -> None:
+        """Process the queue with ``workers`` concurrent tasks until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.workers):
+                group.create_task(self._worker())
+
+    async def _worker(self) -> None:
+        from customtask_sdk.queue import QueueShutDown
+
+        while True:
+            try:
+                key = await self.queue.get()
+            except QueueShutDown:
+                return
+            try:
+                await self.process(key)
+            except Exception:  # never let one run take a worker down
+                log.exception("reconcile of %s failed unexpectedly", key, extra={"run": key})
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+    async def process(self, key: str) -> None:
+        """Reconcile one run by key, from the cache, and write what changed."""
+        obj = self.runs.get(key)
+        if obj is None or is_done(obj):
+            self.queue.forget(key)
+            return
+        started = time.monotonic()
+        result = await step(self.reconciler, obj, self._clock())
+        outcome = "success"
+        if result.status is not None:
+            written = await self._write_status(key, obj, result.status)
+            if written is None:
+                outcome = "conflict"
+            elif result.error is None and is_done(written):
+                log.info(
+                    "run finished: %s",
+                    written["status"]["conditions"][-1].get("reason"),
+                    extra={"run": key},
+                )
+        for event in result.events:
+            if self.events is not None:
+                self.events.record(obj, event.type, event.reason, event.message)
+        if outcome == "conflict":
+            self.queue.add(key)  # re-reconcile against the object we just re-read
+        elif result.error is not None:
+            outcome = "error"
+            log.warning(
+                "reconcile of %s will be retried: %r",
+                key,
+                result.error,
+                extra={"run": key},
+                exc_info=not isinstance(result.error, ApiError | ConnectionError),
+            )
+            if result.retry_after is not None:
+                self.queue.add_after(key, result.retry_after)
+            else:
+                self.queue.add_rate_limited(key)
+        else:
+            self.queue.forget(key)
+            if result.requeue_after is not None:
+                outcome = "requeue_after"
+                self.queue.add_after(key, result.requeue_after)
+        if self.metrics is not None:
+            self.metrics.reconciled(self.name, outcome, time.monotonic() - started)
+
+    async def _write_status(self, key: str, obj: JSON, desired: JSON) -> JSON | None:
+        """Merge-patch ``/status`` with a resourceVersion precondition.
+
+        Returns the written object, or ``None`` after a conflict (the cache then holds a
+        fresh copy, re-read once, so the next reconcile starts from the truth).
+        """
+        meta = obj["metadata"]
+        body = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": status_patch(obj.get("status") or {}, desired),
+        }
+        path = CUSTOM_RUNS.path(meta["namespace"], meta["name"], "status")
+        try:
+            written = await self.client.patch(path, body)
+        except ConflictError:
+            log.info("status write conflicted; re-reading", extra={"run": key})
+            fresh = await self.client.get_or_none(CUSTOM_RUNS.path(meta["namespace"], meta["name"]))
+            if fresh is not None:
+                self.runs.update_if_newer(fresh)
+            return None
+        except NotFoundError:
+            return None
+        if self.metrics is not None:
+            self.metrics.status_written(self.name)
+        self.runs.update_if_newer(written)
+        return written

@@ -1,0 +1,215 @@
+"""The manager: runs controllers with leader election, probes, metrics and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from customtask_sdk.client import KubeClient
+from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.runtime.controller import Controller
+from customtask_sdk.runtime.events import EventRecorder
+from customtask_sdk.runtime.leader import LeaderElector
+from customtask_sdk.runtime.metrics import ControllerMetrics
+
+__all__ = ["LeaderElection", "Manager"]
+
+log = logging.getLogger("customtask_sdk.manager")
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """Leader election settings: one Lease per manager (name it after the controller)."""
+
+    lease_name: str
+    namespace: str = "default"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+class Manager:
+    """Runs one or more reconcilers until stopped.
+
+    - Informers start at once on every replica, so a standby's cache is warm; workers
+      start only while this replica leads (with ``leader_election``).
+    - ``/healthz`` fails when a watch has gone quiet past its inactivity timeout,
+      ``/readyz`` until every cache has synced, ``/metrics`` serves Prometheus metrics.
+    - :meth:`run` returns after ``stop`` is set (SIGTERM in the CLI): the queues stop
+      handing out work, in-flight reconciles get ``shutdown_grace`` seconds to finish (the
+      rest are simply picked up again by the next leader: status is the only state),
+      the lease is released and connections closed.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        reconcilers: Sequence[Reconciler[Any]],
+        *,
+        namespace: str | None = None,
+        workers: int = 16,
+        leader_election: LeaderElection | None = None,
+        health_port: int | None = 8081,
+        health_host: str = "0.0.0.0",
+        events: bool = True,
+        identity: str | None = None,
+        shutdown_grace: float = 20.0,
+    ) -> None:
+        self.client = client
+        self.identity = identity or default_identity()
+        self.metrics = ControllerMetrics()
+        self.health_port = health_port
+        self.health_host = health_host
+        self.shutdown_grace = shutdown_grace
+        self.events = EventRecorder(client, "customtask-sdk", self.identity) if events else None
+        self.controllers = [
+            Controller(
+                reconciler,
+                client,
+                namespace=namespace,
+                workers=workers,
+                events=self.events,
+                metrics=self.metrics,
+            )
+            for reconciler in reconcilers
+        ]
+        self.elector = (
+            LeaderElector(
+                client,
+                leader_election.namespace,
+                leader_election.lease_name,
+                self.identity,
+                lease_duration=leader_election.lease_duration,
+                renew_deadline=leader_election.renew_deadline,
+                retry_period=leader_election.retry_period,
+            )
+            if leader_election
+            else None
+        )
+        self._runner: web.AppRunner | None = None
+        #: The port the health server listens on (useful with ``health_port=0``).
+        self.bound_port: int | None = None
+
+    @property
+    def informers(self) -> list[Any]:
+        """Every informer of every controller."""
+        return [informer for c in self.controllers for informer in c.informers]
+
+    def healthy(self) -> tuple[bool, str]:
+        """Whether every watch is alive (answered within twice its inactivity timeout)."""
+        now = time.monotonic()
+        for informer in self.informers:
+            quiet = now - informer.last_activity
+            if informer.has_synced and quiet > 2 * informer.inactivity_timeout:
+                return False, f"{informer.resource.plural}: no watch activity for {quiet:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether every cache has synced."""
+        pending = [i.resource.plural for i in self.informers if not i.has_synced]
+        return (not pending, "ok" if not pending else f"not synced: {', '.join(pending)}")
+
+    async def _start_health_server(self) -> None:
+        if self.health_port is None:
+            return
+
+        def probe(check: Any) -> Any:
+            async def handler(request: web.Request) -> web.Response:
+                ok, text = check()
+                return web.Response(status=200 if ok else 500, text=text)
+
+            return handler
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.exposition(), content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/healthz", probe(self.healthy))
+        app.router.add_get("/readyz", probe(self.ready))
+        app.router.add_get("/metrics", metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.health_host, self.health_port)
+        await site.start()
+        self.bound_port = self._runner.addresses[0][1]
+        log.info("probes and metrics on port %s", self.bound_port)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (or leadership is lost, which raises)."""
+        stop = stop or asyncio.Event()
+        await self._start_health_server()
+        background: list[asyncio.Task[Any]] = [
+            asyncio.create_task(informer.run(), name=f"informer:{informer.resource.plural}")
+            for informer in self.informers
+        ]
+        if self.events is not None:
+            background.append(asyncio.create_task(self.events.run(), name="events"))
+        workers: list[asyncio.Task[None]] = []
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            synced = asyncio.gather(*(i.synced.wait() for i in self.informers))
+            await _first(stopping, synced)
+            if self.elector is not None and not stop.is_set():
+                background.append(asyncio.create_task(self.elector.run(), name="leader"))
+                await _first(stopping, self.elector.leading.wait())
+            if not stop.is_set():
+                if self.elector is not None:
+                    self.metrics.leader.labels(name=self.elector.name).set(1)
+                log.info("starting %d controller(s)", len(self.controllers))
+                workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
+                lost = [self.elector.lost.wait()] if self.elector is not None else []
+                await _first(stopping, *lost)
+        finally:
+            await self._shutdown(workers, background, stopping)
+        if self.elector is not None and self.elector.lost.is_set() and not stop.is_set():
+            raise RuntimeError("leadership lost; exiting so a fresh replica can take over")
+
+    async def _shutdown(
+        self,
+        workers: list[asyncio.Task[None]],
+        background: list[asyncio.Task[Any]],
+        stopping: asyncio.Task[Any],
+    ) -> None:
+        log.info("shutting down")
+        for controller in self.controllers:
+            controller.queue.shutdown()
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=self.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.elector is not None:
+            await self.elector.release()
+            self.metrics.leader.labels(name=self.elector.name).set(0)
+        if self.events is not None:
+            await self.events.flush(timeout=2.0)
+        for task in [*background, stopping]:
+            task.cancel()
+        await asyncio.gather(*background, stopping, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def _first(stopping: asyncio.Task[Any], *waits: Awaitable[Any]) -> None:
+    """Wait until ``stopping`` or any of ``waits`` completes; cancel the rest of ``waits``."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def default_identity() -> str:
+    """``$POD_NAME`` in a cluster, else ``hostname_random``."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,242 @@
+"""Wait, end to end through Tekton's own PipelineRun controller.
+
+The five scenarios of Tekton's ``TestWaitCustomTask_V1_PipelineRun`` (with the canonical
+reasons), cancellation, a matrix fan-out, a controller crash mid-wait, and 1,000
+concurrent waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.testing import ControlPlane, condition, wait_for
+from customtask_sdk.testing.controllers import create_custom_run, running
+from customtask_sdk.testing.processes import ManagedProcess
+from examples.wait.controller import Wait
+
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(ts: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def state(obj: JSON) -> tuple[str, str]:
+    cond = condition(obj) or {}
+    return cond.get("status", ""), cond.get("reason", "")
+
+
+def wait_task(name: str = "wait", duration: str = "1s", **extra: Any) -> JSON:
+    return {
+        "name": name,
+        "taskRef": {"apiVersion": Wait.api_version, "kind": "Wait"},
+        "params": [{"name": "duration", "value": duration}],
+        **extra,
+    }
+
+
+async def run_pipeline(kube: KubeClient, namespace: str, tasks: list[JSON], **spec: Any) -> str:
+    name = f"pr-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": {"pipelineSpec": {"tasks": tasks}, **spec},
+    }
+    await kube.create(PIPELINE_RUNS.path(namespace), body)
+    return name
+
+
+def pr_state(status: str, reason: str) -> Any:
+    return lambda obj: state(obj) == (status, reason)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "duration", "task", "pr_timeout", "want_pr", "want_run", "generation", "retries"),
+    [
+        ("succeeds", "1s", {}, "1m", ("True", "Succeeded"), ("True", "DurationElapsed"), 1, 0),
+        ("still running", "2s", {}, "5s", ("Unknown", "Running"), ("Unknown", "Running"), 1, 0),
+        (
+            "pipelinerun timeout",
+            "2s",
+            {},
+            "1s",
+            ("False", "PipelineRunTimeout"),
+            ("False", "CustomRunCancelled"),
+            2,
+            0,
+        ),
+        (
+            "task timeout",
+            "2s",
+            {"timeout": "1s"},
+            "1m",
+            ("False", "Failed"),
+            ("False", "CustomRunTimedOut"),
+            1,
+            0,
+        ),
+        (
+            "task timeout with a retry",
+            "2s",
+            {"timeout": "1s", "retries": 1},
+            "1m",
+            ("False", "Failed"),
+            ("False", "CustomRunTimedOut"),
+            1,
+            1,
+        ),
+    ],
+)
+async def test_tekton_wait_scenarios(
+    kube: KubeClient,
+    namespace: str,
+    scenario: str,
+    duration: str,
+    task: JSON,
+    pr_timeout: str,
+    want_pr: tuple[str, str],
+    want_run: tuple[str, str],
+    generation: int,
+    retries: int,
+) -> None:
+    async with running(kube, Wait(), namespace=namespace):
+        pr = await run_pipeline(
+            kube,
+            namespace,
+            [wait_task(duration=duration, **task)],
+            timeouts={"pipeline": pr_timeout},
+        )
+        await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state(*want_pr), timeout=60)
+        run = await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{pr}-wait", lambda o: state(o) == want_run, timeout=30
+        )
+    assert run["status"]["observedGeneration"] == generation
+    archived = run["status"].get("retriesStatus") or []
+    assert [state(a) for a in archived] == [("False", "CustomRunTimedOut")] * retries
+    if want_run[1] == "CustomRunCancelled":
+        assert run["status"]["conditions"][0]["message"] == (
+            "CustomRun cancelled as the PipelineRun it belongs to has timed out."
+        )
+
+
+async def test_cancelling_a_pipelinerun_cancels_its_waits(kube: KubeClient, namespace: str) -> None:
+    async with running(kube, Wait(), namespace=namespace):
+        pr = await run_pipeline(kube, namespace, [wait_task(duration="30s")])
+        await wait_for(kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("Unknown", "Running"))
+        await kube.patch(PIPELINE_RUNS.path(namespace, pr), {"spec": {"status": "Cancelled"}})
+        run = await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("False", "CustomRunCancelled")
+        )
+        await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state("False", "Cancelled"))
+    assert run["status"]["conditions"][0]["message"] == (
+        "CustomRun cancelled as the PipelineRun it belongs to has been cancelled."
+    )
+
+
+async def test_matrix_fan_out_of_waits(kube: KubeClient, namespace: str) -> None:
+    fan_out = {
+        "name": "fan",
+        "taskRef": {"apiVersion": Wait.api_version, "kind": "Wait"},
+        "matrix": {"params": [{"name": "duration", "value": ["1s", "2s", "500ms"]}]},
+    }
+    async with running(kube, Wait(), namespace=namespace):
+        pr = await run_pipeline(kube, namespace, [fan_out])
+        done = await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state("True", "Succeeded"), 60)
+    runs = await kube.get(
+        CUSTOM_RUNS.path(namespace), {"labelSelector": f"tekton.dev/pipelineRun={pr}"}
+    )
+    assert sorted(r["metadata"]["name"] for r in runs["items"]) == [
+        f"{pr}-fan-{i}" for i in range(3)
+    ]
+    assert {state(r) for r in runs["items"]} == {("True", "DurationElapsed")}
+    assert len(done["status"]["childReferences"]) == 3
+
+
+def controller_process(control_plane: ControlPlane, namespace: str, name: str) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "customtask_sdk.cli",
+        "run",
+        "examples.wait.controller:Wait",
+        f"--kubeconfig={control_plane.kubeconfig}",
+        f"--namespace={namespace}",
+        "--health-port=0",
+        f"--app-dir={ROOT}",
+    ]
+    return ManagedProcess(name, argv, control_plane.log_dir, cwd=ROOT)
+
+
+async def test_a_crashed_controller_restarts_and_the_wait_still_ends_on_time(
+    control_plane: ControlPlane, kube: KubeClient, namespace: str
+) -> None:
+    controller = controller_process(control_plane, namespace, f"wait-{namespace}")
+    await controller.start()
+    try:
+        pr = await run_pipeline(kube, namespace, [wait_task(duration="6s")])
+        started = await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("Unknown", "Running"), 30
+        )
+        await controller.kill()  # SIGKILL mid-wait
+        await asyncio.sleep(2)
+        await controller.start()
+        done = await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("True", "DurationElapsed"), 30
+        )
+        await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state("True", "Succeeded"), 30)
+    finally:
+        await controller.stop()
+    assert done["status"]["startTime"] == started["status"]["startTime"]
+    waited = parse(done["status"]["completionTime"]) - parse(done["status"]["startTime"])
+    assert datetime.timedelta(seconds=6) <= waited < datetime.timedelta(seconds=7)
+
+
+async def test_a_thousand_concurrent_waits(kube: KubeClient, namespace: str) -> None:
+    count = 1000
+    async with running(kube, Wait(), namespace=namespace, events=False) as manager:
+        created_at = time.monotonic()
+        sem = asyncio.Semaphore(32)
+
+        async def create(i: int) -> None:
+            async with sem:
+                await create_custom_run(
+                    kube, namespace, Wait.api_version, "Wait", {"duration": "5s"}, name=f"w-{i:04d}"
+                )
+
+        await asyncio.gather(*(create(i) for i in range(count)))
+        create_seconds = time.monotonic() - created_at
+
+        async def all_done() -> JSON:
+            while True:
+                page = await kube.list_all(CUSTOM_RUNS.path(namespace))
+                if sum(1 for r in page["items"] if state(r)[0] == "True") == count:
+                    return page
+                await asyncio.sleep(0.5)
+
+        page = await asyncio.wait_for(all_done(), 120)
+        writes = manager.metrics.status_writes.labels(controller=Wait().name)._value.get()
+    waited = [
+        (parse(r["status"]["completionTime"]) - parse(r["status"]["startTime"])).total_seconds()
+        for r in page["items"]
+    ]
+    ends = sorted(parse(r["status"]["completionTime"]) for r in page["items"])
+    spread = (ends[-1] - ends[0]).total_seconds()
+    sys.stderr.write(
+        f"\n[1000 waits] created in {create_seconds:.1f}s; completion spread {spread:.2f}s; "
+        f"wait min/max {min(waited):.2f}/{max(waited):.2f}s; status writes {writes:.0f} "
+        f"({writes / count:.2f} per run)\n"
+    )
+    assert {state(r) for r in page["items"]} == {("True", "DurationElapsed")}
+    assert min(waited) >= 5.0
+    assert writes == 2 * count

@@ -1,0 +1,254 @@
+"""The Reconciler contract end to end on the real apiserver (in-process manager)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import uuid
+from typing import Any, Literal
+
+import pytest
+
+from customtask_sdk import (
+    Failed,
+    LeaderElection,
+    Outcome,
+    Params,
+    Reconciler,
+    Run,
+    Running,
+    Succeeded,
+)
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.runtime.leader import LEASES
+from customtask_sdk.testing import condition, wait_for
+from customtask_sdk.testing.controllers import create_custom_run, running
+
+API = "probe.customtask.dev/v1"
+
+
+class ProbeParams(Params):
+    mode: Literal["succeed", "fail", "run", "touch-then-succeed"] = "succeed"
+    seconds: float = 0
+
+
+class Probe(Reconciler[ProbeParams]):
+    api_version = API
+    kind = "Probe"
+
+    def __init__(self, client: KubeClient | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.cancelled: list[str] = []
+        self.timed_out: list[str] = []
+
+    async def reconcile(self, run: Run[ProbeParams]) -> Outcome:
+        mode = run.params.mode
+        if mode == "fail":
+            return Failed("ProbeFailed", f"attempt {run.attempt} failed")
+        if mode == "run":
+            return Running(message="working")
+        if mode == "touch-then-succeed" and self.client is not None and run.attempt == 0:
+            # Another writer changes the object between our read and our status write.
+            path = CUSTOM_RUNS.path(run.namespace, run.name)
+            await self.client.patch(path, {"metadata": {"labels": {"touched": uuid.uuid4().hex}}})
+        if run.elapsed < datetime.timedelta(seconds=run.params.seconds):
+            return Running(
+                requeue_after=datetime.timedelta(seconds=run.params.seconds) - run.elapsed
+            )
+        return Succeeded(results={"attempt": str(run.attempt), "items": ["a", "b"]})
+
+    async def on_cancel(self, run: Run[ProbeParams]) -> None:
+        self.cancelled.append(run.name)
+
+    async def on_timeout(self, run: Run[ProbeParams]) -> None:
+        self.timed_out.append(run.name)
+
+
+def finished(obj: JSON) -> bool:
+    return (condition(obj) or {}).get("status") in ("True", "False")
+
+
+async def finish(kube: KubeClient, namespace: str, run: JSON, timeout: float = 30) -> JSON:
+    return await wait_for(kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], finished, timeout)
+
+
+def state(obj: JSON) -> tuple[str, str]:
+    cond = condition(obj) or {}
+    return cond.get("status", ""), cond.get("reason", "")
+
+
+async def test_an_instant_run_succeeds_with_one_status_write(
+    kube: KubeClient, namespace: str
+) -> None:
+    probe = Probe()
+    async with running(kube, probe, events=False) as manager:
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
+        done = await finish(kube, namespace, run)
+        writes = manager.metrics.status_writes.labels(controller=probe.name)._value.get()
+    assert state(done) == ("True", "Succeeded")
+    assert done["status"]["results"] == [
+        {"name": "attempt", "value": "0"},
+        {"name": "items", "value": '["a","b"]'},
+    ]
+    assert done["status"]["observedGeneration"] == 1
+    assert done["status"]["startTime"]
+    assert done["status"]["completionTime"]
+    assert writes == 1
+
+
+async def test_a_waiting_run_takes_two_writes_and_finishes_on_time(
+    kube: KubeClient, namespace: str
+) -> None:
+    probe = Probe()
+    async with running(kube, probe, events=False) as manager:
+        run = await create_custom_run(
+            kube, namespace, API, "Probe", {"mode": "succeed", "seconds": "2"}
+        )
+        done = await finish(kube, namespace, run)
+        writes = manager.metrics.status_writes.labels(controller=probe.name)._value.get()
+    start = datetime.datetime.fromisoformat(done["status"]["startTime"].replace("Z", "+00:00"))
+    end = datetime.datetime.fromisoformat(done["status"]["completionTime"].replace("Z", "+00:00"))
+    assert 2.0 <= (end - start).total_seconds() < 3.0
+    assert writes == 2
+
+
+async def test_retries_are_archived_until_exhausted(kube: KubeClient, namespace: str) -> None:
+    async with running(kube, Probe(), events=False):
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "fail"}, retries=2)
+        done = await finish(kube, namespace, run)
+    assert state(done) == ("False", "ProbeFailed")
+    assert done["status"]["conditions"][0]["message"] == "attempt 2 failed"
+    archived = done["status"]["retriesStatus"]
+    assert [state(a) for a in archived] == [("False", "ProbeFailed")] * 2
+    assert all(a["completionTime"] for a in archived)
+
+
+async def test_timeout_then_retry_then_timeout(kube: KubeClient, namespace: str) -> None:
+    probe = Probe()
+    async with running(kube, probe, events=False):
+        run = await create_custom_run(
+            kube, namespace, API, "Probe", {"mode": "run"}, timeout="1s", retries=1
+        )
+        done = await finish(kube, namespace, run)
+    assert state(done) == ("False", "CustomRunTimedOut")
+    assert len(done["status"]["retriesStatus"]) == 1
+    assert probe.timed_out == [run["metadata"]["name"]] * 2
+
+
+@pytest.mark.parametrize("started", [True, False])
+async def test_cancellation(kube: KubeClient, namespace: str, started: bool) -> None:
+    probe = Probe()
+    message = "CustomRun cancelled as the PipelineRun it belongs to has been cancelled."
+    if not started:
+        run = await create_custom_run(
+            kube,
+            namespace,
+            API,
+            "Probe",
+            {"mode": "run"},
+            status="RunCancelled",
+            statusMessage=message,
+        )
+    async with running(kube, probe, events=False):
+        if started:
+            run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "run"})
+            await wait_for(kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], condition)
+            patch = {"spec": {"status": "RunCancelled", "statusMessage": message}}
+            await kube.patch(CUSTOM_RUNS.path(namespace, run["metadata"]["name"]), patch)
+        done = await finish(kube, namespace, run)
+    assert state(done) == ("False", "CustomRunCancelled")
+    assert done["status"]["conditions"][0]["message"] == message
+    assert probe.cancelled == ([run["metadata"]["name"]] if started else [])
+
+
+async def test_invalid_params_fail_clearly_and_other_kinds_are_untouched(
+    kube: KubeClient, namespace: str
+) -> None:
+    async with running(kube, Probe(), events=False):
+        bad = await create_custom_run(kube, namespace, API, "Probe", {"mode": "explode"})
+        other = await create_custom_run(kube, namespace, API, "Other", {"mode": "succeed"})
+        done = await finish(kube, namespace, bad)
+        await asyncio.sleep(0.5)
+        untouched = await kube.get(CUSTOM_RUNS.path(namespace, other["metadata"]["name"]))
+    assert state(done) == ("False", "InvalidParams")
+    assert "'mode'" in done["status"]["conditions"][0]["message"]
+    assert "status" not in untouched
+
+
+async def test_a_finished_run_is_not_rewritten_after_a_late_cancel(
+    kube: KubeClient, namespace: str
+) -> None:
+    async with running(kube, Probe(), events=False):
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
+        done = await finish(kube, namespace, run)
+        path = CUSTOM_RUNS.path(namespace, run["metadata"]["name"])
+        patched = await kube.patch(path, {"spec": {"status": "RunCancelled"}})
+        await asyncio.sleep(1.0)
+        after = await kube.get(path)
+    assert patched["metadata"]["generation"] == 2
+    assert after["status"] == done["status"]
+    assert after["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
+
+
+async def test_a_concurrent_writer_causes_conflicts_that_are_resolved(
+    kube: KubeClient, namespace: str
+) -> None:
+    probe = Probe(kube)
+    async with running(kube, probe, events=False) as manager:
+        runs = [
+            await create_custom_run(kube, namespace, API, "Probe", {"mode": "touch-then-succeed"})
+            for _ in range(5)
+        ]
+        done = [await finish(kube, namespace, run) for run in runs]
+        conflicts = manager.metrics.reconcile_total.labels(
+            controller=probe.name, result="conflict"
+        )._value.get()
+    assert all(state(d) == ("True", "Succeeded") for d in done)
+    assert all(d["metadata"]["labels"]["touched"] for d in done)
+    assert conflicts >= 5
+
+
+async def test_events_are_recorded_on_transitions(kube: KubeClient, namespace: str) -> None:
+    async with running(kube, Probe()) as manager:
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "fail"})
+        await finish(kube, namespace, run)
+        assert manager.events is not None
+        await manager.events.flush()
+    events = await kube.get(f"/api/v1/namespaces/{namespace}/events")
+    mine = [e for e in events["items"] if e["involvedObject"]["name"] == run["metadata"]["name"]]
+    assert [(e["type"], e["reason"]) for e in mine] == [("Warning", "ProbeFailed")]
+
+
+async def test_leader_election_failover(kube: KubeClient, namespace: str) -> None:
+    election = LeaderElection(
+        f"probe-{namespace}",
+        namespace=namespace,
+        lease_duration=2,
+        renew_deadline=1.5,
+        retry_period=0.3,
+    )
+
+    def held_by(identity: str) -> Any:
+        return lambda obj: obj["spec"].get("holderIdentity") == identity
+
+    async with contextlib.AsyncExitStack() as standby_stack:
+        async with running(kube, Probe(), identity="first", leader_election=election, events=False):
+            await wait_for(kube, LEASES, namespace, election.lease_name, held_by("first"))
+            standby = await standby_stack.enter_async_context(
+                running(kube, Probe(), identity="second", leader_election=election, events=False)
+            )
+            assert standby.elector is not None
+            assert not standby.elector.leading.is_set()
+            assert standby.controllers[0].runs.has_synced  # warm cache while standing by
+            run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
+            await finish(kube, namespace, run)
+        # "first" stopped gracefully and released the lease: "second" takes over at once.
+        lease = await wait_for(
+            kube, LEASES, namespace, election.lease_name, held_by("second"), timeout=5
+        )
+        assert lease["spec"]["leaseTransitions"] >= 1
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
+        done = await finish(kube, namespace, run)
+    assert state(done) == ("True", "Succeeded")
