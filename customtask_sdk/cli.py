@@ -37,11 +37,14 @@ def _dev_up(args: argparse.Namespace) -> int:
     from customtask_sdk.testing.devenv import run_dev
 
     manifests = [Path(p) for p in args.filename]
+    sys.path.insert(0, args.app_dir)
+    reconcilers = [load_reconciler(spec) for spec in args.controller]
     try:
         ok = asyncio.run(
             run_dev(
                 manifests,
                 sys.stdout,
+                reconcilers=reconcilers,
                 namespace=args.namespace,
                 timeout=args.timeout,
                 keep_running=args.keep_running,
@@ -131,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
         "up", help="start etcd, kube-apiserver and Tekton's controller; apply and follow runs"
     )
     up.add_argument("-f", "--filename", action="append", default=[], help="manifest to apply")
+    up.add_argument(
+        "-c",
+        "--controller",
+        action="append",
+        default=[],
+        metavar="pkg.module:Class",
+        help="a reconciler to run in this process",
+    )
+    up.add_argument("--app-dir", default=".", help="where to import controllers from")
     up.add_argument("-n", "--namespace", default="default")
     up.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to follow the PipelineRuns"

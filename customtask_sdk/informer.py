@@ -186,6 +186,11 @@ class Informer:
             self._call(callback, "ADDED", None, obj)
 
     @property
+    def inactivity_timeout(self) -> float:
+        """Seconds of watch silence after which the watch is restarted."""
+        return self._inactivity_timeout
+
+    @property
     def has_synced(self) -> bool:
         """Whether the first list has completed."""
         return self.synced.is_set()

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
-exec .venv/bin/customtask-sdk dev up -f examples/wait/pipelinerun.yaml "$@"
+exec .venv/bin/customtask-sdk dev up -c examples.wait.controller:Wait -f examples/wait/pipelinerun.yaml "$@"

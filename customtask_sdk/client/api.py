@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -84,6 +84,8 @@ class KubeClient:
         self._user_agent = user_agent
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        #: Called with (method, status code) after every answer; ``WATCH`` for watches.
+        self.on_response: Callable[[str, int], None] | None = None
 
     @classmethod
     async def from_kubeconfig(
@@ -143,6 +145,8 @@ class KubeClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             payload = await response.read()
+            if self.on_response is not None:
+                self.on_response(method, response.status)
             if response.status >= 400:
                 raise error_for(response.status, payload, response.headers.get("Retry-After"))
             result: JSON = json.loads(payload) if payload else {}
@@ -259,6 +263,8 @@ class KubeClient:
             headers=await self._headers(None),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=inactivity_timeout),
         ) as response:
+            if self.on_response is not None:
+                self.on_response("WATCH", response.status)
             if response.status >= 400:
                 raise error_for(response.status, await response.read())
             async for line in response.content:

@@ -67,6 +67,8 @@ class Manager:
         self.client = client
         self.identity = identity or default_identity()
         self.metrics = ControllerMetrics()
+        if client.on_response is None:
+            client.on_response = self.metrics.rest_request
         self.health_port = health_port
         self.health_host = health_host
         self.shutdown_grace = shutdown_grace

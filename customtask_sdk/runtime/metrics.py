@@ -96,6 +96,12 @@ class ControllerMetrics:
             ["name"],
             registry=r,
         )
+        self.rest_requests = Counter(
+            "rest_client_requests_total",
+            "Number of HTTP requests, partitioned by status code and method",
+            ["code", "method"],
+            registry=r,
+        )
         self.leader = Gauge(
             "leader_election_master_status",
             "Whether this replica leads (1) or stands by (0)",
@@ -113,6 +119,10 @@ class ControllerMetrics:
         if result == "error":
             self.reconcile_errors.labels(controller=controller).inc()
         self.reconcile_time.labels(controller=controller).observe(seconds)
+
+    def rest_request(self, method: str, code: int) -> None:
+        """Count one API answer (the client's ``on_response`` hook)."""
+        self.rest_requests.labels(code=str(code), method=method).inc()
 
     def status_written(self, controller: str) -> None:
         """Count one status write."""

@@ -1,7 +1,8 @@
-"""A local development environment: the control plane, Tekton's controller, and samples.
+"""A local development environment: the control plane, Tekton's controller, your controllers.
 
-``customtask-sdk dev up -f pipeline.yaml`` starts everything, applies the manifests, and
-prints every PipelineRun and CustomRun state change until the PipelineRuns finish.
+``customtask-sdk dev up -c pkg.module:Class -f pipeline.yaml`` starts everything, applies
+the manifests, and prints every PipelineRun and CustomRun state change until the
+PipelineRuns finish.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, Discovery, KubeClient, Resource
+from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.controlplane import ControlPlane
 from customtask_sdk.testing.waiting import condition
 
@@ -104,6 +107,10 @@ async def follow(
         await asyncio.wait_for(watch(PIPELINE_RUNS, "pipelinerun"), timeout)
     except TimeoutError:
         out.write(f"not finished after {timeout:.0f}s\n")
+        idle = [k for k, line in seen.items() if k.startswith("customrun/") and "=-" in line]
+        if idle:
+            names = ", ".join(idle)
+            out.write(f"no controller acted on {names}: is a controller for its kind running?\n")
         return False
     finally:
         runs_watch.cancel()
@@ -116,16 +123,22 @@ async def run_dev(
     manifests: Sequence[Path],
     out: TextIO,
     *,
+    reconcilers: Sequence[Reconciler[Any]] = (),
     namespace: str = "default",
     timeout: float = 300.0,
     keep_running: bool = False,
 ) -> bool:
-    """Start the control plane and Tekton's controller, apply ``manifests``, follow them."""
-    async with ControlPlane() as cp:
+    """Start the control plane, Tekton's controller and ``reconcilers`` (in this process),
+    apply ``manifests`` and follow their PipelineRuns until they finish."""
+    async with contextlib.AsyncExitStack() as stack:
+        cp = await stack.enter_async_context(ControlPlane())
         out.write(f"control plane ready in {cp.timings['total']:.1f}s ({cp.host})\n")
         await cp.start_controller_manager()
         await cp.start_tekton_controller()
         out.write(f"Tekton {cp.binaries.versions.tekton} controller running\n")
+        for reconciler in reconcilers:
+            await stack.enter_async_context(running(cp.client, reconciler, health_port=None))
+            out.write(f"{reconciler.kind} controller running ({reconciler.api_version})\n")
         out.write(f"  export KUBECONFIG={cp.kubeconfig}\n  logs: {cp.log_dir}\n")
         applied = await apply_manifests(cp.client, manifests, namespace)
         names = [o["metadata"]["name"] for o in applied if o["kind"] == "PipelineRun"]

@@ -41,6 +41,12 @@ class Versions:
 PINNED = Versions()
 
 _KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+# How each component is built; a cached build made another way is rebuilt.
+_RECIPES = {
+    "etcd": "static",
+    "kubernetes": "static, version stamped",
+    "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT",
+}
 _TEKTON_COMMANDS = ("controller", "entrypoint")
 
 
@@ -171,6 +177,15 @@ def _toolchain_for(required: str, log: Log) -> str:
     return f"go{required}"
 
 
+Prepare = Callable[[Path, dict[str, str], Log], None]
+
+
+def _is_built(dest: Path, files: Sequence[str], recipe: str) -> bool:
+    marker = dest / ".recipe"
+    built = all((dest / f).exists() for f in files)
+    return built and marker.exists() and marker.read_text() == recipe
+
+
 def _build_module(
     name: str,
     gomod: str,
@@ -178,8 +193,14 @@ def _build_module(
     dest: Path,
     log: Log,
     toolchain: str = "local",
+    ldflags: str = "",
+    prepare: Prepare | None = None,
+    recipe: str = "",
 ) -> None:
-    """Build ``packages`` (output name -> import path) from a throwaway module into ``dest``."""
+    """Build ``packages`` (output name -> import path) from a throwaway module into ``dest``.
+
+    ``prepare`` may adjust the module (after ``go mod tidy``) before the build.
+    """
     build_root = cache_dir() / "build"
     build_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=build_root) as tmp:
@@ -193,8 +214,12 @@ def _build_module(
         _run(["go", "mod", "tidy"], work, env, log)
         staging = work / "bin"
         staging.mkdir()
+        if prepare is not None:
+            prepare(work, env, log)
         for out, pkg in packages.items():
-            _run(["go", "build", "-o", str(staging / out), pkg], work, env, log)
+            command = ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / out), pkg]
+            _run(command, work, env, log)
+        (staging / ".recipe").write_text(recipe)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             shutil.rmtree(dest)
@@ -203,7 +228,7 @@ def _build_module(
 
 def _install_kubernetes(version: str, log: Log) -> None:
     dest = _component_dir("kubernetes", version)
-    if all((dest / cmd).exists() for cmd in _KUBERNETES_COMMANDS):
+    if _is_built(dest, _KUBERNETES_COMMANDS, _RECIPES["kubernetes"]):
         return
     info = _module_info("k8s.io/kubernetes", version, Path(tempfile.gettempdir()), log)
     upstream = Path(info["GoMod"]).read_text()
@@ -216,26 +241,77 @@ def _install_kubernetes(version: str, log: Log) -> None:
         f"replace (\n{replaces}\n)\n"
     )
     packages = {cmd: f"k8s.io/kubernetes/cmd/{cmd}" for cmd in _KUBERNETES_COMMANDS}
-    _build_module("kubernetes", gomod, packages, dest, log, _toolchain_for(go, log))
+    # Stamp the version as Kubernetes' own build does: a module build reports
+    # v0.0.0-master, which clients with a minimum version (Tekton's controller) refuse.
+    major, minor = version.removeprefix("v").split(".")[:2]
+    stamp = "k8s.io/component-base/version"
+    ldflags = (
+        f"-X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} "
+        f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean"
+    )
+    toolchain = _toolchain_for(go, log)
+    _build_module(
+        "kubernetes", gomod, packages, dest, log, toolchain, ldflags, recipe=_RECIPES["kubernetes"]
+    )
 
 
 def _install_etcd(version: str, log: Log) -> None:
     dest = _component_dir("etcd", version)
-    if (dest / "etcd").exists():
+    if _is_built(dest, ["etcd"], _RECIPES["etcd"]):
         return
     gomod = f"module testbin/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {version}\n"
-    _build_module("etcd", gomod, {"etcd": "go.etcd.io/etcd/server/v3"}, dest, log)
+    packages = {"etcd": "go.etcd.io/etcd/server/v3"}
+    _build_module("etcd", gomod, packages, dest, log, recipe=_RECIPES["etcd"])
+
+
+_PROBES_CONST = "const HealthCheckDefaultPort = 8080"
+
+
+def _knative_probes_port_from_env(work: Path, env: dict[str, str], log: Log) -> None:
+    """Let ``KNATIVE_HEALTH_PROBES_PORT`` move the probe server knative always puts on :8080.
+
+    Tekton's controller (knative sharedmain) binds :8080 unconditionally, so two control
+    planes on one machine would collide. The build uses a copy of the resolved
+    ``knative.dev/pkg`` with that one line changed (``replace`` in the throwaway go.mod).
+    """
+    out = _run(["go", "list", "-m", "-json", "knative.dev/pkg"], work, env, log)
+    copy = work / "knative-pkg"
+    shutil.copytree(json.loads(out)["Dir"], copy)
+    for item in copy.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)  # the module cache is read-only
+    copy.chmod(0o755)
+    path = copy / "injection" / "health_check.go"
+    source = path.read_text()
+    if _PROBES_CONST not in source or '\t"strconv"\n' not in source:
+        raise RuntimeError(
+            f"{path} changed upstream; update the knative probes-port patch in testbin.py"
+        )
+    patched = source.replace(
+        _PROBES_CONST,
+        "var HealthCheckDefaultPort = func() int {\n"
+        '\tif p, err := strconv.Atoi(os.Getenv("KNATIVE_HEALTH_PROBES_PORT")); err == nil {\n'
+        "\t\treturn p\n\t}\n\treturn 8080\n}()",
+    ).replace('\t"strconv"\n', '\t"os"\n\t"strconv"\n', 1)
+    path.write_text(patched)
+    with (work / "go.mod").open("a") as gomod:
+        gomod.write("\nreplace knative.dev/pkg => ./knative-pkg\n")
 
 
 def _install_tekton(version: str, log: Log) -> None:
     dest = _component_dir("tekton", version)
     module = "github.com/tektoncd/pipeline"
-    if not all((dest / cmd).exists() for cmd in _TEKTON_COMMANDS):
+    if not _is_built(dest, _TEKTON_COMMANDS, _RECIPES["tekton"]):
         gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
         packages = {cmd: f"{module}/cmd/{cmd}" for cmd in _TEKTON_COMMANDS}
-        if (dest / "config").exists():
-            shutil.rmtree(dest / "config")
-        _build_module("tekton", gomod, packages, dest, log)
+        _build_module(
+            "tekton",
+            gomod,
+            packages,
+            dest,
+            log,
+            prepare=_knative_probes_port_from_env,
+            recipe=_RECIPES["tekton"],
+        )
     if not (dest / "config" / "300-crds").is_dir():
         source = Path(_module_info(module, version, Path(tempfile.gettempdir()), log)["Dir"])
         config = dest / "config"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -10,6 +11,7 @@ from customtask_sdk.client import CUSTOM_RUNS, ForbiddenError, KubeClient, Resou
 from customtask_sdk.testing import TEKTON_NAMESPACE, ControlPlane, wait_deleted
 
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 
 
@@ -40,21 +42,35 @@ async def test_minted_users_are_authorized_through_rbac(
         with pytest.raises(ForbiddenError) as denied:
             await alice.get(CONFIG_MAPS.path(namespace))
         assert user in denied.value.message
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "configmap-reader", "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        }
+        await control_plane.client.create(ROLES.path(namespace), role)
         binding = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": "approvers-view", "namespace": namespace},
+            "metadata": {"name": "approvers-read", "namespace": namespace},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "view",
+                "kind": "Role",
+                "name": "configmap-reader",
             },
             "subjects": [
                 {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "approvers"}
             ],
         }
         await control_plane.client.create(ROLE_BINDINGS.path(namespace), binding)
-        listed = await alice.get(CONFIG_MAPS.path(namespace))
+        for _ in range(100):  # the authorizer's cache picks the binding up within moments
+            try:
+                listed = await alice.get(CONFIG_MAPS.path(namespace))
+                break
+            except ForbiddenError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the RoleBinding never took effect")
         assert listed["kind"] == "ConfigMapList"
 
 
