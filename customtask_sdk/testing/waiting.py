@@ -57,7 +57,7 @@ async def wait_for(
     try:
         return await asyncio.wait_for(watch(), timeout)
     except TimeoutError:
-        state = (last or {}).get("status", "<object not seen>")
+        state = "<object not seen>" if last is None else last.get("status", "<no status yet>")
         raise TimeoutError(
             f"{resource.kind} {namespace}/{name} did not reach the expected state within "
             f"{timeout}s; last status: {state}"

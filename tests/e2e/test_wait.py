@@ -123,7 +123,7 @@ async def test_tekton_wait_scenarios(
         )
     assert run["status"]["observedGeneration"] == generation
     archived = run["status"].get("retriesStatus") or []
-    assert [state(a) for a in archived] == [("False", "CustomRunTimedOut")] * retries
+    assert [state({"status": a}) for a in archived] == [("False", "CustomRunTimedOut")] * retries
     if want_run[1] == "CustomRunCancelled":
         assert run["status"]["conditions"][0]["message"] == (
             "CustomRun cancelled as the PipelineRun it belongs to has timed out."
@@ -225,7 +225,7 @@ async def test_a_thousand_concurrent_waits(kube: KubeClient, namespace: str) -> 
                 await asyncio.sleep(0.5)
 
         page = await asyncio.wait_for(all_done(), 120)
-        writes = manager.metrics.status_writes.labels(controller=Wait().name)._value.get()
+    writes = manager.metrics.status_writes.labels(controller=Wait().name)._value.get()
     waited = [
         (parse(r["status"]["completionTime"]) - parse(r["status"]["startTime"])).total_seconds()
         for r in page["items"]

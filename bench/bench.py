@@ -1,0 +1,455 @@
+"""Benchmarks of the SDK on the local control plane; prints a table, asserts nothing.
+
+    .venv/bin/python bench/bench.py [--runs 2000] [--concurrency 32] [--skip kopf,go]
+
+Each phase uses its own namespace on one ControlPlane (etcd + kube-apiserver + Tekton's
+CRDs; no Tekton controller):
+
+1. ceiling: 2,000 runs created, then a minimal aiohttp writer does the one merge-patch to
+   ``/status`` per run that an instant Wait needs, at the same concurrency.
+2. sdk / go / kopf: 2,000 instant Waits created while the controller is stopped; the
+   controller (a subprocess) is started and timed from its caches' sync (or, for the
+   baselines, from process start minus their measured idle start-up) to the last
+   ``Succeeded=True``. Throughput = runs / that time.
+3. writes and GETs per run, from the SDK controller's ``/metrics``.
+4. RSS of the SDK controller with 10,000 runs in its cache.
+5. latency from create to ``Succeeded=Unknown`` at 100 creates/s (waits of 1 h).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.reconciler.run import format_time
+from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.processes import ManagedProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT_API = "wait.customtask.dev/v1alpha1"
+
+
+def wait_run(name: str, duration: str = "0s", **spec: Any) -> JSON:
+    return {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "metadata": {"name": name},
+        "spec": {
+            "customRef": {"apiVersion": WAIT_API, "kind": "Wait"},
+            "params": [{"name": "duration", "value": duration}],
+            **spec,
+        },
+    }
+
+
+async def create_runs(
+    kube: KubeClient, namespace: str, count: int, concurrency: int = 32, **kwargs: Any
+) -> float:
+    """Create ``count`` Wait runs; returns runs/s."""
+    await kube.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            await kube.create(CUSTOM_RUNS.path(namespace), wait_run(f"w-{i:05d}", **kwargs))
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.monotonic() - started)
+
+
+async def count_done(kube: KubeClient, namespace: str) -> int:
+    page = await kube.list_all(CUSTOM_RUNS.path(namespace))
+    return sum(
+        1
+        for item in page["items"]
+        for cond in (item.get("status") or {}).get("conditions") or []
+        if cond.get("type") == "Succeeded" and cond.get("status") == "True"
+    )
+
+
+async def wait_all_done(
+    kube: KubeClient, namespace: str, count: int, timeout: float = 300
+) -> float:
+    """Watch until ``count`` runs are done; returns the monotonic time of the last one."""
+    page = await kube.get(CUSTOM_RUNS.path(namespace), {"limit": "1"})
+    done: set[str] = set()
+    params = {"resourceVersion": page["metadata"]["resourceVersion"], "allowWatchBookmarks": "true"}
+    deadline = time.monotonic() + timeout
+    already = await count_done(kube, namespace)
+    if already >= count:
+        return time.monotonic()
+    async for event in kube.watch(CUSTOM_RUNS.path(namespace), params):
+        obj = event["object"]
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("status") == "True":
+                done.add(obj["metadata"]["name"])
+        if len(done) + already >= count:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{namespace}: {len(done)}/{count} done after {timeout}s")
+    raise RuntimeError("watch ended")
+
+
+async def ceiling(cp: ControlPlane, count: int, concurrency: int) -> float:
+    """The apiserver's own rate for the same status writes, by a minimal aiohttp client."""
+    namespace = "bench-ceiling"
+    await create_runs(cp.client, namespace, count)
+    page = await cp.client.list_all(CUSTOM_RUNS.path(namespace))
+    session = cp.client.session
+    now = format_time(__import__("datetime").datetime.now(__import__("datetime").UTC))
+    queue: asyncio.Queue[JSON] = asyncio.Queue()
+    for item in page["items"]:
+        queue.put_nowait(item)
+
+    async def writer() -> None:
+        while not queue.empty():
+            item = queue.get_nowait()
+            meta = item["metadata"]
+            body = {
+                "metadata": {"resourceVersion": meta["resourceVersion"]},
+                "status": {
+                    "startTime": now,
+                    "completionTime": now,
+                    "observedGeneration": 1,
+                    "conditions": [
+                        {
+                            "type": "Succeeded",
+                            "status": "True",
+                            "reason": "DurationElapsed",
+                            "message": "",
+                            "lastTransitionTime": now,
+                        }
+                    ],
+                },
+            }
+            url = cp.host + CUSTOM_RUNS.path(namespace, meta["name"], "status")
+            async with session.patch(
+                url,
+                data=json.dumps(body),
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as response:
+                response.raise_for_status()
+                await response.read()
+
+    started = time.monotonic()
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    return count / (time.monotonic() - started)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """Sum the samples of every metric family at ``/metrics`` by name and labels."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as r,
+    ):
+        text = await r.text()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def sdk_process(cp: ControlPlane, namespace: str, port: int, workers: int) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "customtask_sdk.cli",
+        "run",
+        "examples.wait.controller:Wait",
+        f"--kubeconfig={cp.kubeconfig}",
+        f"--namespace={namespace}",
+        f"--health-port={port}",
+        f"--workers={workers}",
+        "--no-events",
+        "--log-level=WARNING",
+        f"--app-dir={ROOT}",
+    ]
+    return ManagedProcess(f"sdk-{namespace}", argv, cp.log_dir, cwd=ROOT)
+
+
+async def wait_ready(port: int, process: ManagedProcess, timeout: float = 60) -> float:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            process.check_alive()
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return time.monotonic()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)
+    raise TimeoutError("controller never became ready")
+
+
+async def sdk_throughput(cp: ControlPlane, count: int, workers: int) -> dict[str, float]:
+    namespace = "bench-sdk"
+    await create_runs(cp.client, namespace, count)
+    port = free_port()
+    process = sdk_process(cp, namespace, port, workers)
+    await process.start()
+    try:
+        ready = await wait_ready(port, process)
+        cpu_at_ready = cpu_seconds(process.pid or 0)
+        finished = await wait_all_done(cp.client, namespace, count)
+        metrics = await scrape(port)
+        cpu = cpu_seconds(process.pid or 0) - cpu_at_ready
+        rss = rss_mb(process.pid or 0)
+    finally:
+        await process.stop()
+    writes = sum(v for k, v in metrics.items() if k.startswith("customtask_status_writes_total{"))
+    gets = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("rest_client_requests_total{") and 'method="GET"' in k
+    )
+    reconciles = sum(
+        v for k, v in metrics.items() if k.startswith("controller_runtime_reconcile_total{")
+    )
+    return {
+        "runs_per_s": count / (finished - ready),
+        "writes_per_run": writes / count,
+        "gets": gets,
+        "reconciles": reconciles,
+        "cpu_ms_per_run": 1000 * cpu / count,
+        "rss_mb": rss,
+    }
+
+
+async def baseline_throughput(
+    cp: ControlPlane, name: str, argv: Sequence[str], env: dict[str, str], count: int
+) -> float:
+    """Start a baseline controller on pre-created runs; its idle start-up (measured on an
+    empty namespace first) is subtracted so only reconciling is timed."""
+    idle_ns, namespace = f"bench-{name}-idle", f"bench-{name}"
+    await create_runs(cp.client, idle_ns, 1)
+    process = ManagedProcess(f"{name}-idle", [*argv, idle_ns], cp.log_dir, env=env, cwd=ROOT)
+    started = time.monotonic()
+    await process.start()
+    await wait_all_done(cp.client, idle_ns, 1, timeout=120)
+    startup = time.monotonic() - started
+    await process.stop()
+    await create_runs(cp.client, namespace, count)
+    process = ManagedProcess(name, [*argv, namespace], cp.log_dir, env=env, cwd=ROOT)
+    started = time.monotonic()
+    await process.start()
+    try:
+        finished = await wait_all_done(cp.client, namespace, count)
+    finally:
+        await process.stop()
+    return count / max(0.001, finished - started - startup)
+
+
+async def memory_with(cp: ControlPlane, total: int, workers: int) -> float:
+    namespace = "bench-memory"
+    await create_runs(cp.client, namespace, total)
+    port = free_port()
+    process = sdk_process(cp, namespace, port, workers)
+    await process.start()
+    try:
+        await wait_ready(port, process)
+        await wait_all_done(cp.client, namespace, total, timeout=600)
+        await asyncio.sleep(2)
+        return rss_mb(process.pid or 0)
+    finally:
+        await process.stop()
+
+
+async def latency(cp: ControlPlane, rate: float, seconds: float, workers: int) -> list[float]:
+    namespace = "bench-latency"
+    await cp.client.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    port = free_port()
+    process = sdk_process(cp, namespace, port, workers)
+    await process.start()
+    created: dict[str, float] = {}
+    started: dict[str, float] = {}
+    try:
+        await wait_ready(port, process)
+        page = await cp.client.get(CUSTOM_RUNS.path(namespace))
+
+        async def watch() -> None:
+            params = {"resourceVersion": page["metadata"]["resourceVersion"]}
+            async for event in cp.client.watch(CUSTOM_RUNS.path(namespace), params):
+                obj = event["object"]
+                name = obj["metadata"]["name"]
+                conds = (obj.get("status") or {}).get("conditions") or []
+                if name not in started and any(c.get("status") == "Unknown" for c in conds):
+                    started[name] = time.monotonic()
+
+        watcher = asyncio.create_task(watch())
+        total = int(rate * seconds)
+        begin = time.monotonic()
+
+        async def create(i: int) -> None:
+            name = f"l-{i:05d}"
+            created[name] = time.monotonic()
+            await cp.client.create(CUSTOM_RUNS.path(namespace), wait_run(name, "1h", timeout="2h"))
+
+        tasks = []
+        for i in range(total):
+            await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(create(i)))
+        await asyncio.gather(*tasks)
+        deadline = time.monotonic() + 30
+        while len(started) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        watcher.cancel()
+    finally:
+        await process.stop()
+    return sorted(started[n] - created[n] for n in started)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    skip = set(filter(None, args.skip.split(",")))
+    rows: list[tuple[str, str, str]] = []
+    async with ControlPlane() as cp:
+        print(f"control plane up in {cp.timings['total']:.1f}s", flush=True)
+        ceil = await ceiling(cp, args.runs, args.concurrency)
+        rows.append(
+            ("apiserver ceiling (raw aiohttp, 1 status write/run)", f"{ceil:.0f} runs/s", "1.00x")
+        )
+        print(f"ceiling: {ceil:.0f} writes/s", flush=True)
+        sdk = await sdk_throughput(cp, args.runs, args.concurrency)
+        print(f"sdk: {sdk}", flush=True)
+        rows.append(
+            (
+                "customtask-sdk Wait",
+                f"{sdk['runs_per_s']:.0f} runs/s",
+                f"{sdk['runs_per_s'] / ceil:.2f}x ceiling",
+            )
+        )
+        if "go" not in skip:
+            binary = (
+                subprocess.run(
+                    ["bash", str(ROOT / "bench/baselines/go-wait/build.sh")],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            env = dict(
+                os.environ,
+                SYSTEM_NAMESPACE="tekton-pipelines",
+                METRICS_DOMAIN="bench",
+                KNATIVE_HEALTH_PROBES_PORT=str(free_port()),
+                PROFILING_PORT=str(free_port()),
+                PROBES_PORT=str(free_port()),
+            )
+            argv = [
+                binary,
+                f"-kubeconfig={cp.kubeconfig}",
+                f"-threads-per-controller={args.concurrency}",
+                "-namespace",
+            ]
+            go = await baseline_throughput(cp, "go", argv, env, args.runs)
+            rows.append(
+                (
+                    "Go (Tekton's helpers, knative reconciler)",
+                    f"{go:.0f} runs/s",
+                    f"SDK {sdk['runs_per_s'] / go:.2f}x Go",
+                )
+            )
+        if "kopf" not in skip:
+            env = dict(os.environ, KUBECONFIG=str(cp.kubeconfig))
+            argv = [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                str(ROOT / "bench/baselines/kopf_wait.py"),
+                "--namespace",
+            ]
+            kopf = await baseline_throughput(cp, "kopf", argv, env, args.runs)
+            rows.append(
+                (
+                    "kopf (tuned to one patch per run)",
+                    f"{kopf:.0f} runs/s",
+                    f"SDK {sdk['runs_per_s'] / kopf:.2f}x kopf",
+                )
+            )
+        rows.append(("status writes per instant run", f"{sdk['writes_per_run']:.2f}", "goal 1"))
+        rows.append(
+            (
+                "GETs during the run (list pages included)",
+                f"{sdk['gets']:.0f} for {sdk['reconciles']:.0f} reconciles",
+                "goal 0 per reconcile",
+            )
+        )
+        rows.append(("controller CPU per run", f"{sdk['cpu_ms_per_run']:.2f} ms", ""))
+        rss = await memory_with(cp, args.memory_runs, args.concurrency)
+        rows.append(
+            (
+                f"controller RSS with {args.memory_runs:,} runs cached",
+                f"{rss:.0f} MB",
+                "goal <= 80 MB",
+            )
+        )
+        lat = await latency(cp, args.rate, args.latency_seconds, args.concurrency)
+        rows.append(
+            (
+                f"create -> Unknown at {args.rate:.0f} creates/s ({len(lat)} runs)",
+                f"p50 {1000 * statistics.median(lat):.0f} ms, p99 {1000 * percentile(lat, 99):.0f} ms",
+                "goal p99 <= 250 ms",
+            )
+        )
+        # a second running-run write: started + done = 2
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{width}} | value | note")
+    for name, value, note in rows:
+        print(f"{name:<{width}} | {value} | {note}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--memory-runs", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--skip", default="", help="comma-separated: go,kopf")
+    asyncio.run(main(parser.parse_args()))
