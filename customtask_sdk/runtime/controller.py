@@ -76,6 +76,12 @@ class Controller:
         for informer in self.owned:
             informer.add_handler(self._on_owned)
         self._clock: Callable[[], Any] = (reconciler.clock or SystemClock()).now
+        overrides_finalize = type(reconciler).finalize is not Reconciler.finalize
+        group = reconciler.api_version.split("/")[0]
+        #: The finalizer held on runs while ``finalize`` has work to do (if overridden).
+        self.finalizer = (
+            f"{group}/{reconciler.kind.lower()}-cleanup" if overrides_finalize else None
+        )
 
     @property
     def informers(self) -> list[Informer]:
@@ -85,8 +91,13 @@ class Controller:
     def _mine(self, obj: JSON) -> JSON | None:
         return obj if matches(obj, self.reconciler.api_version, self.reconciler.kind) else None
 
+    def _holds_finalizer(self, obj: JSON) -> bool:
+        return self.finalizer is not None and self.finalizer in (
+            obj["metadata"].get("finalizers") or ()
+        )
+
     def _on_run(self, event: str, old: JSON | None, new: JSON | None) -> None:
-        if new is not None and not is_done(new):
+        if new is not None and (not is_done(new) or self._holds_finalizer(new)):
             self.queue.add(_key(new))
 
     def _on_owned(self, event: str, old: JSON | None, new: JSON | None) -> None:
@@ -123,12 +134,20 @@ class Controller:
     async def process(self, key: str) -> None:
         """Reconcile one run by key, from the cache, and write what changed."""
         obj = self.runs.get(key)
+        if obj is not None and self.finalizer is not None:
+            obj = await self._handle_finalizer(key, obj)
         if obj is None or is_done(obj):
             self.queue.forget(key)
             return
         started = time.monotonic()
         result = await step(self.reconciler, obj, self._clock())
         outcome = "success"
+        finishing = result.status is not None and is_done({"status": result.status})
+        if finishing and self._holds_finalizer(obj):  # clean up before the last write
+            finalized = await self._finalize(key, obj)
+            if finalized is None:
+                return
+            obj = finalized
         if result.status is not None:
             written = await self._write_status(key, obj, result.status)
             if written is None:
@@ -143,7 +162,7 @@ class Controller:
             if self.events is not None:
                 self.events.record(obj, event.type, event.reason, event.message)
         if outcome == "conflict":
-            self.queue.add(key)  # re-reconcile against the object we just re-read
+            self.queue.add_rate_limited(key)  # re-reconcile against the object just re-read
         elif result.error is not None:
             outcome = "error"
             log.warning(
@@ -165,6 +184,55 @@ class Controller:
         if self.metrics is not None:
             self.metrics.reconciled(self.name, outcome, time.monotonic() - started)
 
+    async def _handle_finalizer(self, key: str, obj: JSON) -> JSON | None:
+        """Add the finalizer to a live run; finalize a deleted or finished one that holds it.
+
+        Returns the run to reconcile, or ``None`` when there is nothing more to do now.
+        """
+        deleting = obj["metadata"].get("deletionTimestamp") is not None
+        if self._holds_finalizer(obj):
+            if deleting or is_done(obj):  # e.g. a crash between cleanup and the last write
+                await self._finalize(key, obj)
+                return None
+            return obj
+        if deleting or is_done(obj):
+            return None
+        finalizers = [*(obj["metadata"].get("finalizers") or ()), self.finalizer]
+        return await self._patch_finalizers(key, obj, finalizers)
+
+    async def _finalize(self, key: str, obj: JSON) -> JSON | None:
+        """Run ``reconciler.finalize`` and drop the finalizer; ``None`` if that must wait."""
+        try:
+            await self.reconciler.finalize(obj)
+        except Exception:
+            log.exception("finalize failed; will retry", extra={"run": key})
+            self.queue.add_rate_limited(key)
+            return None
+        kept = [f for f in obj["metadata"].get("finalizers") or () if f != self.finalizer]
+        return await self._patch_finalizers(key, obj, kept)
+
+    async def _patch_finalizers(self, key: str, obj: JSON, finalizers: list[Any]) -> JSON | None:
+        meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
+        try:
+            patched = await self.client.patch(
+                CUSTOM_RUNS.path(meta["namespace"], meta["name"]), body
+            )
+        except ConflictError:
+            await self._reread(key, obj)
+            self.queue.add_rate_limited(key)
+            return None
+        except NotFoundError:
+            return None
+        self.runs.update_if_newer(patched)
+        return patched
+
+    async def _reread(self, key: str, obj: JSON) -> None:
+        meta = obj["metadata"]
+        fresh = await self.client.get_or_none(CUSTOM_RUNS.path(meta["namespace"], meta["name"]))
+        if fresh is not None:
+            self.runs.update_if_newer(fresh)
+
     async def _write_status(self, key: str, obj: JSON, desired: JSON) -> JSON | None:
         """Merge-patch ``/status`` with a resourceVersion precondition.
 
@@ -181,9 +249,7 @@ class Controller:
             written = await self.client.patch(path, body)
         except ConflictError:
             log.info("status write conflicted; re-reading", extra={"run": key})
-            fresh = await self.client.get_or_none(CUSTOM_RUNS.path(meta["namespace"], meta["name"]))
-            if fresh is not None:
-                self.runs.update_if_newer(fresh)
+            await self._reread(key, obj)
             return None
         except NotFoundError:
             return None
