@@ -57,6 +57,15 @@ async def run_pipeline(kube: KubeClient, namespace: str, tasks: list[JSON], **sp
     return name
 
 
+async def wait_child_listed(kube: KubeClient, namespace: str, pr: str, child: str) -> None:
+    """Tekton cancels only the children its PipelineRun status lists; wait until it does."""
+
+    def listed(obj: JSON) -> bool:
+        return any(c["name"] == child for c in obj.get("status", {}).get("childReferences") or [])
+
+    await wait_for(kube, PIPELINE_RUNS, namespace, pr, listed)
+
+
 def pr_state(status: str, reason: str) -> Any:
     return lambda obj: state(obj) == (status, reason)
 
@@ -134,6 +143,7 @@ async def test_cancelling_a_pipelinerun_cancels_its_waits(kube: KubeClient, name
     async with running(kube, Wait(), namespace=namespace):
         pr = await run_pipeline(kube, namespace, [wait_task(duration="30s")])
         await wait_for(kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("Unknown", "Running"))
+        await wait_child_listed(kube, namespace, pr, f"{pr}-wait")
         await kube.patch(PIPELINE_RUNS.path(namespace, pr), {"spec": {"status": "Cancelled"}})
         run = await wait_for(
             kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("False", "CustomRunCancelled")

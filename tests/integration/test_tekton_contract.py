@@ -224,6 +224,14 @@ async def test_cancelling_the_pipelinerun_patches_every_customrun(
     )
     slow = await write_status(kube, slow, started(1))
     fast = await write_status(kube, fast, finished("True", "Succeeded"))
+    # Tekton cancels the children its status lists (from its cache): wait for both.
+    await wait_for(
+        kube,
+        PIPELINE_RUNS,
+        namespace,
+        pr_name,
+        lambda obj: len(obj.get("status", {}).get("childReferences") or []) == 2,
+    )
 
     await kube.patch(PIPELINE_RUNS.path(namespace, pr_name), {"spec": {"status": "Cancelled"}})
 
