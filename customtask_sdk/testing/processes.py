@@ -84,6 +84,12 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, sig)
 
+    async def wait(self) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return await self._proc.wait()
+
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; only our own process group."""
         if self._proc is None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
+import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
 from customtask_sdk.reconciler import Outcome, Reconciler, Run
+from customtask_sdk.runtime.leader import LEASES
 from customtask_sdk.testing import ControlPlane, condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import create_custom_run, running
 from customtask_sdk.testing.processes import ManagedProcess
@@ -216,3 +219,23 @@ async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
     assert (condition(finished) or {}).get("status") == "True"
     assert finished["metadata"].get("finalizers") in (None, [])
     assert sorted(reconciler.finalized) == sorted([short["metadata"]["name"], long_name])
+
+
+async def test_sigterm_stops_cleanly_and_hands_over_the_lease(
+    control_plane: ControlPlane, kube: KubeClient, namespace: str
+) -> None:
+    controller = wait_controller(control_plane, namespace)
+    controller.argv += ["--leader-elect", f"--lease-namespace={namespace}", "--lease-name=wait"]
+    await controller.start()
+    lease = await wait_for(
+        kube, LEASES, namespace, "wait", lambda o: bool(o["spec"].get("holderIdentity")), timeout=30
+    )
+    run = await create_custom_run(kube, namespace, Wait.api_version, "Wait", {"duration": "0s"})
+    await wait_for(kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], done, timeout=30)
+    assert controller.pid is not None
+    os.kill(controller.pid, signal.SIGTERM)
+    code = await asyncio.wait_for(controller.wait(), 15)
+    released = await kube.get(LEASES.path(namespace, "wait"))
+    assert code == 0
+    assert lease["spec"]["holderIdentity"]
+    assert released["spec"]["holderIdentity"] == ""

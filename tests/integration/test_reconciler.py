@@ -8,6 +8,7 @@ import datetime
 import uuid
 from typing import Any, Literal
 
+import aiohttp
 import pytest
 
 from customtask_sdk import (
@@ -20,7 +21,8 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.reconciler import NoParams
 from customtask_sdk.runtime.leader import LEASES
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import create_custom_run, running
@@ -254,3 +256,87 @@ async def test_leader_election_failover(kube: KubeClient, namespace: str) -> Non
         run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
         done = await finish(kube, namespace, run)
     assert state(done) == ("True", "Succeeded")
+
+
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+
+
+class Gate(Reconciler[NoParams]):
+    """Creates a ConfigMap owned by the run; succeeds once someone sets data.open."""
+
+    api_version = API
+    kind = "Gate"
+    owns = (CONFIG_MAPS,)
+
+    def __init__(self, client: KubeClient) -> None:
+        super().__init__()
+        self.client = client
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        path = CONFIG_MAPS.path(run.namespace, f"gate-{run.name}")
+        gate = await self.client.get_or_none(path)
+        if gate is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"gate-{run.name}",
+                    "ownerReferences": [run.owner_reference()],
+                },
+                "data": {"open": "no"},
+            }
+            await self.client.create(CONFIG_MAPS.path(run.namespace), body)
+            return Running(message="gate created")
+        if gate.get("data", {}).get("open") == "yes":
+            return Succeeded(message="gate opened")
+        return Running(message="gate closed")  # no requeue: the owned ConfigMap wakes us
+
+
+async def test_changes_to_owned_objects_wake_the_owning_run(
+    kube: KubeClient, namespace: str
+) -> None:
+    async with running(kube, Gate(kube), namespace=namespace, events=False):
+        run = await create_custom_run(kube, namespace, API, "Gate")
+        name = run["metadata"]["name"]
+        await wait_for(
+            kube,
+            CUSTOM_RUNS,
+            namespace,
+            name,
+            lambda o: (condition(o) or {}).get("message") == "gate closed",
+        )
+        await kube.patch(CONFIG_MAPS.path(namespace, f"gate-{name}"), {"data": {"open": "yes"}})
+        done = await finish(kube, namespace, run, timeout=10)
+    assert state(done) == ("True", "Succeeded")
+    gate = await kube.get(CONFIG_MAPS.path(namespace, f"gate-{name}"))
+    assert gate["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+
+
+async def test_probes_and_metrics(kube: KubeClient, namespace: str) -> None:
+    async with running(kube, Probe(), namespace=namespace, events=False) as manager:
+        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
+        await finish(kube, namespace, run)
+        base = f"http://127.0.0.1:{manager.bound_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz") as health:
+                assert (health.status, await health.text()) == (200, "ok")
+            async with session.get(f"{base}/readyz") as ready:
+                assert ready.status == 200
+            async with session.get(f"{base}/metrics") as metrics:
+                text = await metrics.text()
+    for name in (
+        "controller_runtime_reconcile_total",
+        "controller_runtime_reconcile_time_seconds_bucket",
+        "workqueue_adds_total",
+        "workqueue_depth",
+        "workqueue_queue_duration_seconds_bucket",
+        "workqueue_work_duration_seconds_bucket",
+        "workqueue_retries_total",
+        "rest_client_requests_total",
+        "customtask_status_writes_total",
+    ):
+        assert name in text, name
+    assert (
+        'controller_runtime_reconcile_total{controller="Probe.probe.customtask.dev/v1",result="success"}'
+        in text
+    )
