@@ -13,9 +13,9 @@
 # the cluster's kubeconfig is its own file (~/.kube/config is not touched) and the
 # deployment overrides its image through a temporary kustomize overlay.
 #
-# The e2e suite is pointed at the cluster through E2E_KUBECONFIG (exported, and passed on
-# the pytest command line). Honouring it is a later change to tests/e2e: until then the
-# suite ignores it and runs against its own local control plane.
+# The e2e suite is pointed at the cluster through CUSTOMTASK_SDK_KUBECONFIG: the pytest
+# plugin then uses that cluster instead of a local control plane, the deployed controller
+# serves the runs, and tests that need to kill local processes are skipped.
 #
 # Settings (environment):
 #   CLUSTER_NAME    kind cluster name                     (customtask-wait-e2e)
@@ -135,7 +135,7 @@ if ! kubectl -n "$SMOKE_NAMESPACE" wait --for=condition=Succeeded pipelinerun/wa
 fi
 kubectl -n "$SMOKE_NAMESPACE" get customruns
 
-log "running tests/e2e against the cluster (E2E_KUBECONFIG=$kubeconfig)"
-export E2E_KUBECONFIG="$kubeconfig"
-E2E_KUBECONFIG="$kubeconfig" .venv/bin/pytest tests/e2e "$@"
+log "running tests/e2e against the cluster (CUSTOMTASK_SDK_KUBECONFIG=$kubeconfig)"
+export CUSTOMTASK_SDK_KUBECONFIG="$kubeconfig"
+.venv/bin/pytest tests/e2e "$@"
 log "passed"

@@ -1,7 +1,7 @@
 """Low layer: API configuration, one shared client, typed errors, resource paths."""
 
 from customtask_sdk.client.api import JSON, KubeClient, PatchType
-from customtask_sdk.client.config import ConfigurationError, load_configuration
+from customtask_sdk.client.config import ClientConfig, ConfigurationError, load_configuration
 from customtask_sdk.client.discovery import Discovery
 from customtask_sdk.client.errors import (
     ApiError,
@@ -19,6 +19,7 @@ __all__ = [
     "CUSTOM_RUNS",
     "JSON",
     "ApiError",
+    "ClientConfig",
     "ConfigurationError",
     "ConflictError",
     "Discovery",

@@ -1,8 +1,7 @@
 """One long-lived, retrying JSON client for the Kubernetes API.
 
-Configuration and authentication come from kubernetes-asyncio (kubeconfig, in-cluster
-service account with token refresh, exec plugins); requests go straight through one
-bounded aiohttp session, which keeps the hot path (watch decoding, status writes) lean.
+Requests go straight through one bounded aiohttp session, which keeps the hot path (watch
+decoding, status writes) lean; see :mod:`customtask_sdk.client.config` for configuration.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
-from kubernetes_asyncio.client import Configuration
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,7 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from customtask_sdk.client.config import load_configuration
+from customtask_sdk.client.config import ClientConfig, load_configuration
 from customtask_sdk.client.errors import ApiError, NotFoundError, TooManyRequestsError, error_for
 from customtask_sdk.client.resources import Resource
 
@@ -72,14 +70,14 @@ class KubeClient:
 
     def __init__(
         self,
-        configuration: Configuration,
+        configuration: ClientConfig,
         *,
         max_connections: int = 32,
         retry_seconds: float = 30.0,
         user_agent: str = "customtask-sdk",
     ) -> None:
         self.configuration = configuration
-        self.host = str(configuration.host).rstrip("/")
+        self.host = configuration.host.rstrip("/")
         self._retry_seconds = retry_seconds
         self._user_agent = user_agent
         self._max_connections = max_connections
@@ -94,22 +92,15 @@ class KubeClient:
         """Load ``kubeconfig`` (else ``$KUBECONFIG``, ``~/.kube/config``, in-cluster)."""
         return cls(await load_configuration(kubeconfig, context), **kwargs)
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        cfg = self.configuration
-        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-        if cfg.cert_file:
-            context.load_cert_chain(cfg.cert_file, keyfile=cfg.key_file)
-        if not cfg.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     @property
     def session(self) -> aiohttp.ClientSession:
         """The shared aiohttp session, created on first use inside the running loop."""
         if self._session is None or self._session.closed:
+            tls: ssl.SSLContext | bool = False
+            if self.host.startswith("https://"):
+                tls = self.configuration.ssl_context()
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ssl=self._ssl_context(), keepalive_timeout=60
+                limit=self._max_connections, ssl=tls, keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -120,9 +111,10 @@ class KubeClient:
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers: dict[str, str] = {}
-        token = await self.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = str(token)
+        if self.configuration.authorization is not None:
+            token = await self.configuration.authorization()
+            if token:
+                headers["Authorization"] = token
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -166,12 +158,17 @@ class KubeClient:
         """Send one request and decode the JSON answer, retrying transient failures."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         ctype = content_type if data is not None else None
-        if not retry:
+        try:  # the happy path pays nothing for the retry machinery
             return await self._once(method, path, params, data, ctype, timeout)
+        except Exception as exc:
+            if not retry or not _is_retryable(exc):
+                raise
+            first_wait = exc.retry_after if isinstance(exc, TooManyRequestsError) else 0.05
+        await asyncio.sleep(first_wait)
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
             wait=_RetryAfterOrBackoff(),
-            stop=stop_after_delay(self._retry_seconds) | stop_after_attempt(10),
+            stop=stop_after_delay(self._retry_seconds) | stop_after_attempt(9),
             reraise=True,
         )
         async for attempt in retrying:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["ControllerMetrics"]
@@ -41,6 +43,7 @@ class ControllerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.reconcile_total = Counter(
             "controller_runtime_reconcile_total",
@@ -113,20 +116,28 @@ class ControllerMetrics:
         """The hooks a work queue calls."""
         return _QueueMetrics(self, name)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled series, cached (``labels()`` is too slow for the hot path)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def reconciled(self, controller: str, result: str, seconds: float) -> None:
         """Record one reconcile: ``success``, ``error``, ``requeue_after`` or ``conflict``."""
-        self.reconcile_total.labels(controller=controller, result=result).inc()
+        self._child(self.reconcile_total, controller, result).inc()
         if result == "error":
-            self.reconcile_errors.labels(controller=controller).inc()
-        self.reconcile_time.labels(controller=controller).observe(seconds)
+            self._child(self.reconcile_errors, controller).inc()
+        self._child(self.reconcile_time, controller).observe(seconds)
 
     def rest_request(self, method: str, code: int) -> None:
         """Count one API answer (the client's ``on_response`` hook)."""
-        self.rest_requests.labels(code=str(code), method=method).inc()
+        self._child(self.rest_requests, str(code), method).inc()
 
     def status_written(self, controller: str) -> None:
         """Count one status write."""
-        self.status_writes.labels(controller=controller).inc()
+        self._child(self.status_writes, controller).inc()
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

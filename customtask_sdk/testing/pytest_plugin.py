@@ -3,15 +3,20 @@
 Enable it in your ``conftest.py`` with ``pytest_plugins = ["customtask_sdk.testing.pytest_plugin"]``
 (it needs the ``customtask-sdk[testing]`` extra). Fixtures:
 
-- ``control_plane`` (session): a started :class:`ControlPlane` with Tekton's controller
-  and kube-controller-manager running.
-- ``kube`` (session): its admin :class:`~customtask_sdk.client.KubeClient`.
+- ``cluster`` (session): where tests run (a :class:`Cluster`).
+- ``control_plane`` (session): the local :class:`ControlPlane`, with Tekton's controller
+  and kube-controller-manager running (tests needing it are skipped on an external
+  cluster).
+- ``kube`` (session): an admin :class:`~customtask_sdk.client.KubeClient`.
 - ``namespace`` (test): a fresh namespace, deleted afterwards.
+
+By default everything runs on a local control plane. With ``CUSTOMTASK_SDK_KUBECONFIG``
+set, tests run against that cluster instead (say, kind with Tekton installed).
 
 When the binaries are missing the tests are skipped with a hint, except where ``CI`` or
 ``CUSTOMTASK_SDK_REQUIRE_TESTBIN`` is set, where they fail: CI never skips them silently.
-When a test using the control plane fails, the tail of every component's log is added to
-its report.
+When a test using the local control plane fails, the tail of every component's log is
+added to its report.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
@@ -30,6 +36,19 @@ from customtask_sdk.testing.testbin import Binaries, TestbinMissingError, locate
 
 _NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 _ACTIVE: list[ControlPlane] = []
+
+
+@dataclass
+class Cluster:
+    """Where the tests run: an admin client, and the local control plane if there is one."""
+
+    client: KubeClient
+    control_plane: ControlPlane | None
+
+    @property
+    def external(self) -> bool:
+        """True when testing a cluster named by ``CUSTOMTASK_SDK_KUBECONFIG``."""
+        return self.control_plane is None
 
 
 def _required() -> bool:
@@ -49,8 +68,13 @@ def _binaries() -> Binaries:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def control_plane() -> AsyncIterator[ControlPlane]:
-    """A real control plane for the whole session, with Tekton's controller running."""
+async def cluster() -> AsyncIterator[Cluster]:
+    """The cluster under test, for the whole session."""
+    external = os.environ.get("CUSTOMTASK_SDK_KUBECONFIG")
+    if external:
+        async with await KubeClient.from_kubeconfig(external) as client:
+            yield Cluster(client, None)
+        return
     async with ControlPlane(_binaries()) as cp:
         await cp.start_controller_manager()
         await cp.start_tekton_controller()
@@ -58,24 +82,37 @@ async def control_plane() -> AsyncIterator[ControlPlane]:
         sys.stderr.write(f"\n[customtask-sdk] control plane up: {timings}\n")
         _ACTIVE.append(cp)
         try:
-            yield cp
+            yield Cluster(cp.client, cp)
         finally:
             _ACTIVE.remove(cp)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def kube(control_plane: ControlPlane) -> KubeClient:
-    """The control plane's admin client."""
-    return control_plane.client
+@pytest.fixture(scope="session")
+def control_plane(cluster: Cluster) -> ControlPlane:
+    """The local control plane (tests that control its processes need it)."""
+    if cluster.control_plane is None:
+        pytest.skip("needs the local control plane; CUSTOMTASK_SDK_KUBECONFIG names another")
+    return cluster.control_plane
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Cluster) -> KubeClient:
+    """An admin client of the cluster under test."""
+    return cluster.client
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def namespace(control_plane: ControlPlane) -> AsyncIterator[str]:
+async def namespace(cluster: Cluster) -> AsyncIterator[str]:
     """A fresh namespace for one test, deleted (with its contents) afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
-    await control_plane.ensure_namespace(name, labels={"customtask-sdk/test": "true"})
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"customtask-sdk/test": "true"}},
+    }
+    await cluster.client.create(_NAMESPACES.path(), body)
     yield name
-    await control_plane.client.delete(_NAMESPACES.path(name=name))
+    await cluster.client.delete(_NAMESPACES.path(name=name))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -84,6 +121,6 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the control plane's log tails to the report of a failing test."""
     report = yield
-    if report.failed and _ACTIVE and "control_plane" in getattr(item, "fixturenames", ()):
+    if report.failed and _ACTIVE and "cluster" in getattr(item, "fixturenames", ()):
         report.sections.append(("control plane logs", _ACTIVE[-1].log_tails()))
     return report

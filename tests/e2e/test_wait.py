@@ -8,10 +8,12 @@ concurrent waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane, condition, wait_for
-from customtask_sdk.testing.controllers import create_custom_run, running
+from customtask_sdk.testing.controllers import create_custom_run
 from customtask_sdk.testing.processes import ManagedProcess
 from examples.wait.controller import Wait
 
+# The serve_waits fixture (conftest.py): async with serve_waits(namespace) as manager.
+Serve = Callable[..., contextlib.AbstractAsyncContextManager[Any]]
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,6 +112,7 @@ def pr_state(status: str, reason: str) -> Any:
     ],
 )
 async def test_tekton_wait_scenarios(
+    serve_waits: Serve,
     kube: KubeClient,
     namespace: str,
     scenario: str,
@@ -119,7 +124,7 @@ async def test_tekton_wait_scenarios(
     generation: int,
     retries: int,
 ) -> None:
-    async with running(kube, Wait(), namespace=namespace):
+    async with serve_waits(namespace):
         pr = await run_pipeline(
             kube,
             namespace,
@@ -139,8 +144,10 @@ async def test_tekton_wait_scenarios(
         )
 
 
-async def test_cancelling_a_pipelinerun_cancels_its_waits(kube: KubeClient, namespace: str) -> None:
-    async with running(kube, Wait(), namespace=namespace):
+async def test_cancelling_a_pipelinerun_cancels_its_waits(
+    serve_waits: Serve, kube: KubeClient, namespace: str
+) -> None:
+    async with serve_waits(namespace):
         pr = await run_pipeline(kube, namespace, [wait_task(duration="30s")])
         await wait_for(kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("Unknown", "Running"))
         await wait_child_listed(kube, namespace, pr, f"{pr}-wait")
@@ -154,13 +161,15 @@ async def test_cancelling_a_pipelinerun_cancels_its_waits(kube: KubeClient, name
     )
 
 
-async def test_matrix_fan_out_of_waits(kube: KubeClient, namespace: str) -> None:
+async def test_matrix_fan_out_of_waits(
+    serve_waits: Serve, kube: KubeClient, namespace: str
+) -> None:
     fan_out = {
         "name": "fan",
         "taskRef": {"apiVersion": Wait.api_version, "kind": "Wait"},
         "matrix": {"params": [{"name": "duration", "value": ["1s", "2s", "500ms"]}]},
     }
-    async with running(kube, Wait(), namespace=namespace):
+    async with serve_waits(namespace):
         pr = await run_pipeline(kube, namespace, [fan_out])
         done = await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state("True", "Succeeded"), 60)
     runs = await kube.get(
@@ -212,9 +221,11 @@ async def test_a_crashed_controller_restarts_and_the_wait_still_ends_on_time(
     assert datetime.timedelta(seconds=6) <= waited < datetime.timedelta(seconds=7)
 
 
-async def test_a_thousand_concurrent_waits(kube: KubeClient, namespace: str) -> None:
+async def test_a_thousand_concurrent_waits(
+    serve_waits: Serve, kube: KubeClient, namespace: str
+) -> None:
     count = 1000
-    async with running(kube, Wait(), namespace=namespace, events=False) as manager:
+    async with serve_waits(namespace, events=False) as manager:
         created_at = time.monotonic()
         sem = asyncio.Semaphore(32)
 
@@ -235,7 +246,11 @@ async def test_a_thousand_concurrent_waits(kube: KubeClient, namespace: str) -> 
                 await asyncio.sleep(0.5)
 
         page = await asyncio.wait_for(all_done(), 120)
-    writes = manager.metrics.status_writes.labels(controller=Wait().name)._value.get()
+    writes = (
+        None
+        if manager is None
+        else manager.metrics.status_writes.labels(controller=Wait().name)._value.get()
+    )
     waited = [
         (parse(r["status"]["completionTime"]) - parse(r["status"]["startTime"])).total_seconds()
         for r in page["items"]
@@ -244,9 +259,35 @@ async def test_a_thousand_concurrent_waits(kube: KubeClient, namespace: str) -> 
     spread = (ends[-1] - ends[0]).total_seconds()
     sys.stderr.write(
         f"\n[1000 waits] created in {create_seconds:.1f}s; completion spread {spread:.2f}s; "
-        f"wait min/max {min(waited):.2f}/{max(waited):.2f}s; status writes {writes:.0f} "
-        f"({writes / count:.2f} per run)\n"
+        f"wait min/max {min(waited):.2f}/{max(waited):.2f}s; status writes {writes} "
+        f"(per run: {writes / count if writes else 'n/a'})\n"
     )
     assert {state(r) for r in page["items"]} == {("True", "DurationElapsed")}
     assert min(waited) >= 5.0
-    assert writes == 2 * count
+    if writes is not None:  # known when the controller runs in this process
+        assert writes == 2 * count
+
+
+class TektonTestKindWait(Wait):
+    """Wait serving Tekton's own test kind (WAIT_API_VERSION does this for the CLI)."""
+
+    api_version = "wait.testing.tekton.dev/v1beta1"
+
+
+async def test_drop_in_for_tektons_test_kind_with_an_embedded_spec(
+    serve_waits: Serve, kube: KubeClient, namespace: str
+) -> None:
+    task = {
+        "name": "wait",
+        "taskSpec": {
+            "apiVersion": TektonTestKindWait.api_version,
+            "kind": "Wait",
+            "spec": {"duration": "1s"},
+        },
+    }
+    async with serve_waits(namespace, reconciler=TektonTestKindWait()):
+        pr = await run_pipeline(kube, namespace, [task])
+        await wait_for(kube, PIPELINE_RUNS, namespace, pr, pr_state("True", "Succeeded"), 60)
+    run = await kube.get(CUSTOM_RUNS.path(namespace, f"{pr}-wait"))
+    assert run["spec"]["customSpec"]["spec"] == {"duration": "1s"}
+    assert state(run) == ("True", "DurationElapsed")

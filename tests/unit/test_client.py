@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio.client import Configuration
 
 from customtask_sdk.client import (
     CUSTOM_RUNS,
+    ClientConfig,
     ConflictError,
     GoneError,
     InvalidError,
@@ -48,7 +48,7 @@ async def fake_api() -> AsyncIterator[Start]:
         await site.start()
         runners.append(runner)
         port = runner.addresses[0][1]
-        client = KubeClient(Configuration(host=f"http://127.0.0.1:{port}"), retry_seconds=5)
+        client = KubeClient(ClientConfig(host=f"http://127.0.0.1:{port}"), retry_seconds=5)
         clients.append(client)
         return client
 

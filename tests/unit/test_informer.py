@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from kubernetes_asyncio.client import Configuration
 
-from customtask_sdk.client import JSON, KubeClient, Resource
+from customtask_sdk.client import JSON, ClientConfig, KubeClient, Resource
 from customtask_sdk.informer import Informer
 
 PODS = Resource("", "v1", "pods", "Pod")
@@ -134,7 +133,7 @@ async def start() -> AsyncIterator[Start]:
         runners.append(runner)
         host = f"http://127.0.0.1:{runner.addresses[0][1]}"
         # No client-side retries: the informer's own recovery is under test.
-        client = KubeClient(Configuration(host=host), retry_seconds=0)
+        client = KubeClient(ClientConfig(host=host), retry_seconds=0)
         clients.append(client)
         informer = Informer(client, PODS, namespace="ns", **kwargs)
         calls: list[Call] = []
@@ -414,6 +413,6 @@ async def test_update_if_newer_caches_own_writes_without_events(start: Start) ->
 
 
 async def test_wait_synced_times_out_without_a_list() -> None:
-    informer = Informer(KubeClient(Configuration(host="http://127.0.0.1:1")), PODS)
+    informer = Informer(KubeClient(ClientConfig(host="http://127.0.0.1:1")), PODS)
     assert not informer.has_synced
     assert not await informer.wait_synced(0.01)

@@ -1,0 +1,110 @@
+"""Loading cluster configuration: kubeconfig variants, exec plugins, in-cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from customtask_sdk.client import ConfigurationError, load_configuration
+from customtask_sdk.testing.certs import CertificateAuthority
+
+
+def write_kubeconfig(
+    path: Path, user: dict[str, Any], cluster: dict[str, Any] | None = None
+) -> Path:
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://10.0.0.1:6443/", **(cluster or {})}}
+        ],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [
+            {"name": "ctx", "context": {"cluster": "c", "user": "u", "namespace": "team"}}
+        ],
+        "current-context": "ctx",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def test_client_certificate_data_and_ca(tmp_path: Path) -> None:
+    ca = CertificateAuthority("ca")
+    pair = ca.issue_client("alice", ["dev"])
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {
+            "client-certificate-data": base64.b64encode(pair.cert_pem).decode(),
+            "client-key-data": base64.b64encode(pair.key_pem).decode(),
+        },
+        {"certificate-authority-data": base64.b64encode(ca.cert_pem).decode()},
+    )
+    config = await load_configuration(path)
+    assert config.host == "https://10.0.0.1:6443"
+    assert config.namespace == "team"
+    assert config.ca_pem == ca.cert_pem.decode()
+    assert config.cert_pem == pair.cert_pem
+    assert config.authorization is None
+    config.ssl_context()  # the material loads
+
+
+async def test_token_file_relative_to_the_kubeconfig(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    path = write_kubeconfig(tmp_path / "config", {"tokenFile": "token"})
+    config = await load_configuration(path)
+    assert config.authorization is not None
+    assert await config.authorization() == "Bearer s3cret"
+
+
+async def test_static_token_and_insecure(tmp_path: Path) -> None:
+    path = write_kubeconfig(
+        tmp_path / "config", {"token": "abc"}, {"insecure-skip-tls-verify": True}
+    )
+    config = await load_configuration(path)
+    assert config.verify is False
+    assert config.authorization is not None
+    assert await config.authorization() == "Bearer abc"
+
+
+async def test_exec_plugins_go_through_kubernetes_asyncio(tmp_path: Path) -> None:
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": "from-plugin"},
+    }
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(f"print({json.dumps(json.dumps(credential))})")
+    path = write_kubeconfig(
+        tmp_path / "config",
+        {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": sys.executable,
+                "args": [str(plugin)],
+                "interactiveMode": "Never",
+            }
+        },
+    )
+    config = await load_configuration(path)
+    assert config.authorization is not None
+    assert await config.authorization() == "Bearer from-plugin"
+    assert config.namespace == "team"
+
+
+async def test_errors_say_what_to_provide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="kubeconfig not found"):
+        await load_configuration(tmp_path / "missing")
+    path = write_kubeconfig(tmp_path / "config", {"token": "x"})
+    with pytest.raises(ConfigurationError, match="no context named 'other'"):
+        await load_configuration(path, context="other")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigurationError, match="run inside a cluster"):
+        await load_configuration()
