@@ -35,9 +35,10 @@ from typing import Any
 
 import aiohttp
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, GoneError, KubeClient
 from customtask_sdk.reconciler.run import format_time
 from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.controllers import controller_process
 from customtask_sdk.testing.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,37 +80,37 @@ async def create_runs(
     return count / (time.monotonic() - started)
 
 
-async def count_done(kube: KubeClient, namespace: str) -> int:
-    page = await kube.list_all(CUSTOM_RUNS.path(namespace))
-    return sum(
-        1
-        for item in page["items"]
-        for cond in (item.get("status") or {}).get("conditions") or []
-        if cond.get("type") == "Succeeded" and cond.get("status") == "True"
-    )
-
-
 async def wait_all_done(
     kube: KubeClient, namespace: str, count: int, timeout: float = 300
 ) -> float:
-    """Watch until ``count`` runs are done; returns the monotonic time of the last one."""
-    page = await kube.get(CUSTOM_RUNS.path(namespace), {"limit": "1"})
-    done: set[str] = set()
-    params = {"resourceVersion": page["metadata"]["resourceVersion"], "allowWatchBookmarks": "true"}
+    """Watch until ``count`` runs are done; returns the monotonic time the last was seen.
+
+    A watch the apiserver closes (it drops consumers that fall behind) is resumed from a
+    fresh list, so no completion is missed.
+    """
     deadline = time.monotonic() + timeout
-    already = await count_done(kube, namespace)
-    if already >= count:
-        return time.monotonic()
-    async for event in kube.watch(CUSTOM_RUNS.path(namespace), params):
-        obj = event["object"]
-        for cond in (obj.get("status") or {}).get("conditions") or []:
-            if cond.get("status") == "True":
-                done.add(obj["metadata"]["name"])
-        if len(done) + already >= count:
+    while time.monotonic() < deadline:
+        page = await kube.list_all(CUSTOM_RUNS.path(namespace))
+        done = {item["metadata"]["name"] for item in page["items"] if finished(item)}
+        if len(done) >= count:
             return time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{namespace}: {len(done)}/{count} done after {timeout}s")
-    raise RuntimeError("watch ended")
+        params = {"resourceVersion": page["metadata"]["resourceVersion"]}
+        with contextlib.suppress(TimeoutError, GoneError):
+            async for event in kube.watch(CUSTOM_RUNS.path(namespace), params):
+                if finished(event["object"]):
+                    done.add(event["object"]["metadata"]["name"])
+                    if len(done) >= count:
+                        return time.monotonic()
+                if time.monotonic() > deadline:
+                    break
+    raise TimeoutError(f"{namespace}: not all {count} runs done after {timeout}s")
+
+
+def finished(obj: JSON) -> bool:
+    return any(
+        c.get("type") == "Succeeded" and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
 
 
 async def ceiling(
@@ -204,21 +205,17 @@ async def scrape(port: int) -> dict[str, float]:
 
 
 def sdk_process(cp: ControlPlane, namespace: str, port: int, workers: int) -> ManagedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "customtask_sdk.cli",
-        "run",
+    return controller_process(
+        cp,
         "examples.wait.controller:Wait",
-        f"--kubeconfig={cp.kubeconfig}",
-        f"--namespace={namespace}",
         f"--health-port={port}",
         f"--workers={workers}",
         "--no-events",
         "--log-level=WARNING",
-        f"--app-dir={ROOT}",
-    ]
-    return ManagedProcess(f"sdk-{namespace}", argv, cp.log_dir, cwd=ROOT)
+        namespace=namespace,
+        app_dir=ROOT,
+        name=f"sdk-{namespace}",
+    )
 
 
 async def wait_ready(port: int, process: ManagedProcess, timeout: float = 60) -> float:
@@ -370,9 +367,17 @@ def percentile(values: Sequence[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
+class Rows(list[tuple[str, str, str]]):
+    """The result table; each row is also printed as soon as it is measured."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        print(" | ".join(row), flush=True)
+        super().append(row)
+
+
 async def main(args: argparse.Namespace) -> None:
     skip = set(filter(None, args.skip.split(",")))
-    rows: list[tuple[str, str, str]] = []
+    rows = Rows()
     async with ControlPlane() as cp:
         print(f"control plane up in {cp.timings['total']:.1f}s", flush=True)
         await ceiling(cp, 500, args.concurrency, namespace="bench-warmup")

@@ -4,12 +4,13 @@ An :class:`Informer` lists a collection page by page, then watches it from the l
 resourceVersion, keeping an in-memory store (with an index by owner UID) current and
 calling handlers for every change. Watches resume from the last seen resourceVersion
 (bookmarks included); a 410 Gone re-lists and diffs against the store, so handlers see
-exactly the changes they missed. Objects in the store are shared: never mutate them.
+exactly the changes they missed. The store keeps compact JSON; reads return private copies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -72,6 +73,25 @@ class _Backoff:
         return random.uniform(current / 2, current)
 
 
+class _Entry:
+    """One cached object: compact JSON plus what lookups need without decoding it."""
+
+    __slots__ = ("data", "owners", "rv")
+
+    def __init__(self, obj: JSON) -> None:
+        self.data = _encode(obj)
+        self.rv: str = obj["metadata"].get("resourceVersion", "")
+        self.owners = _owner_uids(obj)
+
+    def decode(self) -> JSON:
+        decoded: JSON = json.loads(self.data)
+        return decoded
+
+
+def _encode(obj: JSON) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class Informer:
     """A shared, self-healing cache of one resource, kept current by list and watch.
 
@@ -118,7 +138,9 @@ class Informer:
         self._backoff = _Backoff(backoff_max)
         name = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
         self._where = f"{name} in " + (f"namespace {namespace}" if namespace else "all namespaces")
-        self._store: dict[str, JSON] = {}
+        # Objects are kept as compact JSON (about a fifth of a dict's memory) with their
+        # resourceVersion and owners beside them, so comparisons never decode.
+        self._store: dict[str, _Entry] = {}
         self._by_owner: dict[str, set[str]] = {}
         self._handlers: list[EventHandler] = []
         self._rv = ""  # where the next watch starts
@@ -133,16 +155,17 @@ class Informer:
     # -- the store ---------------------------------------------------------------------
 
     def get(self, key: str) -> JSON | None:
-        """The cached object with key ``namespace/name`` (or ``name``), or ``None``."""
-        return self._store.get(key)
+        """A copy of the cached object with key ``namespace/name`` (or ``name``), or ``None``."""
+        entry = self._store.get(key)
+        return None if entry is None else entry.decode()
 
     def keys(self) -> list[str]:
         """A snapshot of the cached keys."""
         return list(self._store)
 
     def values(self) -> list[JSON]:
-        """A snapshot of the cached objects (shared: do not mutate them)."""
-        return list(self._store.values())
+        """Copies of all cached objects."""
+        return [entry.decode() for entry in self._store.values()]
 
     def __len__(self) -> int:
         return len(self._store)
@@ -155,9 +178,8 @@ class Informer:
         """Cache the object a write returned, so the next reconcile sees that write.
 
         Ignored when the cache (or the watch, which may since have deleted the object)
-        already has this or a later version; no handler is called. ``obj`` is stored as
-        is (``managedFields`` stripped in place): do not mutate it afterwards. Returns
-        whether the store changed.
+        already has this or a later version; no handler is called (``managedFields`` is
+        stripped from ``obj`` in place). Returns whether the store changed.
         """
         metadata = obj["metadata"]
         key = self._key(metadata)
@@ -168,7 +190,7 @@ class Informer:
         if new is None:
             return False
         old = self._store.get(key)
-        if old is not None and not _is_newer(rv, old["metadata"].get("resourceVersion", "")):
+        if old is not None and not _is_newer(rv, old.rv):
             return False
         self._put(key, old, new)
         return True
@@ -182,8 +204,8 @@ class Informer:
         resourceVersion) and bookmarks are not reported; for ``DELETED``, ``new`` is None.
         """
         self._handlers.append(callback)
-        for obj in list(self._store.values()):
-            self._call(callback, "ADDED", None, obj)
+        for entry in list(self._store.values()):
+            self._call(callback, "ADDED", None, entry.decode())
 
     @property
     def inactivity_timeout(self) -> float:
@@ -273,10 +295,9 @@ class Informer:
                 break
             params["continue"] = token
         list_rv: str = metadata.get("resourceVersion") or ""
-        for key, obj in list(self._store.items()):
+        for key, entry in list(self._store.items()):
             # Objects written after the list's snapshot (update_if_newer) are the watch's job.
-            rv = obj["metadata"].get("resourceVersion", "")
-            if key not in seen and not _known_newer(rv, list_rv):
+            if key not in seen and not _known_newer(entry.rv, list_rv):
                 self._delete(key)
         self._rv = list_rv
         self.lists += 1
@@ -366,26 +387,26 @@ class Informer:
         if old is None:
             self._put(key, None, new)
             self._emit("ADDED", None, new)
-        elif _is_newer(
-            new["metadata"].get("resourceVersion", ""), old["metadata"].get("resourceVersion", "")
-        ):
+        elif _is_newer(new["metadata"].get("resourceVersion", ""), old.rv):
             self._put(key, old, new)
-            self._emit("MODIFIED", old, new)
+            if self._handlers:
+                self._emit("MODIFIED", old.decode(), new)
 
-    def _put(self, key: str, old: JSON | None, new: JSON) -> None:
-        new_owners = _owner_uids(new)
-        old_owners = () if old is None else _owner_uids(old)
-        self._store[key] = new
-        if new_owners != old_owners:
+    def _put(self, key: str, old: _Entry | None, new: JSON) -> None:
+        entry = _Entry(new)
+        self._store[key] = entry
+        old_owners = () if old is None else old.owners
+        if entry.owners != old_owners:
             self._unindex(key, old_owners)
-            for uid in new_owners:
+            for uid in entry.owners:
                 self._by_owner.setdefault(uid, set()).add(key)
 
     def _delete(self, key: str) -> None:
         old = self._store.pop(key, None)
         if old is not None:
-            self._unindex(key, _owner_uids(old))
-            self._emit("DELETED", old, None)
+            self._unindex(key, old.owners)
+            if self._handlers:
+                self._emit("DELETED", old.decode(), None)
 
     def _unindex(self, key: str, uids: tuple[str, ...]) -> None:
         for uid in uids:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.runtime import Manager
+from customtask_sdk.testing.controlplane import ControlPlane
+from customtask_sdk.testing.processes import ManagedProcess
 
-__all__ = ["create_custom_run", "running"]
+__all__ = ["controller_process", "create_custom_run", "running"]
 
 
 @contextlib.asynccontextmanager
@@ -72,3 +76,31 @@ async def create_custom_run(
         "spec": body_spec,
     }
     return await client.create(CUSTOM_RUNS.path(namespace), body)
+
+
+def controller_process(
+    control_plane: ControlPlane,
+    reconciler: str,
+    *args: str,
+    namespace: str | None = None,
+    app_dir: Path | None = None,
+    name: str | None = None,
+) -> ManagedProcess:
+    """``customtask-sdk run <pkg.module:Class> [args]`` on the control plane, as a process of
+    its own: for crash, restart and signal tests. Start it with ``await proc.start()``."""
+    argv = [
+        sys.executable,
+        "-m",
+        "customtask_sdk.cli",
+        "run",
+        reconciler,
+        f"--kubeconfig={control_plane.kubeconfig}",
+        "--health-port=0",
+    ]
+    if namespace:
+        argv.append(f"--namespace={namespace}")
+    if app_dir:
+        argv.append(f"--app-dir={app_dir}")
+    argv += args
+    label = name or f"controller-{namespace or 'all'}"
+    return ManagedProcess(label, argv, control_plane.log_dir, cwd=app_dir)

@@ -21,8 +21,7 @@ import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane, condition, wait_for
-from customtask_sdk.testing.controllers import create_custom_run
-from customtask_sdk.testing.processes import ManagedProcess
+from customtask_sdk.testing.controllers import controller_process, create_custom_run
 from examples.wait.controller import Wait
 
 # The serve_waits fixture (conftest.py): async with serve_waits(namespace) as manager.
@@ -182,25 +181,12 @@ async def test_matrix_fan_out_of_waits(
     assert len(done["status"]["childReferences"]) == 3
 
 
-def controller_process(control_plane: ControlPlane, namespace: str, name: str) -> ManagedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "customtask_sdk.cli",
-        "run",
-        "examples.wait.controller:Wait",
-        f"--kubeconfig={control_plane.kubeconfig}",
-        f"--namespace={namespace}",
-        "--health-port=0",
-        f"--app-dir={ROOT}",
-    ]
-    return ManagedProcess(name, argv, control_plane.log_dir, cwd=ROOT)
-
-
 async def test_a_crashed_controller_restarts_and_the_wait_still_ends_on_time(
     control_plane: ControlPlane, kube: KubeClient, namespace: str
 ) -> None:
-    controller = controller_process(control_plane, namespace, f"wait-{namespace}")
+    controller = controller_process(
+        control_plane, "examples.wait.controller:Wait", namespace=namespace, app_dir=ROOT
+    )
     await controller.start()
     try:
         pr = await run_pipeline(kube, namespace, [wait_task(duration="6s")])

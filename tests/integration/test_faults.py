@@ -7,7 +7,6 @@ import contextlib
 import datetime
 import os
 import signal
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
 from customtask_sdk.reconciler import Outcome, Reconciler, Run
 from customtask_sdk.runtime.leader import LEASES
 from customtask_sdk.testing import ControlPlane, condition, wait_deleted, wait_for
-from customtask_sdk.testing.controllers import create_custom_run, running
-from customtask_sdk.testing.processes import ManagedProcess
+from customtask_sdk.testing.controllers import controller_process, create_custom_run, running
 from examples.wait.controller import Wait, WaitParams
 
 ROOT = Path(__file__).resolve().parents[2]
+WAIT = "examples.wait.controller:Wait"
 
 
 def parse(ts: str) -> datetime.datetime:
@@ -74,26 +73,12 @@ class Recorder:
         return sum(1 for s in statuses[first + 1 :] if s != statuses[first])
 
 
-def wait_controller(control_plane: ControlPlane, namespace: str) -> ManagedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "customtask_sdk.cli",
-        "run",
-        "examples.wait.controller:Wait",
-        f"--kubeconfig={control_plane.kubeconfig}",
-        f"--namespace={namespace}",
-        "--health-port=0",
-        f"--app-dir={ROOT}",
-        "--no-events",
-    ]
-    return ManagedProcess(f"wait-{namespace}", argv, control_plane.log_dir, cwd=ROOT)
-
-
 async def test_sigkill_mid_flight_loses_and_repeats_nothing(
     control_plane: ControlPlane, kube: KubeClient, namespace: str
 ) -> None:
-    controller = wait_controller(control_plane, namespace)
+    controller = controller_process(
+        control_plane, WAIT, "--no-events", namespace=namespace, app_dir=ROOT
+    )
     durations = {f"w-{i:03d}": f"{1 + i % 4}s" for i in range(100)}
     async with Recorder(kube, namespace) as recorder:
         await controller.start()
@@ -224,7 +209,9 @@ async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
 async def test_sigterm_stops_cleanly_and_hands_over_the_lease(
     control_plane: ControlPlane, kube: KubeClient, namespace: str
 ) -> None:
-    controller = wait_controller(control_plane, namespace)
+    controller = controller_process(
+        control_plane, WAIT, "--no-events", namespace=namespace, app_dir=ROOT
+    )
     controller.argv += ["--leader-elect", f"--lease-namespace={namespace}", "--lease-name=wait"]
     await controller.start()
     lease = await wait_for(
