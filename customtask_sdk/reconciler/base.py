@@ -67,6 +67,8 @@ class Reconciler(Generic[P]):
     owns: ClassVar[Sequence[Resource]] = ()
     #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
     max_result_bytes: ClassVar[int] = 1_000_000
+    #: Where the SDK and ``Run.now`` read the time (pass a fake one to ``__init__`` in tests).
+    clock: Clock = SystemClock()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,7 +81,8 @@ class Reconciler(Generic[P]):
                     cls.params_model = model
 
     def __init__(self, clock: Clock | None = None) -> None:
-        self.clock: Clock = clock or SystemClock()
+        if clock is not None:
+            self.clock = clock
 
     @property
     def name(self) -> str:

@@ -19,9 +19,8 @@ from customtask_sdk.client import (
     NotFoundError,
 )
 from customtask_sdk.informer import Informer
-from customtask_sdk.queue import QueueMetrics, WorkQueue
+from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler, is_done, matches, step
-from customtask_sdk.reconciler.base import SystemClock
 from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
@@ -94,7 +93,7 @@ class Controller:
         ]
         for informer in self.owned:
             informer.add_handler(self._on_owned)
-        self._clock: Callable[[], Any] = (reconciler.clock or SystemClock()).now
+        self._clock: Callable[[], Any] = reconciler.clock.now
         overrides_finalize = type(reconciler).finalize is not Reconciler.finalize
         group = reconciler.api_version.split("/")[0]
         #: The finalizer held on runs while ``finalize`` has work to do (if overridden).
@@ -139,8 +138,6 @@ class Controller:
                 group.create_task(self._worker())
 
     async def _worker(self) -> None:
-        from customtask_sdk.queue import QueueShutDown
-
         while True:
             try:
                 key = await self.queue.get()
@@ -174,16 +171,14 @@ class Controller:
         if result.status is not None:
             written = await self._write_status(key, obj, result.status)
             if written is None:
-                outcome = "conflict"
-            elif result.error is None and is_done(written):
-                log.info(
-                    "run finished: %s",
-                    written["status"]["conditions"][-1].get("reason"),
-                    extra={"run": key},
-                )
-        for event in result.events:
-            if self.events is not None:
-                self.events.record(obj, event.type, event.reason, event.message)
+                outcome = "conflict"  # nothing happened: no events, reconcile again
+            else:
+                if self.events is not None:
+                    for event in result.events:
+                        self.events.record(written, event.type, event.reason, event.message)
+                if result.error is None and is_done(written):
+                    reason = written["status"]["conditions"][-1].get("reason")
+                    log.info("run finished: %s", reason, extra={"run": key})
         if outcome == "conflict":
             self.queue.add_rate_limited(key)  # re-reconcile against the object just re-read
         elif result.error is not None:
