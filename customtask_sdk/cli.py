@@ -75,7 +75,13 @@ async def _run_manager(args: argparse.Namespace) -> None:
     election = None
     if args.leader_elect:
         name = args.lease_name or "customtask-" + "-".join(r.kind.lower() for r in reconcilers)
-        election = LeaderElection(name, namespace=args.lease_namespace)
+        election = LeaderElection(
+            name,
+            namespace=args.lease_namespace,
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
     manager = Manager(
         client,
         reconcilers,
@@ -122,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-elect", action="store_true", help="one active replica at a time")
     run.add_argument("--lease-name", help="default: customtask-<kinds>")
     run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    run.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a standby waits to take over"
+    )
+    run.add_argument(
+        "--renew-deadline", type=float, default=10.0, help="seconds a leader may fail to renew"
+    )
+    run.add_argument("--retry-period", type=float, default=2.0, help="seconds between lease tries")
     run.add_argument("--health-port", type=int, default=8081, help="/healthz /readyz /metrics")
     run.add_argument("--no-events", action="store_true", help="do not record Kubernetes Events")
     run.add_argument("--log-format", choices=["text", "json"], default="text")

@@ -108,3 +108,21 @@ async def test_errors_say_what_to_provide(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigurationError, match="run inside a cluster"):
         await load_configuration()
+
+
+async def test_token_files_are_reread_as_they_rotate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("first")
+    path = write_kubeconfig(tmp_path / "config", {"tokenFile": str(token)})
+    config = await load_configuration(path)
+    assert config.authorization is not None
+    now = [1000.0]
+    monkeypatch.setattr("customtask_sdk.client.config.time.monotonic", lambda: now[0])
+    assert await config.authorization() == "Bearer first"
+    token.write_text("second")  # the kubelet rotates projected tokens in place
+    now[0] += 30
+    assert await config.authorization() == "Bearer first"  # cached for a minute
+    now[0] += 31
+    assert await config.authorization() == "Bearer second"
