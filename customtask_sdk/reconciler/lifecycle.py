@@ -27,6 +27,7 @@ from customtask_sdk.reconciler.outcome import (
 )
 from customtask_sdk.reconciler.run import (
     InputError,
+    OwnedLookup,
     Run,
     format_time,
     parse_input,
@@ -179,8 +180,16 @@ def _seconds_until(moment: datetime.datetime, now: datetime.datetime) -> float:
     return max(0.0, (moment - now).total_seconds())
 
 
-async def step(reconciler: Reconciler[Any], obj: JSON, now: datetime.datetime) -> Step:
-    """Reconcile one CustomRun once: the whole contract around ``reconciler``'s logic."""
+async def step(
+    reconciler: Reconciler[Any],
+    obj: JSON,
+    now: datetime.datetime,
+    owned: OwnedLookup | None = None,
+) -> Step:
+    """Reconcile one CustomRun once: the whole contract around ``reconciler``'s logic.
+
+    ``owned`` lets ``Run.owned`` read the cached objects the run owns.
+    """
     if is_done(obj):
         return Step()  # terminal: never modified again (Tekton still patches cancels onto it)
     spec = obj.get("spec") or {}
@@ -205,7 +214,7 @@ async def step(reconciler: Reconciler[Any], obj: JSON, now: datetime.datetime) -
 
     cancelling = spec.get("status") == _CANCEL_REQUEST
     try:
-        run = _parse_run(reconciler, obj, spec, started_at, now)
+        run = _parse_run(reconciler, obj, spec, started_at, now, owned)
     except InputError as exc:
         if cancelling:  # nothing can have started with unusable input: just cancel
             status.finish(False, CANCELLED, cancel_message)
@@ -243,6 +252,7 @@ def _parse_run(
     spec: JSON,
     started_at: datetime.datetime,
     now: datetime.datetime,
+    owned: OwnedLookup | None,
 ) -> Run[Any]:
     timeout = parse_timeout(spec)
     ref_name = (spec.get("customRef") or {}).get("name")
@@ -252,7 +262,8 @@ def _parse_run(
             f"{reconciler.kind} takes its input from params or an embedded spec, not a named "
             f"object: remove customRef.name ({ref_name!r}) from the task",
         )
-    return Run(obj, parse_input(spec, reconciler.params_model), started_at, timeout, now)
+    params = parse_input(spec, reconciler.params_model)
+    return Run(obj, params, started_at, timeout, now, owned)
 
 
 def _apply(

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from customtask_sdk.client import JSON
+from customtask_sdk.client import JSON, Resource
 from customtask_sdk.reconciler.durations import format_go_duration, parse_go_duration
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "InputError",
+    "OwnedLookup",
     "Params",
     "Run",
     "format_time",
@@ -27,6 +28,9 @@ __all__ = [
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=60)
 
 P = TypeVar("P", bound=BaseModel)
+
+#: How a run finds the cached objects it owns: (resource, owner uid) -> objects.
+OwnedLookup = Callable[[Resource, str], list[JSON]]
 
 
 class Params(BaseModel):
@@ -137,6 +141,7 @@ class Run(Generic[P]):
     started_at: datetime.datetime
     timeout: datetime.timedelta | None
     now: datetime.datetime
+    lookup: OwnedLookup | None = None
 
     @property
     def name(self) -> str:
@@ -197,6 +202,13 @@ class Run(Generic[P]):
         """``status.extraFields`` as last written (``{}`` when unset)."""
         fields = (self.obj.get("status") or {}).get("extraFields")
         return fields if isinstance(fields, dict) else {}
+
+    def owned(self, resource: Resource) -> list[JSON]:
+        """Objects of ``resource`` (one of the reconciler's ``owns``) owned by this run,
+        from the cache: no API call. Their changes wake this run."""
+        if self.lookup is None:
+            return []
+        return self.lookup(resource, self.uid)
 
     def owner_reference(self) -> JSON:
         """An ownerReference making a child object owned (and garbage-collected) by this run."""

@@ -17,6 +17,7 @@ from customtask_sdk.client import (
     ConflictError,
     KubeClient,
     NotFoundError,
+    Resource,
 )
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
@@ -88,10 +89,11 @@ class Controller:
         self.queue: WorkQueue[str] = WorkQueue(self.name, metrics=queue_metrics)
         self.runs = Informer(client, CUSTOM_RUNS, namespace=namespace, transform=self._mine)
         self.runs.add_handler(self._on_run)
-        self.owned = [
-            Informer(client, resource, namespace=namespace) for resource in reconciler.owns
-        ]
-        for informer in self.owned:
+        self.owned = {
+            resource: Informer(client, resource, namespace=namespace)
+            for resource in reconciler.owns
+        }
+        for informer in self.owned.values():
             informer.add_handler(self._on_owned)
         self._clock: Callable[[], Any] = reconciler.clock.now
         overrides_finalize = type(reconciler).finalize is not Reconciler.finalize
@@ -104,7 +106,7 @@ class Controller:
     @property
     def informers(self) -> list[Informer]:
         """Every informer this controller runs (CustomRuns first)."""
-        return [self.runs, *self.owned]
+        return [self.runs, *self.owned.values()]
 
     def _mine(self, obj: JSON) -> JSON | None:
         if not matches(obj, self.reconciler.api_version, self.reconciler.kind):
@@ -121,6 +123,13 @@ class Controller:
     def _on_run(self, event: str, old: JSON | None, new: JSON | None) -> None:
         if new is not None and (not is_done(new) or self._holds_finalizer(new)):
             self.queue.add(_key(new))
+
+    def _lookup_owned(self, resource: Resource, uid: str) -> list[JSON]:
+        informer = self.owned.get(resource)
+        if informer is None:
+            raise KeyError(f"{resource.kind} is not in {type(self.reconciler).__name__}.owns")
+        found = (informer.get(key) for key in informer.index_by_owner(uid))
+        return [obj for obj in found if obj is not None]
 
     def _on_owned(self, event: str, old: JSON | None, new: JSON | None) -> None:
         obj = new or old
@@ -160,7 +169,7 @@ class Controller:
             self.queue.forget(key)
             return
         started = time.monotonic()
-        result = await step(self.reconciler, obj, self._clock())
+        result = await step(self.reconciler, obj, self._clock(), self._lookup_owned)
         outcome = "success"
         finishing = result.status is not None and is_done({"status": result.status})
         if finishing and self._holds_finalizer(obj):  # clean up before the last write

@@ -21,7 +21,7 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.reconciler import NoParams
 from customtask_sdk.runtime.leader import LEASES
 from customtask_sdk.testing import condition, wait_for
@@ -273,9 +273,8 @@ class Gate(Reconciler[NoParams]):
         self.client = client
 
     async def reconcile(self, run: Run[NoParams]) -> Outcome:
-        path = CONFIG_MAPS.path(run.namespace, f"gate-{run.name}")
-        gate = await self.client.get_or_none(path)
-        if gate is None:
+        gates = run.owned(CONFIG_MAPS)  # from the cache: no GET
+        if not gates:
             body = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -285,9 +284,13 @@ class Gate(Reconciler[NoParams]):
                 },
                 "data": {"open": "no"},
             }
-            await self.client.create(CONFIG_MAPS.path(run.namespace), body)
+            try:
+                await self.client.create(CONFIG_MAPS.path(run.namespace), body)
+            except ConflictError as exc:  # the cache has not seen our create yet
+                if not exc.already_exists:
+                    raise
             return Running(message="gate created")
-        if gate.get("data", {}).get("open") == "yes":
+        if gates[0].get("data", {}).get("open") == "yes":
             return Succeeded(message="gate opened")
         return Running(message="gate closed")  # no requeue: the owned ConfigMap wakes us
 
