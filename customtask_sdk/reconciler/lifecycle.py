@@ -119,6 +119,7 @@ class _Status:
         self.now = now
         self.stamp = format_time(now)
         self.events: list[Event] = []
+        self.first_start = False
 
     def set(self, status: str, reason: str, message: str) -> None:
         previous = succeeded_condition({"status": self.data})
@@ -204,6 +205,7 @@ async def step(
             status.finish(False, CANCELLED, cancel_message)
             return status.result(generation)
         status.start()
+        status.first_start = True
         started_at = now
     else:
         try:
@@ -277,6 +279,8 @@ def _apply(
         status.data["extraFields"] = dict(outcome.extra_fields)
     if isinstance(outcome, Running):
         status.set("Unknown", outcome.reason, outcome.message)
+        if status.first_start:  # an instant run records only its outcome
+            status.events.append(Event("Normal", "Started", outcome.message or "started"))
         wake = [run.deadline] if run.deadline is not None else []
         if outcome.requeue_after is not None:
             wake.append(status.now + outcome.requeue_after)

@@ -216,13 +216,24 @@ async def test_a_concurrent_writer_causes_conflicts_that_are_resolved(
 
 async def test_events_are_recorded_on_transitions(kube: KubeClient, namespace: str) -> None:
     async with running(kube, Probe()) as manager:
-        run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "fail"})
-        await finish(kube, namespace, run)
+        failing = await create_custom_run(kube, namespace, API, "Probe", {"mode": "fail"})
+        waiting = await create_custom_run(kube, namespace, API, "Probe", {"seconds": "1"})
+        await finish(kube, namespace, failing)
+        await finish(kube, namespace, waiting)
         assert manager.events is not None
         await manager.events.flush()
-    events = await kube.get(f"/api/v1/namespaces/{namespace}/events")
-    mine = [e for e in events["items"] if e["involvedObject"]["name"] == run["metadata"]["name"]]
-    assert [(e["type"], e["reason"]) for e in mine] == [("Warning", "ProbeFailed")]
+    events = (await kube.get(f"/api/v1/namespaces/{namespace}/events"))["items"]
+
+    def reasons(run: JSON) -> list[tuple[str, str]]:
+        name = run["metadata"]["name"]
+        mine = sorted(
+            (e for e in events if e["involvedObject"]["name"] == name),
+            key=lambda e: (e["firstTimestamp"], e["metadata"]["creationTimestamp"]),
+        )
+        return [(e["type"], e["reason"]) for e in mine]
+
+    assert reasons(failing) == [("Warning", "ProbeFailed")]  # an instant run: its outcome only
+    assert reasons(waiting) == [("Normal", "Started"), ("Normal", "Succeeded")]
 
 
 async def test_leader_election_failover(kube: KubeClient, namespace: str) -> None:

@@ -118,6 +118,7 @@ async def test_first_sight_starts_the_run_and_asks_to_come_back(clock: FakeClock
     assert result.status["observedGeneration"] == 1
     assert result.requeue_after == 5.0
     assert result.error is None
+    assert [(e.type, e.reason) for e in result.events] == [("Normal", "Started")]
 
 
 async def test_an_instant_success_is_one_write_with_results(clock: FakeClock) -> None:
