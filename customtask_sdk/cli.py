@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from customtask_sdk.client import KubeClient
+from customtask_sdk.client import ConfigurationError, KubeClient
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.runtime import LeaderElection, Manager, configure_logging
 
@@ -60,7 +60,16 @@ def load_reconciler(spec: str) -> Reconciler[Any]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise SystemExit(f"expected pkg.module:Class, got {spec!r}")
-    target = getattr(importlib.import_module(module_name), attribute)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"cannot import {module_name!r} ({exc}); run from the folder that contains it "
+            "or pass --app-dir"
+        ) from None
+    target = getattr(module, attribute, None)
+    if target is None:
+        raise SystemExit(f"{module_name!r} has no {attribute!r}")
     if isinstance(target, type) and issubclass(target, Reconciler):
         return target()
     if isinstance(target, Reconciler):
@@ -103,7 +112,10 @@ async def _run_manager(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level)
-    asyncio.run(_run_manager(args))
+    try:
+        asyncio.run(_run_manager(args))
+    except ConfigurationError as exc:
+        raise SystemExit(f"customtask-sdk: {exc}") from None
     return 0
 
 

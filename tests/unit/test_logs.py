@@ -10,13 +10,7 @@ import pytest
 from customtask_sdk.runtime import configure_logging
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> object:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield None
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_json_lines_carry_the_run_key_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
