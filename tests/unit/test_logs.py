@@ -9,7 +9,6 @@ import pytest
 
 from customtask_sdk.runtime import configure_logging
 
-
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
