@@ -126,3 +126,25 @@ async def test_token_files_are_reread_as_they_rotate(
     assert await config.authorization() == "Bearer first"  # cached for a minute
     now[0] += 31
     assert await config.authorization() == "Bearer second"
+
+
+async def test_in_cluster_service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    ca = CertificateAuthority("cluster-ca")
+    (account / "ca.crt").write_bytes(ca.cert_pem)
+    (account / "token").write_text("pod-token")
+    (account / "namespace").write_text("customtask-wait")
+    monkeypatch.setattr("customtask_sdk.client.config._SERVICE_ACCOUNT", account)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    config = await load_configuration()
+    assert config.host == "https://10.96.0.1:443"
+    assert config.namespace == "customtask-wait"
+    assert config.authorization is not None
+    assert await config.authorization() == "Bearer pod-token"
+    config.ssl_context()
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    assert (await load_configuration()).host == "https://[fd00::1]:443"
