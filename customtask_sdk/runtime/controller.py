@@ -163,11 +163,13 @@ class Controller:
     async def process(self, key: str) -> None:
         """Reconcile one run by key, from the cache, and write what changed."""
         obj = self.runs.get(key)
-        if obj is not None and self.finalizer is not None:
-            obj = await self._handle_finalizer(key, obj)
-        if obj is None or is_done(obj):
+        if obj is None or (self.finalizer is None and is_done(obj)):
             self.queue.forget(key)
             return
+        if self.finalizer is not None:
+            obj = await self._handle_finalizer(key, obj)
+            if obj is None:  # done, or requeued with backoff
+                return
         started = time.monotonic()
         result = await step(self.reconciler, obj, self._clock(), self._lookup_owned)
         outcome = "success"
@@ -219,10 +221,12 @@ class Controller:
         deleting = obj["metadata"].get("deletionTimestamp") is not None
         if self._holds_finalizer(obj):
             if deleting or is_done(obj):  # e.g. a crash between cleanup and the last write
-                await self._finalize(key, obj)
+                if await self._finalize(key, obj) is not None:
+                    self.queue.forget(key)
                 return None
             return obj
         if deleting or is_done(obj):
+            self.queue.forget(key)
             return None
         finalizers = [*(obj["metadata"].get("finalizers") or ()), self.finalizer]
         return await self._patch_finalizers(key, obj, finalizers)

@@ -283,3 +283,34 @@ async def test_a_standby_takes_over_within_the_lease_after_the_leader_is_killed(
     sys.stderr.write(
         f"\n[failover] a run created at the kill finished {took:.2f}s later (lease 3s)\n"
     )
+
+
+class FlakyCleanup(Cleaning):
+    """Cleanup that fails twice before it succeeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[str] = []
+
+    async def finalize(self, obj: JSON) -> None:
+        self.attempts.append(obj["metadata"]["name"])
+        if len(self.attempts) <= 2:
+            raise ConnectionError("the external system is down")
+        await super().finalize(obj)
+
+
+async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes(
+    kube: KubeClient, namespace: str
+) -> None:
+    reconciler = FlakyCleanup()
+    async with running(kube, reconciler, namespace=namespace, events=False):
+        run = await create_custom_run(
+            kube, namespace, reconciler.api_version, "Wait", {"duration": "0s"}
+        )
+        finished = await wait_for(
+            kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], done, timeout=30
+        )
+    assert len(reconciler.attempts) == 3  # retried (with the queue's backoff) until it worked
+    assert reconciler.finalized == [run["metadata"]["name"]]
+    assert (condition(finished) or {}).get("reason") == "DurationElapsed"
+    assert finished["metadata"].get("finalizers") in (None, [])
