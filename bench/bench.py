@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench.py [--runs 2000] [--concurrency 32] [--skip kopf,go]
 
 Each phase uses its own namespace on one ControlPlane (etcd + kube-apiserver + Tekton's
-CRDs; no Tekton controller). After a warm-up, the ceiling, the watched ceiling and the SDK
-are measured ``--trials`` times, interleaved, and medians reported:
+CRDs; no Tekton controller). After a warm-up, every contender (ceiling, watched ceiling,
+SDK, Go, kopf) is measured ``--trials`` times, interleaved, and medians reported:
 
 1. ceiling: 2,000 runs created, then a minimal aiohttp writer does the one merge-patch to
    ``/status`` per run that an instant Wait needs, at the same concurrency; the watched
@@ -273,7 +273,7 @@ async def baseline_throughput(
 ) -> float:
     """Start a baseline controller on pre-created runs; its idle start-up (measured on an
     empty namespace first) is subtracted so only reconciling is timed."""
-    idle_ns, namespace = f"bench-{name}-idle", f"bench-{name}"
+    idle_ns, namespace = f"{name}-idle", name
     await create_runs(cp.client, idle_ns, 1)
     process = ManagedProcess(f"{name}-idle", [*argv, idle_ns], cp.log_dir, env=env, cwd=ROOT)
     started = time.monotonic()
@@ -367,6 +367,32 @@ def percentile(values: Sequence[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
+async def baseline_commands(
+    cp: ControlPlane, args: argparse.Namespace, skip: set[str]
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """How to start each baseline (the namespace is appended): Go is built first."""
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    if "go" not in skip:
+        build = await asyncio.create_subprocess_exec(
+            "bash", str(ROOT / "bench/baselines/go-wait/build.sh"), stdout=subprocess.PIPE
+        )
+        output, _ = await build.communicate()
+        binary = output.decode().strip().splitlines()[-1]
+        argv = [
+            binary,
+            f"-kubeconfig={cp.kubeconfig}",
+            "-disable-ha",
+            f"-threads-per-controller={args.concurrency}",
+            "-namespace",
+        ]
+        commands["go"] = (argv, dict(os.environ, SYSTEM_NAMESPACE="tekton-pipelines"))
+    if "kopf" not in skip:
+        script = str(ROOT / "bench/baselines/kopf_wait.py")
+        argv = [sys.executable, "-m", "kopf", "run", "--standalone", script, "--namespace"]
+        commands["kopf"] = (argv, dict(os.environ, KUBECONFIG=str(cp.kubeconfig)))
+    return commands
+
+
 class Rows(list[tuple[str, str, str]]):
     """The result table; each row is also printed as soon as it is measured."""
 
@@ -381,7 +407,9 @@ async def main(args: argparse.Namespace) -> None:
     async with ControlPlane() as cp:
         print(f"control plane up in {cp.timings['total']:.1f}s", flush=True)
         await ceiling(cp, 500, args.concurrency, namespace="bench-warmup")
+        baselines = await baseline_commands(cp, args, skip)
         trials: dict[str, list[float]] = {"ceiling": [], "watched": [], "sdk": []}
+        trials.update({name: [] for name in baselines})
         sdk: dict[str, float] = {}
         for trial in range(args.trials):  # interleaved, so drift hits every contender alike
             trials["ceiling"].append(
@@ -398,6 +426,9 @@ async def main(args: argparse.Namespace) -> None:
             )
             sdk = await sdk_throughput(cp, args.runs, args.concurrency, f"bench-sdk-{trial}")
             trials["sdk"].append(sdk["runs_per_s"])
+            for name, (argv, env) in baselines.items():
+                rate = await baseline_throughput(cp, f"bench-{name}-{trial}", argv, env, args.runs)
+                trials[name].append(rate)
             print({k: [round(x) for x in v] for k, v in trials.items()}, flush=True)
         ceil = statistics.median(trials["ceiling"])
         watched = statistics.median(trials["watched"])
@@ -428,45 +459,17 @@ async def main(args: argparse.Namespace) -> None:
                 + spread(trials["sdk"]),
             )
         )
-        if "go" not in skip:
-            build = await asyncio.create_subprocess_exec(
-                "bash", str(ROOT / "bench/baselines/go-wait/build.sh"), stdout=subprocess.PIPE
-            )
-            output, _ = await build.communicate()
-            binary = output.decode().strip().splitlines()[-1]
-            env = dict(os.environ, SYSTEM_NAMESPACE="tekton-pipelines")
-            argv = [
-                binary,
-                f"-kubeconfig={cp.kubeconfig}",
-                "-disable-ha",
-                f"-threads-per-controller={args.concurrency}",
-                "-namespace",
-            ]
-            go = await baseline_throughput(cp, "go", argv, env, args.runs)
+        titles = {
+            "go": "Go (Tekton's helpers, knative reconciler)",
+            "kopf": "kopf (tuned to one patch per run)",
+        }
+        for name in baselines:
+            rate = statistics.median(trials[name])
             rows.append(
                 (
-                    "Go (Tekton's helpers, knative reconciler)",
-                    f"{go:.0f} runs/s",
-                    f"SDK {sdk_rate / go:.2f}x Go",
-                )
-            )
-        if "kopf" not in skip:
-            env = dict(os.environ, KUBECONFIG=str(cp.kubeconfig))
-            argv = [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                str(ROOT / "bench/baselines/kopf_wait.py"),
-                "--namespace",
-            ]
-            kopf = await baseline_throughput(cp, "kopf", argv, env, args.runs)
-            rows.append(
-                (
-                    "kopf (tuned to one patch per run)",
-                    f"{kopf:.0f} runs/s",
-                    f"SDK {sdk_rate / kopf:.2f}x kopf",
+                    titles[name],
+                    f"{rate:.0f} runs/s",
+                    f"SDK {sdk_rate / rate:.2f}x {name}; " + spread(trials[name]),
                 )
             )
         rows.append(("status writes per instant run", f"{sdk['writes_per_run']:.2f}", "goal 1"))
