@@ -42,7 +42,10 @@ embedded = st.one_of(
 @given(
     params=st.lists(st.tuples(names, values), max_size=3),
     spec=embedded,
-    timeout=st.one_of(st.none(), st.sampled_from(["0s", "2s", "1h", "bogus", "-5s"])),
+    # Only timeouts Go can parse: a CustomRun whose timeout Tekton's typed informer cannot
+    # decode breaks Tekton's CustomRun cache for the whole cluster (our SDK fails such a
+    # run with InvalidTimeout: see the unit tests). The shared control plane must survive.
+    timeout=st.one_of(st.none(), st.sampled_from(["0s", "2s", "1h", "90m"])),
     retries=st.integers(min_value=0, max_value=2),
 )
 async def test_any_input_ends_clearly_and_the_controller_stays_up(
