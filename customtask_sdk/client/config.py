@@ -13,7 +13,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class ClientConfig:
     authorization: TokenSource | None = None
     #: The namespace of the kubeconfig context (or the pod's, in a cluster).
     namespace: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def ssl_context(self) -> ssl.SSLContext:
         """An SSL context trusting the cluster CA and presenting the client certificate."""

@@ -31,7 +31,6 @@ class EventRecorder:
         self.instance = instance
         self.dropped = 0
         self._pending: asyncio.Queue[JSON] = asyncio.Queue(maxsize=buffer)
-        self._task: asyncio.Task[None] | None = None
 
     def record(self, obj: JSON, type_: str, reason: str, message: str) -> None:
         """Queue an Event of ``type_`` (``Normal``/``Warning``) about ``obj``."""
