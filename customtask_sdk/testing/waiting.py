@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from customtask_sdk.client import JSON, GoneError, KubeClient, Resource
 
@@ -17,6 +17,27 @@ def condition(obj: JSON, type_: str = "Succeeded") -> JSON | None:
             found: JSON = cond
             return found
     return None
+
+
+async def _versions(
+    client: KubeClient, resource: Resource, namespace: str | None, name: str
+) -> AsyncIterator[JSON | None]:
+    """Each version of one object as it changes (``None`` while it does not exist),
+    by list then watch, re-listing after a 410 or a silent watch."""
+    selector = {"fieldSelector": f"metadata.name={name}"}
+    while True:
+        page = await client.get(resource.path(namespace), selector)
+        items: list[JSON] = page.get("items") or []
+        yield items[0] if items else None
+        params = dict(selector, resourceVersion=page["metadata"]["resourceVersion"])
+        try:
+            async for event in client.watch(resource.path(namespace), params):
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    yield event["object"]
+                elif event["type"] == "DELETED":
+                    yield None
+        except (GoneError, TimeoutError):
+            continue  # re-list and watch again
 
 
 async def wait_for(
@@ -35,24 +56,12 @@ async def wait_for(
 
     async def watch() -> JSON:
         nonlocal last
-        selector = {"fieldSelector": f"metadata.name={name}"}
-        while True:
-            page = await client.get(resource.path(namespace), selector)
-            items: list[JSON] = page.get("items") or []
-            for item in items:
-                last = item
-                if predicate(item):
-                    return item
-            params = dict(selector, resourceVersion=page["metadata"]["resourceVersion"])
-            try:
-                async for event in client.watch(resource.path(namespace), params):
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        obj: JSON = event["object"]
-                        last = obj
-                        if predicate(obj):
-                            return obj
-            except (GoneError, TimeoutError):
-                continue  # re-list and watch again
+        async for obj in _versions(client, resource, namespace, name):
+            if obj is not None:
+                last = obj
+                if predicate(obj):
+                    return obj
+        raise AssertionError("unreachable: the watch loops until cancelled")
 
     try:
         return await asyncio.wait_for(watch(), timeout)
@@ -74,18 +83,9 @@ async def wait_deleted(
     """Return once the object is gone (watching for its deletion)."""
 
     async def watch() -> None:
-        selector = {"fieldSelector": f"metadata.name={name}"}
-        while True:
-            page = await client.get(resource.path(namespace), selector)
-            if not page.get("items"):
+        async for obj in _versions(client, resource, namespace, name):
+            if obj is None:
                 return
-            params = dict(selector, resourceVersion=page["metadata"]["resourceVersion"])
-            try:
-                async for event in client.watch(resource.path(namespace), params):
-                    if event["type"] == "DELETED":
-                        return
-            except (GoneError, TimeoutError):
-                continue
 
     try:
         await asyncio.wait_for(watch(), timeout)
