@@ -191,7 +191,7 @@ class Controller:
                     reason = written["status"]["conditions"][-1].get("reason")
                     log.info("run finished: %s", reason, extra={"run": key})
         if outcome == "conflict":
-            self.queue.add_rate_limited(key)  # re-reconcile against the object just re-read
+            pass  # the write requeued the run, to reconcile against what it re-read
         elif result.error is not None:
             outcome = "error"
             log.warning(
@@ -245,11 +245,21 @@ class Controller:
     async def _patch_finalizers(self, key: str, obj: JSON, finalizers: list[Any]) -> JSON | None:
         meta = obj["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
+        return await self._guarded_patch(
+            key, obj, CUSTOM_RUNS.path(meta["namespace"], meta["name"]), body
+        )
+
+    async def _guarded_patch(self, key: str, obj: JSON, path: str, body: JSON) -> JSON | None:
+        """Patch with ``body``'s resourceVersion as precondition and cache the answer.
+
+        Returns ``None`` if the run is gone, or after a conflict: the run is then re-read
+        into the cache (so the next reconcile starts from the truth) and requeued with
+        backoff. Nothing is ever overwritten.
+        """
         try:
-            patched = await self.client.patch(
-                CUSTOM_RUNS.path(meta["namespace"], meta["name"]), body
-            )
+            patched = await self.client.patch(path, body)
         except ConflictError:
+            log.info("write conflicted; re-reading", extra={"run": key})
             await self._reread(key, obj)
             self.queue.add_rate_limited(key)
             return None
@@ -265,26 +275,14 @@ class Controller:
             self.runs.update_if_newer(fresh)
 
     async def _write_status(self, key: str, obj: JSON, desired: JSON) -> JSON | None:
-        """Merge-patch ``/status`` with a resourceVersion precondition.
-
-        Returns the written object, or ``None`` after a conflict (the cache then holds a
-        fresh copy, re-read once, so the next reconcile starts from the truth).
-        """
+        """Merge-patch ``/status`` into ``desired``; ``None`` if it did not land."""
         meta = obj["metadata"]
         body = {
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": status_patch(obj.get("status") or {}, desired),
         }
         path = CUSTOM_RUNS.path(meta["namespace"], meta["name"], "status")
-        try:
-            written = await self.client.patch(path, body)
-        except ConflictError:
-            log.info("status write conflicted; re-reading", extra={"run": key})
-            await self._reread(key, obj)
-            return None
-        except NotFoundError:
-            return None
-        if self.metrics is not None:
+        written = await self._guarded_patch(key, obj, path, body)
+        if written is not None and self.metrics is not None:
             self.metrics.status_written(self.name)
-        self.runs.update_if_newer(written)
         return written
