@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import statistics
@@ -134,7 +135,7 @@ async def ceiling(
         watcher = asyncio.create_task(consume())
     page = await cp.client.list_all(CUSTOM_RUNS.path(namespace))
     session = cp.client.session
-    now = format_time(__import__("datetime").datetime.now(__import__("datetime").UTC))
+    now = format_time(datetime.datetime.now(datetime.UTC))
     queue: asyncio.Queue[JSON] = asyncio.Queue()
     for item in page["items"]:
         queue.put_nowait(item)
