@@ -16,8 +16,6 @@ import random
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from customtask_sdk.client.api import JSON, KubeClient
 from customtask_sdk.client.errors import ApiError, GoneError, ServerError, TooManyRequestsError
 from customtask_sdk.client.resources import Resource
@@ -262,7 +260,7 @@ class Informer:
                 except TooManyRequestsError as exc:
                     delay = max(exc.retry_after, self._backoff.delay())
                     logger.warning("%s: throttled; retrying in %.1fs", self._where, delay)
-                except (ServerError, aiohttp.ClientError, OSError, ValueError) as exc:
+                except (ServerError, OSError, ValueError) as exc:
                     delay = self._backoff.delay()
                     logger.warning("%s: %r; retrying in %.1fs", self._where, exc, delay)
                 except ApiError as exc:

@@ -1,7 +1,8 @@
 """One long-lived, retrying JSON client for the Kubernetes API.
 
-Requests go straight through one bounded aiohttp session, which keeps the hot path (watch
-decoding, status writes) lean; see :mod:`customtask_sdk.client.config` for configuration.
+Requests go through one bounded pool of HTTP/1.1 keep-alive connections
+(:mod:`customtask_sdk.client.http`), which keeps the hot path (watch decoding, status
+writes) lean; see :mod:`customtask_sdk.client.config` for configuration.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import urlencode
 
-import aiohttp
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,6 +25,7 @@ from tenacity import (
 
 from customtask_sdk.client.config import ClientConfig, load_configuration
 from customtask_sdk.client.errors import ApiError, NotFoundError, TooManyRequestsError, error_for
+from customtask_sdk.client.http import HttpPool
 from customtask_sdk.client.resources import Resource
 
 __all__ = ["JSON", "KubeClient", "PatchType"]
@@ -37,13 +39,14 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "json": "application/json-patch+json",
     "apply": "application/apply-patch+yaml",
 }
-_READ_BUFFER = 4 * 1024 * 1024  # watch lines carry whole objects (etcd allows ~1.5 MiB)
 
 
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ApiError):
         return exc.retryable
-    return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False  # a wrong CA or server name does not fix itself
+    return isinstance(exc, OSError)  # connection failures, dropped connections, timeouts
 
 
 class _RetryAfterOrBackoff:
@@ -64,8 +67,9 @@ class KubeClient:
 
     Transient failures (429 with its Retry-After, 5xx, dropped connections) are retried
     for up to ``retry_seconds``; everything else raises an :class:`ApiError` subclass.
-    Create one per process and share it; close it with ``await client.close()`` or
-    ``async with``.
+    At most ``max_connections`` requests are in flight at once; each watch has a
+    connection of its own. Create one client per process and share it; close it with
+    ``await client.close()`` or ``async with``.
     """
 
     def __init__(
@@ -81,7 +85,7 @@ class KubeClient:
         self._retry_seconds = retry_seconds
         self._user_agent = user_agent
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: HttpPool | None = None
         #: Called with (method, status code) after every answer; ``WATCH`` for watches.
         self.on_response: Callable[[str, int], None] | None = None
 
@@ -93,21 +97,18 @@ class KubeClient:
         return cls(await load_configuration(kubeconfig, context), **kwargs)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The shared aiohttp session, created on first use inside the running loop."""
-        if self._session is None or self._session.closed:
-            tls: ssl.SSLContext | bool = False
-            if self.host.startswith("https://"):
-                tls = self.configuration.ssl_context()
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ssl=tls, keepalive_timeout=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                read_bufsize=_READ_BUFFER,
+    def _http(self) -> HttpPool:
+        """The connection pool, created on first use inside the running loop."""
+        if self._pool is None:
+            https = self.host.startswith("https://")
+            self._pool = HttpPool(
+                self.host,
+                ssl_context=self.configuration.ssl_context() if https else None,
+                server_hostname=self.configuration.tls_server_name,
+                limit=self._max_connections,
                 headers={"User-Agent": self._user_agent, "Accept": "application/json"},
             )
-        return self._session
+        return self._pool
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -128,21 +129,15 @@ class KubeClient:
         content_type: str | None,
         timeout: float | None,
     ) -> JSON:
-        async with self.session.request(
-            method,
-            self.host + path,
-            params=params,
-            data=data,
-            headers=await self._headers(content_type),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            payload = await response.read()
-            if self.on_response is not None:
-                self.on_response(method, response.status)
-            if response.status >= 400:
-                raise error_for(response.status, payload, response.headers.get("Retry-After"))
-            result: JSON = json.loads(payload) if payload else {}
-            return result
+        target = f"{path}?{urlencode(params)}" if params else path
+        headers = await self._headers(content_type)
+        response = await self._http.request(method, target, headers, data, timeout)
+        if self.on_response is not None:
+            self.on_response(method, response.status)
+        if response.status >= 400:
+            raise error_for(response.status, response.body, response.headers.get("retry-after"))
+        result: JSON = json.loads(response.body) if response.body else {}
+        return result
 
     async def request(
         self,
@@ -254,17 +249,17 @@ class KubeClient:
         """
         query = dict(params or {})
         query["watch"] = "true"
-        async with self.session.get(
-            self.host + path,
-            params=query,
-            headers=await self._headers(None),
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=inactivity_timeout),
+        async with self._http.stream(
+            "GET",
+            f"{path}?{urlencode(query)}",
+            await self._headers(None),
+            read_timeout=inactivity_timeout,
         ) as response:
             if self.on_response is not None:
                 self.on_response("WATCH", response.status)
             if response.status >= 400:
                 raise error_for(response.status, await response.read())
-            async for line in response.content:
+            async for line in response.lines():
                 if not line.strip():
                     continue
                 event: JSON = json.loads(line)
@@ -274,10 +269,10 @@ class KubeClient:
                 yield event
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close every connection (a later request opens new ones)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     async def __aenter__(self) -> KubeClient:
         return self

@@ -54,8 +54,9 @@ class InputError(ValueError):
 
 def format_time(moment: datetime.datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as written to ``startTime`` and conditions."""
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not datetime.UTC:
+        moment = moment.astimezone(datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def parse_time(text: str) -> datetime.datetime:

@@ -1,0 +1,241 @@
+"""The HTTP/1.1 transport against small raw servers: framing, reuse, stale connections, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from customtask_sdk.client import ClientConfig, KubeClient
+from customtask_sdk.client.http import HttpPool, ProtocolError
+from customtask_sdk.testing.certs import CertificateAuthority
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server calling ``serve`` per connection; records each request's head."""
+
+    def __init__(self, serve: Serve) -> None:
+        self.serve = serve
+        self.connections = 0
+        self.requests: list[str] = []
+        self.active = 0
+        self.most_active = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> str:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        for line in head.split("\r\n"):
+            if line.lower().startswith("content-length:"):
+                await reader.readexactly(int(line.split(":")[1]))
+        self.requests.append(head)
+        return head
+
+
+StartServer = Callable[..., Awaitable[tuple[RawServer, int]]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartServer]:
+    servers: list[asyncio.Server] = []
+
+    async def start(
+        serve: Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[RawServer, int]:
+        raw = RawServer(lambda r, w: serve(raw, r, w))
+        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=tls)
+        servers.append(server)
+        return raw, server.sockets[0].getsockname()[1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ok(body: bytes, *extra: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_connections_are_reused_and_bounded(raw_server: StartServer) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await raw.read_request(reader)
+            raw.active += 1
+            raw.most_active = max(raw.most_active, raw.active)
+            await asyncio.sleep(0.01)
+            raw.active -= 1
+            w.write(ok(b'{"ok":true}'))
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None, limit=3)
+    answers = await asyncio.gather(
+        *(pool.request("GET", f"/x/{i}", {}, None, 5) for i in range(30))
+    )
+    await pool.close()
+    assert all(a.status == 200 and a.body == b'{"ok":true}' for a in answers)
+    assert raw.connections == 3
+    assert raw.most_active == 3
+    assert len(raw.requests) == 30
+
+
+async def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one(
+    raw_server: StartServer,
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b"{}"))
+        await w.drain()
+        if raw.connections == 1:
+            await raw.read_request(reader)  # then close without answering, as an idle timeout
+            return
+        await asyncio.sleep(1)
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    assert (await pool.request("PATCH", "/a", {}, b"{}", 5)).status == 200
+    assert (await pool.request("PATCH", "/b", {}, b"{}", 5)).status == 200
+    await pool.close()
+    assert raw.connections == 2
+    assert [r.split()[1] for r in raw.requests] == ["/a", "/b", "/b"]
+
+
+async def test_a_fresh_connection_closed_before_an_answer_is_an_error(
+    raw_server: StartServer,
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    with pytest.raises(ProtocolError, match="closed the connection"):
+        await pool.request("POST", "/a", {}, b"{}", 5)
+    await pool.close()
+    assert raw.connections == 1  # a POST on a fresh connection is never sent twice
+
+
+async def test_chunked_bodies_with_extensions_and_trailers_and_close_delimited_ones(
+    raw_server: StartServer,
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.write(b'4;ext=1\r\n{"a"\r\n3\r\n:1}\r\n0\r\nX-Trailer: yes\r\n\r\n')
+        await raw.read_request(reader)
+        w.write(b'HTTP/1.0 200 OK\r\n\r\n{"b":2}')
+        await w.drain()
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    assert (await pool.request("GET", "/a", {}, None, 5)).body == b'{"a":1}'
+    assert (await pool.request("GET", "/b", {}, None, 5)).body == b'{"b":2}'
+    assert pool._idle == []  # a body that ran to the connection's end leaves nothing to reuse
+    await pool.close()
+    assert raw.connections == 1
+
+
+async def test_stream_lines_split_across_and_within_chunks(raw_server: StartServer) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b'{"n":1}\n{"n"', b":2}\n", b'{"n":3}\n{"n":4}\n', b'{"n":5}'):
+            w.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.write(b"0\r\n\r\n")
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    async with pool.stream("GET", "/w?watch=true", {}, read_timeout=5) as response:
+        lines = [line async for line in response.lines()]
+    await pool.close()
+    assert lines == [b'{"n":%d}' % n for n in range(1, 6)]
+    assert raw.requests[0].startswith("GET /w?watch=true HTTP/1.1")
+
+
+async def test_a_silent_stream_times_out(raw_server: StartServer) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"n":1}\n\r\n')
+        await asyncio.sleep(10)
+
+    _, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    seen = []
+
+    async def read_all() -> None:
+        async with pool.stream("GET", "/w", {}, read_timeout=0.3) as response:
+            async for line in response.lines():
+                seen.append(line)
+
+    with pytest.raises(TimeoutError):
+        await read_all()
+    await pool.close()
+    assert seen == [b'{"n":1}']
+
+
+async def test_paths_are_quoted_and_keep_the_servers_prefix(raw_server: StartServer) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b"{}"))
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}/k8s/clusters/c-1/", ssl_context=None)
+    await pool.request("GET", "/api/v1/a b?x=1", {"X-Test": "v"}, None, 5)
+    with pytest.raises(ValueError, match="line break"):
+        await pool.request("GET", "/a", {"Authorization": "Bearer x\r\nEvil: 1"}, None, 5)
+    await pool.close()
+    head = raw.requests[0]
+    assert head.startswith("GET /k8s/clusters/c-1/api/v1/a%20b?x=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{port}\r\n" in head
+    assert "X-Test: v\r\n" in head
+
+
+async def test_tls_server_name_is_checked_and_a_wrong_ca_is_not_retried(
+    raw_server: StartServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca = CertificateAuthority("test-ca")
+    serving = ca.issue_serving(hosts=["apiserver.internal"])
+    serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b'{"kind":"Status"}'))
+
+    _, port = await raw_server(serve, tls)
+    connects = 0
+    open_connection = asyncio.open_connection
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal connects
+        connects += 1
+        return await open_connection(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "open_connection", counting)
+    host = f"https://127.0.0.1:{port}"
+    ca_pem = ca.cert_pem.decode()
+    named = ClientConfig(host=host, ca_pem=ca_pem, tls_server_name="apiserver.internal")
+    async with KubeClient(named) as client:
+        assert await client.get("/version") == {"kind": "Status"}
+    unnamed = ClientConfig(host=host, ca_pem=ca_pem)
+    async with KubeClient(unnamed, retry_seconds=5) as client:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.get("/version")
+    assert connects == 2  # the failed handshake was not retried
