@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_orig
 
 from pydantic import BaseModel
 
-from customtask_sdk.client import JSON, Resource
+from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.reconciler.outcome import Outcome
 from customtask_sdk.reconciler.run import Params, Run
 
@@ -80,9 +80,30 @@ class Reconciler(Generic[P]):
                 if isinstance(model, type) and issubclass(model, BaseModel):
                     cls.params_model = model
 
+    _client: KubeClient | None = None
+
     def __init__(self, clock: Clock | None = None) -> None:
         if clock is not None:
             self.clock = clock
+
+    @property
+    def client(self) -> KubeClient:
+        """The API client of the controller running this reconciler, to create and delete
+        what a run owns (set ``metadata.ownerReferences`` to ``[run.owner_reference()]``).
+
+        Raises:
+            RuntimeError: before a ``Controller`` (or ``customtask-sdk run``) runs it.
+        """
+        if self._client is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.client is set when a Controller runs the reconciler;"
+                " in unit tests, call attach(client) first"
+            )
+        return self._client
+
+    def attach(self, client: KubeClient) -> None:
+        """Give the reconciler its API client (the Controller running it does this)."""
+        self._client = client
 
     @property
     def name(self) -> str:

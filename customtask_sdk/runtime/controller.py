@@ -80,6 +80,7 @@ class Controller:
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.reconciler = reconciler
+        reconciler.attach(client)
         self.client = client
         self.workers = workers
         self.name = reconciler.name

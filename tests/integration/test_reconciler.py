@@ -39,9 +39,8 @@ class Probe(Reconciler[ProbeParams]):
     api_version = API
     kind = "Probe"
 
-    def __init__(self, client: KubeClient | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.client = client
         self.cancelled: list[str] = []
         self.touched: set[str] = set()
         self.timed_out: list[str] = []
@@ -52,8 +51,9 @@ class Probe(Reconciler[ProbeParams]):
             return Failed("ProbeFailed", f"attempt {run.attempt} failed")
         if mode == "run":
             return Running(message="working")
-        if mode == "touch-then-succeed" and self.client and run.name not in self.touched:
-            # Another writer changes the object between our read and our status write.
+        if mode == "touch-then-succeed" and run.name not in self.touched:
+            # Another writer (the attached client) changes the object between our read and
+            # our status write.
             self.touched.add(run.name)
             path = CUSTOM_RUNS.path(run.namespace, run.name)
             await self.client.patch(path, {"metadata": {"labels": {"touched": uuid.uuid4().hex}}})
@@ -199,7 +199,7 @@ async def test_a_finished_run_is_not_rewritten_after_a_late_cancel(
 async def test_a_concurrent_writer_causes_conflicts_that_are_resolved(
     kube: KubeClient, namespace: str
 ) -> None:
-    probe = Probe(kube)
+    probe = Probe()
     async with running(kube, probe, events=False) as manager:
         runs = [
             await create_custom_run(kube, namespace, API, "Probe", {"mode": "touch-then-succeed"})
@@ -279,10 +279,6 @@ class Gate(Reconciler[NoParams]):
     kind = "Gate"
     owns = (CONFIG_MAPS,)
 
-    def __init__(self, client: KubeClient) -> None:
-        super().__init__()
-        self.client = client
-
     async def reconcile(self, run: Run[NoParams]) -> Outcome:
         gates = run.owned(CONFIG_MAPS)  # from the cache: no GET
         if not gates:
@@ -309,7 +305,7 @@ class Gate(Reconciler[NoParams]):
 async def test_changes_to_owned_objects_wake_the_owning_run(
     kube: KubeClient, namespace: str
 ) -> None:
-    async with running(kube, Gate(kube), namespace=namespace, events=False):
+    async with running(kube, Gate(), namespace=namespace, events=False):
         run = await create_custom_run(kube, namespace, API, "Gate")
         name = run["metadata"]["name"]
         await wait_for(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import field_validator
 
+from customtask_sdk.client import ClientConfig, KubeClient
 from customtask_sdk.reconciler import (
     CANCELLED,
     TIMED_OUT,
@@ -340,3 +341,12 @@ def test_matching_is_exact() -> None:
     assert matches(obj, API, "Task")
     assert not matches(obj, API, "task")
     assert not matches(obj, "example.dev/v2", "Task")
+
+
+def test_the_client_is_the_attached_one_and_its_absence_is_explained(clock: FakeClock) -> None:
+    reconciler = Scripted(clock)
+    with pytest.raises(RuntimeError, match=r"Scripted.client is set when a Controller runs"):
+        _ = reconciler.client
+    client = KubeClient(ClientConfig(host="https://127.0.0.1:1"))
+    reconciler.attach(client)
+    assert reconciler.client is client
