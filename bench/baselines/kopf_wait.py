@@ -39,6 +39,12 @@ Environment (all optional):
     ``settings.queueing.idle_timeout`` in seconds. Unset: kopf's default (5.0).
 ``KOPF_WAIT_SERVER_TIMEOUT``
     ``settings.watching.server_timeout`` (seconds a watch request lasts). Default 600.
+``KOPF_WAIT_HANDLER``
+    ``event`` (default): the tuned ``@kopf.on.event`` handler above, one write per run.
+    ``create``: the same logic as kopf's documentation teaches it, ``@kopf.on.create``
+    plus ``@kopf.on.resume`` with the default storages (a PATCH of the object for the
+    diff-base annotation besides the status patch: 2 writes per run); a wait that has not
+    elapsed asks kopf to call again later (``kopf.TemporaryError(delay=...)``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import kopf
 
 WAIT_API_VERSION = "wait.customtask.dev/v1alpha1"
 WAIT_KIND = "Wait"
+HANDLER = os.environ.get("KOPF_WAIT_HANDLER", "event")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
@@ -117,7 +124,7 @@ def _is_done(status: Any) -> bool:
     return condition is not None and condition.get("status") in ("True", "False")
 
 
-def pending_wait(spec: Any, status: Any, type: str | None, **_: Any) -> bool:
+def pending_wait(spec: Any, status: Any, type: str | None = None, **_: Any) -> bool:
     """``when=`` filter: an existing Wait run that is not done."""
     return type != "DELETED" and _is_wait(spec) and not _is_done(status)
 
@@ -154,7 +161,6 @@ def _condition(status: str, reason: str, previous: dict[str, Any] | None, now: s
     }
 
 
-@kopf.on.event("tekton.dev", "v1beta1", "customruns", when=pending_wait)
 async def wait(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     generation = meta.get("generation")
     previous = _succeeded(status)
@@ -191,7 +197,18 @@ async def wait(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -
         patch.status["startTime"] = stamp
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = [_condition("Unknown", "Running", previous, stamp)]
+        if HANDLER == "create":  # no MODIFIED event brings a change handler back
+            raise kopf.TemporaryError("waiting", delay=remaining)
         return
+    if HANDLER == "create":
+        raise kopf.TemporaryError("waiting", delay=remaining)
     # Started earlier: wait out the rest in this object's worker, then complete.
     await asyncio.sleep(remaining)
     finish("True", "DurationElapsed", started_text)
+
+
+if HANDLER == "create":
+    kopf.on.resume("tekton.dev", "v1beta1", "customruns", when=pending_wait)(wait)
+    kopf.on.create("tekton.dev", "v1beta1", "customruns", when=pending_wait)(wait)
+else:
+    kopf.on.event("tekton.dev", "v1beta1", "customruns", when=pending_wait)(wait)
