@@ -4,8 +4,8 @@ A controller's hot path is one small JSON request after another (status writes),
 apiserver answers plain HTTP/1.1, framed by ``Content-Length`` or chunked encoding.
 aiohttp's general-purpose request path (URL objects, cookie jar, tracing hooks, header
 multidicts) cost about as much CPU per request as the rest of a reconcile; this module
-costs half of aiohttp's per status write (``bench/README.md``), and every CPU
-millisecond a controller saves goes to the apiserver sharing its machine.
+costs half of aiohttp's per status write (the lean ceiling in ``bench/README.md``), and
+every CPU millisecond a controller saves goes to the apiserver sharing its machine.
 """
 
 from __future__ import annotations
@@ -116,12 +116,9 @@ class _Connection:
                     if chunk[-2:] != b"\r\n":
                         raise ProtocolError("a chunk does not end with CRLF")
                     yield chunk[:-2]
-            elif encoding:
-                while chunk := await self.reader.read(65536):
-                    yield chunk
-            elif (length := headers.get("content-length")) is not None:
+            elif not encoding and (length := headers.get("content-length")) is not None:
                 yield await self.reader.readexactly(int(length))
-            elif not _bodiless(status):
+            elif encoding or not _bodiless(status):  # up to the connection's end
                 while chunk := await self.reader.read(65536):
                     yield chunk
         except asyncio.IncompleteReadError:
