@@ -18,7 +18,7 @@ SDK, Go, kopf) is measured ``--trials`` times, interleaved, and medians reported
    the idle start-up.
 3. writes and GETs per run, from the SDK controller's ``/metrics``.
 4. RSS of the SDK controller with 10,000 runs in its cache.
-5. latency from create to ``Succeeded=Unknown`` at 100 creates/s (waits of 1 h).
+5. latency from create to ``Succeeded=Unknown`` at 100 creates/s (waits of 1 h), 3 rounds.
 """
 
 from __future__ import annotations
@@ -336,10 +336,12 @@ async def memory_with(cp: ControlPlane, total: int, workers: int) -> float:
         return rss_mb(process.pid or 0)
     finally:
         await process.stop()
+        await remove_runs(cp.client, namespace)
 
 
-async def latency(cp: ControlPlane, rate: float, seconds: float, workers: int) -> list[float]:
-    namespace = "bench-latency"
+async def latency(
+    cp: ControlPlane, rate: float, seconds: float, workers: int, namespace: str
+) -> list[float]:
     await cp.client.create(
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
@@ -512,13 +514,20 @@ async def main(args: argparse.Namespace) -> None:
                 "goal <= 80 MB",
             )
         )
-        lat = await latency(cp, args.rate, args.latency_seconds, args.concurrency)
+        rounds = []  # a few rounds: one apiserver hiccup should show, not decide the figure
+        for i in range(3):
+            namespace = f"bench-latency-{i}"
+            lat = await latency(cp, args.rate, args.latency_seconds, args.concurrency, namespace)
+            rounds.append((statistics.median(lat), percentile(lat, 99), lat[-1], len(lat)))
+            await remove_runs(cp.client, namespace)
+        p99s = ", ".join(f"{1000 * p99:.0f}" for _, p99, _, _ in rounds)
         rows.append(
             (
-                f"create -> Unknown at {args.rate:.0f} creates/s ({len(lat)} runs)",
-                f"p50 {1000 * statistics.median(lat):.0f} ms, "
-                f"p99 {1000 * percentile(lat, 99):.0f} ms",
-                "goal p99 <= 250 ms",
+                f"create -> Unknown at {args.rate:.0f} creates/s (3 x {rounds[0][3]} runs)",
+                f"p50 {1000 * statistics.median(r[0] for r in rounds):.0f} ms, "
+                f"p99 {1000 * statistics.median(r[1] for r in rounds):.0f} ms",
+                f"goal p99 <= 250 ms; p99 per round {p99s} ms; "
+                f"max {1000 * max(r[2] for r in rounds):.0f} ms",
             )
         )
     width = max(len(r[0]) for r in rows)
