@@ -239,3 +239,26 @@ async def test_tls_server_name_is_checked_and_a_wrong_ca_is_not_retried(
         with pytest.raises(ssl.SSLCertVerificationError):
             await client.get("/version")
     assert connects == 2  # the failed handshake was not retried
+
+
+async def test_large_objects_arrive_whole(raw_server: StartServer) -> None:
+    big = b'{"data":"' + b"x" * 3_000_000 + b'"}'
+
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if "/list" in await raw.read_request(reader):
+            w.write(ok(big))
+            return
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(big), 65536):  # one event spread over many chunks
+            part = big[start : start + 65536]
+            w.write(b"%x\r\n%s\r\n" % (len(part), part))
+        w.write(b"2\r\n\n\n\r\n0\r\n\r\n")
+        await w.drain()
+
+    _, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    assert (await pool.request("GET", "/list", {}, None, 10)).body == big
+    async with pool.stream("GET", "/watch", {}, read_timeout=10) as response:
+        lines = [line async for line in response.lines()]
+    await pool.close()
+    assert lines == [big, b""]
