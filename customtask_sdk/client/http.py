@@ -159,19 +159,21 @@ class StreamingResponse:
     async def lines(self) -> AsyncIterator[bytes]:
         """The body split at newlines; ``TimeoutError`` when nothing arrives in time."""
         parts = self._connection.parts(self.status, self.headers)
-        buffer = b""
+        pending: list[bytes] = []  # a line's beginning, when it spans chunks
         while True:
             async with asyncio.timeout(self._read_timeout):
                 part = await anext(parts, None)
             if part is None:
                 break
-            buffer += part
-            if b"\n" in buffer:
-                *complete, buffer = buffer.split(b"\n")
-                for line in complete:
-                    yield line
-        if buffer:
-            yield buffer
+            if b"\n" not in part:
+                pending.append(part)
+                continue
+            *complete, rest = b"".join([*pending, part]).split(b"\n")
+            pending = [rest] if rest else []
+            for line in complete:
+                yield line
+        if pending:
+            yield b"".join(pending)
 
 
 class HttpPool:
