@@ -249,13 +249,17 @@ class HttpPool:
                 try:
                     await connection.send(head, body)
                     status, answer_headers, keep = await connection.read_head()
-                    data = await connection.read_body(status, answer_headers)
                 except (_ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError):
                     self._discard(connection)
                     if reused:
-                        continue  # the server closed it while idle: the request was not read
+                        continue  # the server closed it while idle, before answering
                     raise
                 except BaseException:
+                    self._discard(connection)
+                    raise
+                try:
+                    data = await connection.read_body(status, answer_headers)
+                except BaseException:  # an answer cut short is not sent again here
                     self._discard(connection)
                     raise
                 if keep:

@@ -262,3 +262,20 @@ async def test_large_objects_arrive_whole(raw_server: StartServer) -> None:
         lines = [line async for line in response.lines()]
     await pool.close()
     assert lines == [big, b""]
+
+
+async def test_an_answer_cut_short_is_an_error_and_not_sent_again(raw_server: StartServer) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b"{}"))
+        await raw.read_request(reader)
+        w.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
+        await w.drain()
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    await pool.request("PATCH", "/a", {}, b"{}", 5)
+    with pytest.raises(ProtocolError, match="middle of an answer"):
+        await pool.request("PATCH", "/b", {}, b"{}", 5)
+    await pool.close()
+    assert [r.split()[1] for r in raw.requests] == ["/a", "/b"]
