@@ -324,19 +324,17 @@ async def sdk_throughput(
 
 
 async def memory_with(cp: ControlPlane, total: int, workers: int) -> float:
-    namespace = "bench-memory"
-    await create_runs(cp.client, namespace, total)
+    """RSS of the SDK controller, settled, once it has reconciled ``total`` runs."""
     port = free_port()
-    process = sdk_process(cp, namespace, port, workers)
-    await process.start()
-    try:
-        await wait_ready(port, process)
-        await wait_all_done(cp.client, namespace, total, timeout=600)
+
+    async def settle() -> dict[str, float]:
         await asyncio.sleep(2)
-        return rss_mb(process.pid or 0)
-    finally:
-        await process.stop()
-        await remove_runs(cp.client, namespace)
+        return {}
+
+    def launch(namespace: str) -> ManagedProcess:
+        return sdk_process(cp, namespace, port, workers)
+
+    return (await drain(cp, "bench-memory", launch, total, settle))["rss_mb"]
 
 
 async def latency(
