@@ -21,6 +21,7 @@ from customtask_sdk.reconciler.outcome import (
     Running,
     Succeeded,
 )
+from customtask_sdk.reconciler.owned import Owned
 from customtask_sdk.reconciler.run import DEFAULT_TIMEOUT, InputError, Params, Run
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "InputError",
     "NoParams",
     "Outcome",
+    "Owned",
     "Params",
     "Reconciler",
     "ResultValue",

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.reconciler.outcome import Outcome
+from customtask_sdk.reconciler.owned import Owned
 from customtask_sdk.reconciler.run import Params, Run
 
 __all__ = ["Clock", "NoParams", "Reconciler", "SystemClock"]
@@ -63,8 +64,9 @@ class Reconciler(Generic[P]):
     params_model: ClassVar[type[BaseModel]] = NoParams
     #: Whether ``customRef.name`` may name an object; if False such runs fail clearly.
     accepts_named_ref: ClassVar[bool] = False
-    #: Kinds this reconciler creates, owned by its runs: their changes wake the owner.
-    owns: ClassVar[Sequence[Resource]] = ()
+    #: Kinds this reconciler creates, owned by its runs: their changes wake the owner. A
+    #: ``Resource`` caches all its objects; ``Owned`` only the selected ones and fields.
+    owns: ClassVar[Sequence[Resource | Owned]] = ()
     #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
     max_result_bytes: ClassVar[int] = 1_000_000
     #: Where the SDK and ``Run.now`` read the time (pass a fake one to ``__init__`` in tests).

@@ -22,6 +22,7 @@ from customtask_sdk.client import (
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler, is_done, matches, step
+from customtask_sdk.reconciler.owned import owned_kinds
 from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
@@ -91,8 +92,15 @@ class Controller:
         self.runs = Informer(client, CUSTOM_RUNS, namespace=namespace, transform=self._mine)
         self.runs.add_handler(self._on_run)
         self.owned = {
-            resource: Informer(client, resource, namespace=namespace)
-            for resource in reconciler.owns
+            kind.resource: Informer(
+                client,
+                kind.resource,
+                namespace=namespace,
+                label_selector=kind.selector,
+                field_selector=kind.field_selector,
+                transform=kind.project,
+            )
+            for kind in owned_kinds(reconciler.owns)
         }
         for informer in self.owned.values():
             informer.add_handler(self._on_owned)
