@@ -91,7 +91,10 @@ class ManagedProcess:
         return await self._proc.wait()
 
     async def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; only our own process group."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; only our own process group.
+
+        Cancelled meanwhile, it SIGKILLs the group at once: nothing is left running.
+        """
         if self._proc is None:
             return
         self._signal(signal.SIGTERM)
@@ -100,6 +103,9 @@ class ManagedProcess:
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await self._proc.wait()
+        except asyncio.CancelledError:
+            self._signal(signal.SIGKILL)
+            raise
 
     async def kill(self) -> None:
         """SIGKILL at once (a crash, for fault-injection tests)."""
