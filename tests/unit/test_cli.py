@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from customtask_sdk.cli import load_reconciler, main
+from customtask_sdk.testing.processes import kill_leftovers
 from examples.wait.controller import Wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,22 +40,6 @@ def test_mistakes_are_one_line_errors(spec: str, message: str) -> None:
 def test_a_missing_kubeconfig_is_reported_without_a_traceback() -> None:
     with pytest.raises(SystemExit, match="kubeconfig not found: /nonexistent"):
         main(["run", "examples.wait.controller:Wait", "--kubeconfig", "/nonexistent"])
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie whose parent is gone counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _assert_gone(pid: int) -> None:
-    """Assert ``pid`` has exited; if not, kill it (the test started it) and fail."""
-    if not _gone(pid):
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"process {pid} was left running")
 
 
 def _wait_for_line(proc: subprocess.Popen[str]) -> str:
@@ -98,7 +83,7 @@ def test_a_signal_stops_the_command_and_the_processes_it_started(
         child = int(_wait_for_line(proc))
         proc.send_signal(sig)
         code = proc.wait(timeout=30)
-    _assert_gone(child)
+    assert not kill_leftovers([child])
     assert code == 128 + sig
 
 
@@ -121,5 +106,5 @@ def test_testbin_install_stops_its_build_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     (go,) = [int(pid) for pid in pids.read_text().split()]
-    _assert_gone(go)
+    assert not kill_leftovers([go])
     assert code == 128 + signal.SIGINT
