@@ -23,15 +23,16 @@ T = TypeVar("T")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def run_until_signalled(main: Coroutine[Any, Any, T]) -> T | int:
+def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` in a new event loop; SIGTERM or SIGINT cancels it, so its cleanup
     (stopping every process it started) runs before the command exits.
 
-    Returns ``main``'s result, or ``128 + signal`` (the shell's convention) when a signal
-    stopped it. Signals received while it cleans up are ignored: cleanup is never cut short.
+    Returns ``main``'s result. Stopped by a signal, it exits (``SystemExit``) with
+    ``128 + signal``, the shell's convention. Signals received while ``main`` cleans up
+    are ignored: cleanup is never cut short.
     """
 
-    async def supervise() -> T | int:
+    async def supervise() -> T:
         task = asyncio.ensure_future(main)
         received: list[int] = []
 
@@ -49,7 +50,7 @@ def run_until_signalled(main: Coroutine[Any, Any, T]) -> T | int:
         except asyncio.CancelledError:
             if not received:
                 raise
-            return 128 + received[0]
+            raise SystemExit(128 + received[0]) from None
         finally:
             for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
@@ -57,16 +58,17 @@ def run_until_signalled(main: Coroutine[Any, Any, T]) -> T | int:
     return asyncio.run(supervise())
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _testbin_install(args: argparse.Namespace) -> int:
     from customtask_sdk.testing import testbin
 
     started = time.monotonic()
-    # SIGTERM as Ctrl-C: the build in progress is killed instead of left running.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        binaries = testbin.install(log=lambda line: print(line, file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+    for sig in _STOP_SIGNALS:  # exiting unwinds the build step, which kills its `go`
+        signal.signal(sig, _exit_on_signal)
+    binaries = testbin.install(log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"control-plane binaries ready in {time.monotonic() - started:.1f}s:")
     for field in ("etcd", "kube_apiserver", "kube_controller_manager", "tekton_controller"):
         print(f"  {field}: {getattr(binaries, field)}")
@@ -91,9 +93,7 @@ def _dev_up(args: argparse.Namespace) -> int:
             keep_running=args.keep_running,
         )
     )
-    if isinstance(ok, bool):
-        return 0 if ok else 1
-    return ok
+    return 0 if ok else 1
 
 
 def load_reconciler(spec: str) -> Reconciler[Any]:

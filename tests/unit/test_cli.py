@@ -65,7 +65,7 @@ async def main() -> int:
         await child.stop()
     return 0
 
-sys.exit(run_until_signalled(main()))
+sys.exit(run_until_signalled(main()))  # exits with 128 + signal when one stops it
 """
 
 
@@ -107,4 +107,4 @@ def test_testbin_install_stops_its_build_on_sigterm(tmp_path: Path) -> None:
         code = proc.wait(timeout=30)
     (go,) = [int(pid) for pid in pids.read_text().split()]
     assert not kill_leftovers([go])
-    assert code == 128 + signal.SIGINT
+    assert code == 128 + signal.SIGTERM
