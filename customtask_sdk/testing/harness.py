@@ -252,5 +252,4 @@ class Harness:
             "labels": all_labels,
         }
         obj = {"apiVersion": "tekton.dev/v1beta1", "kind": "CustomRun", "metadata": metadata}
-        obj["spec"] = body
-        return SimulatedRun(self, obj)
+        return SimulatedRun(self, {**obj, "spec": body})
