@@ -11,12 +11,26 @@ Layers, each importing only those below it: :mod:`~customtask_sdk.client`,
 :mod:`~customtask_sdk.testing` (a real control plane for tests).
 """
 
-from customtask_sdk.client import KubeClient
+from customtask_sdk.client import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    InvalidError,
+    KubeClient,
+    NotFoundError,
+    Resource,
+    ServerError,
+    TooManyRequestsError,
+)
 from customtask_sdk.reconciler import (
+    CANCELLED,
     DEFAULT_TIMEOUT,
+    TIMED_OUT,
     Clock,
     Failed,
     GoDuration,
+    NoParams,
     Outcome,
     Owned,
     Params,
@@ -32,21 +46,33 @@ from customtask_sdk.runtime import LeaderElection, Manager
 __version__ = "0.1.0"
 
 __all__ = [
+    "CANCELLED",
     "DEFAULT_TIMEOUT",
+    "TIMED_OUT",
+    "ApiError",
     "Clock",
+    "ConflictError",
     "Failed",
+    "ForbiddenError",
     "GoDuration",
+    "GoneError",
+    "InvalidError",
     "KubeClient",
     "LeaderElection",
     "Manager",
+    "NoParams",
+    "NotFoundError",
     "Outcome",
     "Owned",
     "Params",
     "Reconciler",
+    "Resource",
     "RetryLater",
     "Run",
     "RunFailed",
     "Running",
+    "ServerError",
     "Succeeded",
+    "TooManyRequestsError",
     "__version__",
 ]

@@ -9,21 +9,65 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from customtask_sdk.client import ConfigurationError, KubeClient
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.runtime import LeaderElection, Manager, configure_logging
 
-__all__ = ["load_reconciler", "main"]
+__all__ = ["load_reconciler", "main", "run_until_signalled"]
+
+T = TypeVar("T")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` in a new event loop; SIGTERM or SIGINT cancels it, so its cleanup
+    (stopping every process it started) runs before the command exits.
+
+    Returns ``main``'s result. Stopped by a signal, it exits (``SystemExit``) with
+    ``128 + signal``, the shell's convention. Signals received while ``main`` cleans up
+    are ignored: cleanup is never cut short.
+    """
+
+    async def supervise() -> T:
+        task = asyncio.ensure_future(main)
+        received: list[int] = []
+
+        def stop(sig: signal.Signals) -> None:
+            if not received:
+                print(f"{sig.name}: stopping", file=sys.stderr, flush=True)
+                task.cancel()
+            received.append(sig)
+
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            raise SystemExit(128 + received[0]) from None
+        finally:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(supervise())
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _testbin_install(args: argparse.Namespace) -> int:
     from customtask_sdk.testing import testbin
 
     started = time.monotonic()
+    for sig in _STOP_SIGNALS:  # exiting unwinds the build step, which kills its `go`
+        signal.signal(sig, _exit_on_signal)
     binaries = testbin.install(log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"control-plane binaries ready in {time.monotonic() - started:.1f}s:")
     for field in ("etcd", "kube_apiserver", "kube_controller_manager", "tekton_controller"):
@@ -39,19 +83,16 @@ def _dev_up(args: argparse.Namespace) -> int:
     manifests = [Path(p) for p in args.filename]
     sys.path.insert(0, args.app_dir)
     reconcilers = [load_reconciler(spec) for spec in args.controller]
-    try:
-        ok = asyncio.run(
-            run_dev(
-                manifests,
-                sys.stdout,
-                reconcilers=reconcilers,
-                namespace=args.namespace,
-                timeout=args.timeout,
-                keep_running=args.keep_running,
-            )
+    ok = run_until_signalled(
+        run_dev(
+            manifests,
+            sys.stdout,
+            reconcilers=reconcilers,
+            namespace=args.namespace,
+            timeout=args.timeout,
+            keep_running=args.keep_running,
         )
-    except KeyboardInterrupt:
-        return 130
+    )
     return 0 if ok else 1
 
 
@@ -173,7 +214,9 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="seconds to follow the PipelineRuns"
     )
     up.add_argument(
-        "--keep-running", action="store_true", help="keep the control plane up until Ctrl-C"
+        "--keep-running",
+        action="store_true",
+        help="keep the control plane up until Ctrl-C (or SIGTERM)",
     )
     up.set_defaults(handler=_dev_up)
     return parser

@@ -1,17 +1,12 @@
-"""The Reconciler contract: subclass :class:`Reconciler`, return an :class:`Outcome`."""
+"""The Reconciler contract: subclass :class:`Reconciler`, return an :class:`Outcome`.
+
+The machinery behind it (:func:`customtask_sdk.reconciler.lifecycle.step` and its
+helpers) is internal: the runtime and :mod:`customtask_sdk.testing.harness` use it.
+"""
 
 from customtask_sdk.reconciler.base import Clock, NoParams, Reconciler, SystemClock
 from customtask_sdk.reconciler.durations import GoDuration, format_go_duration, parse_go_duration
-from customtask_sdk.reconciler.lifecycle import (
-    CANCELLED,
-    TIMED_OUT,
-    Event,
-    Step,
-    is_done,
-    matches,
-    step,
-    succeeded_condition,
-)
+from customtask_sdk.reconciler.lifecycle import CANCELLED, TIMED_OUT
 from customtask_sdk.reconciler.outcome import (
     Failed,
     Outcome,
@@ -22,17 +17,15 @@ from customtask_sdk.reconciler.outcome import (
     Succeeded,
 )
 from customtask_sdk.reconciler.owned import Owned
-from customtask_sdk.reconciler.run import DEFAULT_TIMEOUT, InputError, Params, Run
+from customtask_sdk.reconciler.run import DEFAULT_TIMEOUT, Params, Run
 
 __all__ = [
     "CANCELLED",
     "DEFAULT_TIMEOUT",
     "TIMED_OUT",
     "Clock",
-    "Event",
     "Failed",
     "GoDuration",
-    "InputError",
     "NoParams",
     "Outcome",
     "Owned",
@@ -43,13 +36,8 @@ __all__ = [
     "Run",
     "RunFailed",
     "Running",
-    "Step",
     "Succeeded",
     "SystemClock",
     "format_go_duration",
-    "is_done",
-    "matches",
     "parse_go_duration",
-    "step",
-    "succeeded_condition",
 ]

@@ -21,7 +21,8 @@ from customtask_sdk.client import (
 )
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
-from customtask_sdk.reconciler import Reconciler, is_done, matches, step
+from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.lifecycle import is_done, matches, step
 from customtask_sdk.reconciler.owned import owned_kinds
 from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics

@@ -72,7 +72,11 @@ class Manager:
         self.health_port = health_port
         self.health_host = health_host
         self.shutdown_grace = shutdown_grace
-        self.events = EventRecorder(client, "customtask-sdk", self.identity) if events else None
+        self.events = (
+            EventRecorder(client, "customtask-sdk", self.identity, metrics=self.metrics)
+            if events
+            else None
+        )
         self.controllers = [
             Controller(
                 reconciler,

@@ -105,6 +105,12 @@ class ControllerMetrics:
             ["code", "method"],
             registry=r,
         )
+        self.events_dropped = Counter(
+            "customtask_events_dropped_total",
+            "Kubernetes Events not recorded, by reason (buffer_full, rejected, error)",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "leader_election_master_status",
             "Whether this replica leads (1) or stands by (0)",
@@ -138,6 +144,10 @@ class ControllerMetrics:
     def status_written(self, controller: str) -> None:
         """Count one status write."""
         self._child(self.status_writes, controller).inc()
+
+    def event_dropped(self, reason: str) -> None:
+        """Count one Event not recorded."""
+        self._child(self.events_dropped, reason).inc()
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -8,13 +8,15 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.runtime import Manager
-from customtask_sdk.testing.controlplane import ControlPlane
 from customtask_sdk.testing.processes import ManagedProcess
+
+if TYPE_CHECKING:  # the control plane needs the [testing] extra; running() does not
+    from customtask_sdk.testing.controlplane import ControlPlane
 
 __all__ = ["controller_process", "create_custom_run", "running"]
 

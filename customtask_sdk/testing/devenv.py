@@ -146,7 +146,7 @@ async def run_dev(
         ok = await follow(cp.client, namespace, names, out, timeout) if names else True
         out.write("all PipelineRuns succeeded\n" if ok else "some PipelineRuns did not succeed\n")
         if keep_running:
-            out.write("control plane still running; Ctrl-C to stop\n")
+            out.write("control plane still running; Ctrl-C (or SIGTERM) to stop\n")
             out.flush()
             await asyncio.Event().wait()
         return ok

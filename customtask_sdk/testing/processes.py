@@ -7,10 +7,10 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "free_port", "tail_file"]
+__all__ = ["ManagedProcess", "child_pids", "free_port", "has_exited", "kill_leftovers", "tail_file"]
 
 
 def free_port() -> int:
@@ -91,7 +91,10 @@ class ManagedProcess:
         return await self._proc.wait()
 
     async def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; only our own process group."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; only our own process group.
+
+        Cancelled meanwhile, it SIGKILLs the group at once: nothing is left running.
+        """
         if self._proc is None:
             return
         self._signal(signal.SIGTERM)
@@ -100,6 +103,9 @@ class ManagedProcess:
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await self._proc.wait()
+        except asyncio.CancelledError:
+            self._signal(signal.SIGKILL)
+            raise
 
     async def kill(self) -> None:
         """SIGKILL at once (a crash, for fault-injection tests)."""
@@ -122,3 +128,40 @@ def tail_file(path: Path, lines: int = 40) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name (state first), or ``None`` (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def has_exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts: it runs no more). Linux only."""
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] == "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The running processes whose parent is ``pid`` (Linux only): to check in a test that a
+    command stopped what it started."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return sorted(children)
+
+
+def kill_leftovers(pids: Iterable[int]) -> list[int]:
+    """SIGKILL those of ``pids`` still running and return them: a test that checks a
+    command stopped the processes it started cleans up after a failure this way."""
+    left = [pid for pid in pids if not has_exited(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left

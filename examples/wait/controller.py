@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
-from pydantic import AwareDatetime, model_validator
+from pydantic import AwareDatetime, ModelWrapValidatorHandler, PrivateAttr, model_validator
 
 from customtask_sdk import (
     DEFAULT_TIMEOUT,
@@ -26,6 +27,7 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
+from customtask_sdk.reconciler import format_go_duration
 
 _HOW = (
     "give exactly one of `duration` (a Go duration such as 90s, 1h30m or 500ms) "
@@ -38,6 +40,24 @@ class WaitParams(Params):
 
     duration: GoDuration | None = None
     until: AwareDatetime | None = None
+    _duration_text: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_duration_text(
+        cls, data: Any, handler: ModelWrapValidatorHandler[WaitParams]
+    ) -> WaitParams:
+        params = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("duration"), str):
+            params._duration_text = data["duration"].strip()
+        return params
+
+    def describe(self) -> str:
+        """What the run waits for, as the user wrote it: ``2h``, ``until 2026-...``."""
+        if self.until is not None:
+            return f"until {self.until.isoformat()}"
+        assert self.duration is not None
+        return self._duration_text or format_go_duration(self.duration)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WaitParams:
@@ -59,17 +79,22 @@ class Wait(Reconciler[WaitParams]):
         params = run.params
         if params.duration is not None:
             end = run.started_at + params.duration
-            what = f"{params.duration.total_seconds():g}s"
         else:
             assert params.until is not None
             end = params.until
-            what = f"until {end.isoformat()}"
-        if run.obj["spec"].get("timeout") is None and end - run.started_at > DEFAULT_TIMEOUT:
+        what = params.describe()
+        wait = end - run.started_at
+        if run.obj["spec"].get("timeout") is None and wait > DEFAULT_TIMEOUT:
+            enough = f"{wait // datetime.timedelta(hours=1) + 1}h"
+            where = (
+                "set `timeout` on the pipeline task"
+                if run.pipeline_run is not None
+                else "set `spec.timeout` on the CustomRun"
+            )
             raise RunFailed(
                 "WaitExceedsDefaultTimeout",
                 f"waiting {what} is longer than Tekton's default 60-minute timeout, so the run "
-                "would time out first; set `timeout` on the pipeline task (e.g. timeout: 2h), "
-                "or 0 for no timeout",
+                f"would time out first; {where} (e.g. timeout: {enough}), or 0 for no timeout",
             )
         remaining = end - run.now
         if remaining > datetime.timedelta(0):

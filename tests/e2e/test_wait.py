@@ -194,7 +194,7 @@ async def test_a_crashed_controller_restarts_and_the_wait_still_ends_on_time(
             kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("Unknown", "Running"), 30
         )
         await controller.kill()  # SIGKILL mid-wait
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # a real outage, part of the wait: the end must still be on time
         await controller.start()
         done = await wait_for(
             kube, CUSTOM_RUNS, namespace, f"{pr}-wait", pr_state("True", "DurationElapsed"), 30
@@ -229,7 +229,7 @@ async def test_a_thousand_concurrent_waits(
                 page = await kube.list_all(CUSTOM_RUNS.path(namespace))
                 if sum(1 for r in page["items"] if state(r)[0] == "True") == count:
                     return page
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # polls for completion (cheaper than 1,000 watches)
 
         page = await asyncio.wait_for(all_done(), 120)
     writes = (

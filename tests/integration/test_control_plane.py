@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, ForbiddenError, KubeClient, Resource
 from customtask_sdk.testing import TEKTON_NAMESPACE, ControlPlane, wait_deleted
+from customtask_sdk.testing.processes import child_pids, kill_leftovers
 
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
+ROOT = Path(__file__).resolve().parents[2]
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 
 
@@ -63,6 +68,7 @@ async def test_minted_users_are_authorized_through_rbac(
             ],
         }
         await control_plane.client.create(ROLE_BINDINGS.path(namespace), binding)
+        # Polls for the grant to arrive (nothing to watch for it), not to prove an absence.
         for _ in range(100):  # the authorizer's cache picks the binding up within moments
             try:
                 listed = await alice.get(CONFIG_MAPS.path(namespace))
@@ -95,3 +101,36 @@ async def test_garbage_collection_deletes_owned_objects(kube: KubeClient, namesp
     )
     await kube.delete(CONFIG_MAPS.path(namespace, "owner"))
     await wait_deleted(kube, CONFIG_MAPS, namespace, "owned", timeout=30)
+
+
+@pytest.mark.usefixtures("control_plane")  # the binaries are built (else skip, or fail in CI)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_dev_up_stops_every_process_it_started_on_a_signal(sig: signal.Signals) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "customtask_sdk.cli", "dev", "up", "--keep-running"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    output = b""
+    started: list[int] = []
+    try:
+        async with asyncio.timeout(180):
+            while b"control plane still running" not in output:
+                line = await proc.stdout.readline()
+                assert line, f"dev up exited early:\n{output.decode()}"
+                output += line
+        started = child_pids(proc.pid)
+        assert len(started) == 4, output  # etcd, kube-apiserver, -controller-manager, Tekton
+        proc.send_signal(sig)
+        async with asyncio.timeout(60):
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            started = started or child_pids(proc.pid)
+            proc.kill()
+            await proc.wait()
+        left = kill_leftovers(started)
+    assert not left, f"dev up left {left} running after {sig.name}"
+    assert code == 128 + sig

@@ -38,6 +38,7 @@ class Recorder:
         self.namespace = namespace
         self.versions: dict[str, list[JSON]] = defaultdict(list)
         self._task: asyncio.Task[None] | None = None
+        self._seen: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def __aenter__(self) -> Recorder:
         page = await self.kube.get(CUSTOM_RUNS.path(self.namespace))
@@ -52,6 +53,13 @@ class Recorder:
                     obj = event["object"]
                     resource_version = obj["metadata"]["resourceVersion"]
                     self.versions[obj["metadata"]["name"]].append(obj)
+                    self._seen[obj["metadata"]["name"]].set()
+
+    async def barrier(self) -> None:
+        """Create a run that nobody serves and wait until the watch shows it: the watch is
+        ordered, so every change made before has been recorded by then."""
+        marker = await create_custom_run(self.kube, self.namespace, "none.example/v1", "None")
+        await asyncio.wait_for(self._seen[marker["metadata"]["name"]].wait(), 30)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
@@ -88,15 +96,16 @@ async def test_sigkill_mid_flight_loses_and_repeats_nothing(
                 await create_custom_run(
                     kube, namespace, Wait.api_version, "Wait", {"duration": duration}, name=name
                 )
-            await asyncio.sleep(1.5)
+            # Killed mid-flight: the first 1s waits are over, longer ones still wait.
+            await wait_for(kube, CUSTOM_RUNS, namespace, "w-000", done, timeout=60)
             await controller.kill()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # a real outage: waits end while no controller runs
             await controller.start()
             for name in durations:
                 await wait_for(kube, CUSTOM_RUNS, namespace, name, done, timeout=60)
         finally:
             await controller.stop()
-        await asyncio.sleep(1.0)  # let late watch events arrive
+        await recorder.barrier()  # every write of the (stopped) controller is recorded
     for name, duration in durations.items():
         final = recorder.versions[name][-1]
         assert (condition(final) or {}).get("reason") == "DurationElapsed", name
@@ -116,7 +125,7 @@ async def test_apiserver_restart_mid_run(
         name = run["metadata"]["name"]
         await wait_for(kube, CUSTOM_RUNS, namespace, name, condition)
         await control_plane.stop_apiserver()
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # a real outage: the controller's requests and watch fail
         await control_plane.start_apiserver()
         final = await wait_for(kube, CUSTOM_RUNS, namespace, name, done, timeout=30)
         later = await create_custom_run(
@@ -149,11 +158,9 @@ async def test_a_forced_410_relists_and_misses_nothing(
         fresh = await create_custom_run(
             kube, namespace, Wait.api_version, "Wait", {"duration": "0s"}
         )
+        # The barrier: the informer had the fresh run (created after the delete) to
+        # reconcile it, so its cache is at least that recent.
         await wait_for(kube, CUSTOM_RUNS, namespace, fresh["metadata"]["name"], done, timeout=30)
-        for _ in range(100):
-            if informer.get(f"{namespace}/{doomed_name}") is None:
-                break
-            await asyncio.sleep(0.1)
     assert informer.relists_after_gone > gone_before
     assert informer.get(f"{namespace}/{doomed_name}") is None
 

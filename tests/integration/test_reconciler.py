@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import uuid
@@ -76,6 +75,13 @@ def finished(obj: JSON) -> bool:
 
 async def finish(kube: KubeClient, namespace: str, run: JSON, timeout: float = 30) -> JSON:
     return await wait_for(kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], finished, timeout)
+
+
+async def barrier(kube: KubeClient, namespace: str) -> None:
+    """Create a run and wait until it finishes. The watch delivers changes in order and a
+    one-worker queue handles keys in order, so by then the controller has handled every
+    change made before: what it has not done by now, it does not do."""
+    await finish(kube, namespace, await create_custom_run(kube, namespace, API, "Probe"))
 
 
 def state(obj: JSON) -> tuple[str, str]:
@@ -170,11 +176,11 @@ async def test_cancellation(kube: KubeClient, namespace: str, started: bool) -> 
 async def test_invalid_params_fail_clearly_and_other_kinds_are_untouched(
     kube: KubeClient, namespace: str
 ) -> None:
-    async with running(kube, Probe(), events=False):
+    async with running(kube, Probe(), events=False, workers=1):
         bad = await create_custom_run(kube, namespace, API, "Probe", {"mode": "explode"})
         other = await create_custom_run(kube, namespace, API, "Other", {"mode": "succeed"})
         done = await finish(kube, namespace, bad)
-        await asyncio.sleep(0.5)
+        await barrier(kube, namespace)
         untouched = await kube.get(CUSTOM_RUNS.path(namespace, other["metadata"]["name"]))
     assert state(done) == ("False", "InvalidParams")
     assert "'mode'" in done["status"]["conditions"][0]["message"]
@@ -184,12 +190,12 @@ async def test_invalid_params_fail_clearly_and_other_kinds_are_untouched(
 async def test_a_finished_run_is_not_rewritten_after_a_late_cancel(
     kube: KubeClient, namespace: str
 ) -> None:
-    async with running(kube, Probe(), events=False):
+    async with running(kube, Probe(), events=False, workers=1):
         run = await create_custom_run(kube, namespace, API, "Probe", {"mode": "succeed"})
         done = await finish(kube, namespace, run)
         path = CUSTOM_RUNS.path(namespace, run["metadata"]["name"])
         patched = await kube.patch(path, {"spec": {"status": "RunCancelled"}})
-        await asyncio.sleep(1.0)
+        await barrier(kube, namespace)
         after = await kube.get(path)
     assert patched["metadata"]["generation"] == 2
     assert after["status"] == done["status"]

@@ -21,12 +21,9 @@ from customtask_sdk.reconciler import (
     RunFailed,
     Running,
     Succeeded,
-    is_done,
-    matches,
-    step,
-    succeeded_condition,
 )
 from customtask_sdk.reconciler.base import Reconciler
+from customtask_sdk.reconciler.lifecycle import is_done, matches, step, succeeded_condition
 from customtask_sdk.reconciler.run import format_time
 from customtask_sdk.testing.clock import FakeClock
 

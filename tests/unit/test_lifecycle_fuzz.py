@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from customtask_sdk.reconciler import step, succeeded_condition
+from customtask_sdk.reconciler.lifecycle import step, succeeded_condition
 from customtask_sdk.testing.clock import FakeClock
 from examples.wait.controller import Wait
 

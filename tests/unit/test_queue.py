@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from customtask_sdk.queue import NoopQueueMetrics, QueueMetrics, QueueShutDown, WorkQueue
+from customtask_sdk.queue import QueueShutDown, WorkQueue
 
 
 class FakeClock:
@@ -376,15 +376,6 @@ async def test_metrics_hooks_receive_sensible_values() -> None:
     assert await get_now(q) == "a"
     assert metrics.latencies == [2.0, 5.5, 0.5]
     assert metrics.depths[-1] == 0
-
-
-def test_noop_metrics_satisfies_the_protocol() -> None:
-    metrics: QueueMetrics = NoopQueueMetrics()
-    metrics.on_add()
-    metrics.on_depth(1)
-    metrics.on_queue_latency(0.1)
-    metrics.on_work_duration(0.1)
-    metrics.on_retry()
 
 
 KEYS = ["a", "b", "c", "d"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from customtask_sdk.reconciler import step, succeeded_condition
+from customtask_sdk.reconciler.lifecycle import step, succeeded_condition
 from customtask_sdk.testing.clock import FakeClock
+from customtask_sdk.testing.harness import Harness
 from examples.wait.controller import Wait
 
 
@@ -64,7 +65,6 @@ async def test_until_a_time() -> None:
         ({"duration": ["1s"]}, {}, "InvalidParams", "got a list"),
         ({"until": "tomorrow"}, {}, "InvalidParams", "'until'"),
         ({"duration": "1s", "extra": "x"}, {}, "InvalidParams", "'extra' is not accepted"),
-        ({"duration": "2h"}, {}, "WaitExceedsDefaultTimeout", "set `timeout` on the pipeline task"),
     ],
 )
 async def test_bad_input_fails_with_a_reason_and_what_to_write(
@@ -96,3 +96,38 @@ async def test_embedded_spec_input() -> None:
     }
     result = await step(Wait(clock), obj, clock.now())
     assert result.requeue_after == 0.5
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [("2h", "waiting 2h"), ("1m30s", "waiting 1m30s"), (" 90s", "waiting 90s")],
+)
+async def test_messages_echo_the_duration_as_written(written: str, message: str) -> None:
+    run = Harness(Wait()).custom_run({"duration": written}, timeout="3h")
+    await run.step()
+    assert run.message == message
+    await run.run_until_done()
+    assert (run.reason, run.message) == ("DurationElapsed", message.replace("waiting", "waited"))
+
+
+async def test_a_standalone_run_too_long_for_the_default_timeout_is_told_to_set_spec_timeout() -> (
+    None
+):
+    run = Harness(Wait()).custom_run({"duration": "2h"})
+    await run.step()
+    assert (run.succeeded, run.reason) == (False, "WaitExceedsDefaultTimeout")
+    assert run.message == (
+        "waiting 2h is longer than Tekton's default 60-minute timeout, so the run would time "
+        "out first; set `spec.timeout` on the CustomRun (e.g. timeout: 3h), or 0 for no timeout"
+    )
+
+
+async def test_a_pipeline_task_too_long_for_the_default_timeout_is_told_to_set_its_timeout() -> (
+    None
+):
+    run = Harness(Wait()).custom_run({"duration": "90m"}, pipeline_run="release")
+    await run.step()
+    assert run.reason == "WaitExceedsDefaultTimeout"
+    assert run.message is not None
+    assert "waiting 90m is longer" in run.message
+    assert "set `timeout` on the pipeline task (e.g. timeout: 2h)" in run.message
