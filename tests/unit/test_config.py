@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sys
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
-from customtask_sdk.client import ConfigurationError, load_configuration
+from customtask_sdk.client import ConfigurationError, KubeClient, load_configuration
 from customtask_sdk.testing.certs import CertificateAuthority
 
 
@@ -95,6 +97,52 @@ async def test_exec_plugins_go_through_kubernetes_asyncio(tmp_path: Path) -> Non
     assert config.authorization is not None
     assert await config.authorization() == "Bearer from-plugin"
     assert config.namespace == "team"
+
+
+async def test_an_exec_plugin_runs_once_for_concurrent_requests_that_find_it_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "import json, pathlib\n"
+        f"runs = pathlib.Path({str(runs)!r})\n"
+        "with runs.open('a') as f:\n"
+        "    f.write('run\\n')\n"
+        "token = f'token-{len(runs.read_text().splitlines())}'\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': {'token': token}}))\n"
+    )
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers["Authorization"])
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    exec_user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(plugin)],
+            "interactiveMode": "Never",
+        }
+    }
+    server = {"server": f"http://127.0.0.1:{runner.addresses[0][1]}"}
+    config = await load_configuration(write_kubeconfig(tmp_path / "config", exec_user, server))
+    assert runs.read_text().splitlines() == ["run"]
+    monkeypatch.setattr("customtask_sdk.client.config._TOKEN_REREAD_SECONDS", 0.0)  # all due
+    try:
+        async with KubeClient(config) as client:
+            await asyncio.gather(*(client.get(f"/x/{i}") for i in range(32)))
+    finally:
+        await runner.cleanup()
+    assert runs.read_text().splitlines() == ["run", "run"]
+    assert seen == ["Bearer token-2"] * 32
 
 
 async def test_errors_say_what_to_provide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
