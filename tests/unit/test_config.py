@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 
 from customtask_sdk.client import ConfigurationError, KubeClient, load_configuration
+from customtask_sdk.client.proxy import proxy_from_environment, use_proxy
 from customtask_sdk.testing.certs import CertificateAuthority
 
 
@@ -196,3 +197,88 @@ async def test_in_cluster_service_account(tmp_path: Path, monkeypatch: pytest.Mo
     config.ssl_context()
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
     assert (await load_configuration()).host == "https://[fd00::1]:443"
+
+
+async def test_proxy_url_from_the_kubeconfig_wins_over_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://env-proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "*")
+    path = write_kubeconfig(
+        tmp_path / "config", {"token": "t"}, {"proxy-url": "http://proxy.corp:3128"}
+    )
+    config = await load_configuration(path)
+    assert config.proxy() == "http://proxy.corp:3128"
+    monkeypatch.delenv("NO_PROXY")
+    config.proxy_url = None
+    assert config.proxy() == "http://env-proxy:3128"
+
+
+async def test_in_cluster_config_honours_the_proxy_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "ca.crt").write_bytes(CertificateAuthority("cluster-ca").cert_pem)
+    (account / "token").write_text("pod-token")
+    monkeypatch.setattr("customtask_sdk.client.config._SERVICE_ACCOUNT", account)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("https_proxy", "proxy.corp:3128")
+    config = await load_configuration()
+    assert config.proxy() == "http://proxy.corp:3128"
+    monkeypatch.setenv("NO_PROXY", ".svc,10.96.0.0/12")
+    assert config.proxy() is None
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "no_proxy", "proxied"),
+    [
+        ("api.example.com", "443", "", True),
+        ("localhost", "443", "", False),
+        ("127.0.0.2", "443", "", False),
+        ("::1", "443", "", False),
+        ("api.example.com", "443", "*", False),
+        ("10.1.2.3", "443", "10.0.0.0/8", False),
+        ("10.1.2.3", "443", "10.1.2.3/8", False),  # host bits set, as Go's ParseCIDR allows
+        ("11.1.2.3", "443", "10.0.0.0/8", True),
+        ("fd00::5", "443", "fd00::/64", False),
+        ("fd00::5", "443", "fd00::5", False),
+        ("fd00::5", "443", "[fd00::5]:443", False),
+        ("fd00::5", "443", "[fd00::5]:80", True),
+        ("10.1.2.3", "443", "10.1.2.3:443", False),
+        ("10.1.2.3", "443", "10.1.2.3:6443", True),
+        ("api.example.com", "443", "example.com", False),
+        ("example.com", "443", "example.com", False),
+        ("example.com", "443", ".example.com", True),
+        ("api.example.com", "443", ".example.com", False),
+        ("example.com", "443", "*.example.com", True),
+        ("api.example.com", "443", "*.example.com", False),
+        ("badexample.com", "443", "example.com", True),
+        ("api.example.com", "443", " other.org , EXAMPLE.com:443 ", False),
+        ("api.example.com", "443", "example.com:6443", True),
+        ("api.example.com", "443", "10.0.0.0/8,:443", True),  # no host: ignored
+        ("kubernetes.default.svc", "443", ".svc", False),
+    ],
+)
+def test_no_proxy_rules_as_go(host: str, port: str, no_proxy: str, proxied: bool) -> None:
+    assert use_proxy(host, port, no_proxy) is proxied
+
+
+def test_proxy_from_the_environment_as_go() -> None:
+    env = {"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:1", "HTTP_PROXY": "p:2"}
+    assert proxy_from_environment("https://api.example.com", env) == "http://upper:1"
+    assert proxy_from_environment("https://api.example.com", {"https_proxy": "s:3"}) == (
+        "http://s:3"
+    )
+    assert proxy_from_environment("http://api.example.com", env) == "http://p:2"
+    assert (
+        proxy_from_environment("http://api.example.com", {**env, "REQUEST_METHOD": "GET"}) is None
+    )
+    assert proxy_from_environment("https://127.0.0.1:6443", env) is None
+    assert proxy_from_environment("https://api.example.com:6443", {"HTTP_PROXY": "p:2"}) is None
+    assert (
+        proxy_from_environment("https://a.example.com", {**env, "no_proxy": "example.com"}) is None
+    )

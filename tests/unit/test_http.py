@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from customtask_sdk.client import ClientConfig, KubeClient
 from customtask_sdk.client.http import HttpPool, ProtocolError, RequestNotSent
 from customtask_sdk.testing.certs import CertificateAuthority
+
+if TYPE_CHECKING:
+    from conftest import HttpProxy
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -373,3 +378,81 @@ async def test_the_client_sends_any_request_again_when_it_could_not_connect(
         with pytest.raises(RequestNotSent, match="cannot connect"):
             await client.request("POST", "/x", body={}, retry=False)
     assert len(raw.requests) == 1
+
+
+@pytest.fixture
+def apiserver_tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for ``apiserver.test``, and the CA (PEM) that signed it."""
+    ca = CertificateAuthority("test-ca")
+    ca.issue_serving(hosts=["apiserver.test"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return tls, ca.cert_pem.decode()
+
+
+async def serve_version(raw: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    while True:
+        await raw.read_request(r)
+        w.write(ok(b'{"major":"1"}'))
+
+
+async def test_an_https_server_is_reached_through_a_connect_tunnel(
+    raw_server: StartServer,
+    http_proxy: HttpProxy,
+    apiserver_tls: tuple[ssl.SSLContext, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tls, ca_pem = apiserver_tls
+    raw, port = await raw_server(serve_version, tls)
+    proxy_port = http_proxy.url.rpartition(":")[2]
+    monkeypatch.setenv("NO_PROXY", "*")  # the kubeconfig's proxy-url is used regardless
+    proxied = f"http://user:p%40ss@127.0.0.1:{proxy_port}"
+    config = ClientConfig(host=f"https://apiserver.test:{port}", ca_pem=ca_pem, proxy_url=proxied)
+    async with KubeClient(config) as client:
+        assert await client.get("/version") == {"major": "1"}
+        assert await client.get("/version") == {"major": "1"}
+    monkeypatch.setenv("NO_PROXY", "example.com,apiserver.test:1")  # another name or port
+    monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy_port}")  # http:// is implied
+    async with KubeClient(ClientConfig(config.host, ca_pem=ca_pem)) as client:
+        assert await client.get("/version") == {"major": "1"}
+    assert [head.split("\r\n")[0] for head in http_proxy.heads] == [
+        f"CONNECT apiserver.test:{port} HTTP/1.1"
+    ] * 2
+    credentials = base64.b64encode(b"user:p@ss").decode()
+    assert f"Proxy-Authorization: Basic {credentials}\r\n" in http_proxy.heads[0]
+    assert "Proxy-Authorization" not in http_proxy.heads[1]
+    assert raw.connections == 2  # one tunnel per connection, reused
+    assert len(raw.requests) == 3
+
+
+async def test_an_http_server_is_reached_through_the_proxy_with_absolute_urls(
+    raw_server: StartServer, http_proxy: HttpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, port = await raw_server(serve_version)
+    monkeypatch.setenv("HTTP_PROXY", http_proxy.url)
+    async with KubeClient(ClientConfig(f"http://apiserver.test:{port}/prefix")) as client:
+        assert await client.get("/version") == {"major": "1"}
+    async with KubeClient(ClientConfig(f"http://127.0.0.1:{port}")) as client:
+        assert await client.get("/version") == {"major": "1"}  # loopback: never proxied
+    assert raw.requests[0].startswith(f"GET http://apiserver.test:{port}/prefix/version HTTP/1.1")
+    assert raw.requests[1].startswith("GET /version HTTP/1.1")
+    assert len(http_proxy.heads) == 1
+
+
+async def test_a_proxy_refusing_the_tunnel_is_an_error_before_the_request_was_sent(
+    raw_server: StartServer, apiserver_tls: tuple[ssl.SSLContext, str]
+) -> None:
+    async def refuse(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+
+    raw, proxy_port = await raw_server(refuse)
+    config = ClientConfig(
+        "https://apiserver.test:6443",
+        ca_pem=apiserver_tls[1],
+        proxy_url=f"http://127.0.0.1:{proxy_port}",
+    )
+    async with KubeClient(config) as client:
+        with pytest.raises(RequestNotSent, match="answered 407"):
+            await client.request("GET", "/version", retry=False)
+    assert raw.requests[0].startswith("CONNECT apiserver.test:6443 HTTP/1.1\r\n")
