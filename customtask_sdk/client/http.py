@@ -227,7 +227,8 @@ class HttpPool:
             self._proxy, authorization = _parse_proxy(proxy)
             credentials = {"Proxy-Authorization": authorization} if authorization else {}
             if self._ssl:
-                lines = [f"CONNECT {parts.netloc} HTTP/1.1", f"Host: {parts.netloc}"]
+                authority = _where(*self._address)  # with the port, even a default one
+                lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
                 lines.extend(_header(k, v) for k, v in credentials.items())
                 self._tunnel = "\r\n".join([*lines, "", ""]).encode("latin-1")
             else:

@@ -177,18 +177,25 @@ async def test_token_files_are_reread_as_they_rotate(
     assert await config.authorization() == "Bearer second"
 
 
-async def test_in_cluster_service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def in_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pod's environment: no kubeconfig, a service account folder (returned)."""
     account = tmp_path / "serviceaccount"
     account.mkdir()
-    ca = CertificateAuthority("cluster-ca")
-    (account / "ca.crt").write_bytes(ca.cert_pem)
+    (account / "ca.crt").write_bytes(CertificateAuthority("cluster-ca").cert_pem)
     (account / "token").write_text("pod-token")
-    (account / "namespace").write_text("customtask-wait")
     monkeypatch.setattr("customtask_sdk.client.config._SERVICE_ACCOUNT", account)
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    return account
+
+
+async def test_in_cluster_service_account(
+    in_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (in_cluster / "namespace").write_text("customtask-wait")
     config = await load_configuration()
     assert config.host == "https://10.96.0.1:443"
     assert config.namespace == "customtask-wait"
@@ -215,17 +222,8 @@ async def test_proxy_url_from_the_kubeconfig_wins_over_the_environment(
 
 
 async def test_in_cluster_config_honours_the_proxy_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    in_cluster: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = tmp_path / "serviceaccount"
-    account.mkdir()
-    (account / "ca.crt").write_bytes(CertificateAuthority("cluster-ca").cert_pem)
-    (account / "token").write_text("pod-token")
-    monkeypatch.setattr("customtask_sdk.client.config._SERVICE_ACCOUNT", account)
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setenv("https_proxy", "proxy.corp:3128")
     config = await load_configuration()
     assert config.proxy() == "http://proxy.corp:3128"
