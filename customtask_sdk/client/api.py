@@ -47,7 +47,8 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 }
 
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+# A DELETE sent again finds the object gone (404, which delete() takes as done) or going.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 
 def _guarded(body: Any) -> bool:
@@ -70,7 +71,7 @@ def _resendable(method: str, body: Any) -> Callable[[BaseException], bool]:
     other transient failure (5xx, a dropped connection, a timeout) it may have been
     processed, so only reads, deletes and writes guarded by a resourceVersion are.
     """
-    idempotent = method in _SAFE_METHODS or (method in ("PUT", "PATCH") and _guarded(body))
+    idempotent = method in _IDEMPOTENT_METHODS or (method in ("PUT", "PATCH") and _guarded(body))
 
     def retryable(exc: BaseException) -> bool:
         if isinstance(exc, ApiError):
