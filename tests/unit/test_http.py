@@ -456,3 +456,29 @@ async def test_a_proxy_refusing_the_tunnel_is_an_error_before_the_request_was_se
         with pytest.raises(RequestNotSent, match="answered 407"):
             await client.request("GET", "/version", retry=False)
     assert raw.requests[0].startswith("CONNECT apiserver.test:6443 HTTP/1.1\r\n")
+
+
+async def test_a_requests_time_limit_covers_its_wait_for_a_connection(
+    raw_server: StartServer,
+) -> None:
+    release = asyncio.Event()
+
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        await release.wait()
+        w.write(ok(b"{}"))
+        await w.drain()
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None, limit=1)
+    busy = asyncio.create_task(pool.request("GET", "/busy", {}, None, 30))
+    waiting = asyncio.create_task(pool.request("GET", "/waiting", {}, None, 0.2))
+    done, _ = await asyncio.wait({waiting}, timeout=10)
+    assert waiting in done  # timed out while the only connection was still busy
+    with pytest.raises(TimeoutError):
+        waiting.result()
+    assert not busy.done()
+    release.set()
+    assert (await busy).status == 200
+    await pool.close()
+    assert [r.split()[1] for r in raw.requests] == ["/busy"]
