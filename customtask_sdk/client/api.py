@@ -24,8 +24,14 @@ from tenacity import (
 )
 
 from customtask_sdk.client.config import ClientConfig, load_configuration
-from customtask_sdk.client.errors import ApiError, NotFoundError, TooManyRequestsError, error_for
-from customtask_sdk.client.http import HttpPool
+from customtask_sdk.client.errors import (
+    ApiError,
+    NotFoundError,
+    ServerError,
+    TooManyRequestsError,
+    error_for,
+)
+from customtask_sdk.client.http import HttpPool, RequestNotSent
 from customtask_sdk.client.resources import Resource
 
 __all__ = ["JSON", "KubeClient", "PatchType"]
@@ -41,35 +47,80 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 }
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ApiError):
-        return exc.retryable
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return False  # a wrong CA or server name does not fix itself
-    return isinstance(exc, OSError)  # connection failures, dropped connections, timeouts
+# A DELETE sent again finds the object gone (404, which delete() takes as done) or going.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def _guarded(body: Any) -> bool:
+    """Whether a write carries a resourceVersion precondition (it cannot land twice)."""
+    if isinstance(body, dict):
+        return bool((body.get("metadata") or {}).get("resourceVersion"))
+    return isinstance(body, list) and any(  # a JSON patch testing the resourceVersion
+        isinstance(op, dict)
+        and op.get("op") == "test"
+        and op.get("path") == "/metadata/resourceVersion"
+        for op in body
+    )
+
+
+def _resendable(method: str, body: Any) -> Callable[[BaseException], bool]:
+    """Which failures of this request may be retried by sending it again.
+
+    Any request is sent again when it was not processed: a 429, a 503 with Retry-After
+    (an apiserver shutting down), or a failure before a byte of it was sent. After any
+    other transient failure (5xx, a dropped connection, a timeout) it may have been
+    processed, so only reads, deletes and writes guarded by a resourceVersion are.
+    """
+    idempotent = method in _IDEMPOTENT_METHODS or (method in ("PUT", "PATCH") and _guarded(body))
+
+    def retryable(exc: BaseException) -> bool:
+        if isinstance(exc, ApiError):
+            if isinstance(exc, TooManyRequestsError):
+                return True
+            if isinstance(exc, ServerError):
+                return idempotent or (exc.status == 503 and exc.retry_after is not None)
+            return False
+        if isinstance(exc, RequestNotSent):
+            return True
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return False  # a wrong CA or server name does not fix itself
+        return idempotent and isinstance(exc, OSError)  # dropped connections, timeouts
+
+    return retryable
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    if isinstance(exc, TooManyRequestsError | ServerError):
+        return exc.retry_after
+    return None
 
 
 class _RetryAfterOrBackoff:
-    """Wait what a 429 asks for (Retry-After), else jittered exponential backoff."""
+    """Wait what the server asks for (Retry-After), else jittered exponential backoff."""
 
     def __init__(self) -> None:
         self._backoff = wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.1)
 
     def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TooManyRequestsError):
-            return exc.retry_after
-        return self._backoff(state)
+        wait = _retry_after(state.outcome.exception() if state.outcome else None)
+        return self._backoff(state) if wait is None else wait
 
 
 class KubeClient:
     """An asyncio Kubernetes client: JSON in, JSON out, typed errors, bounded connections.
 
-    Transient failures (429 with its Retry-After, 5xx, dropped connections) are retried
-    for up to ``retry_seconds``; everything else raises an :class:`ApiError` subclass.
-    At most ``max_connections`` requests are in flight at once; each watch has a
-    connection of its own. Create one client per process and share it; close it with
-    ``await client.close()`` or ``async with``.
+    Transient failures are retried for up to ``retry_seconds`` (after the server's
+    Retry-After, else with backoff), but a request is sent again only when that cannot
+    apply it twice: any request after an answer saying it was not processed (429, 503 with
+    Retry-After) or a failure before it was sent (connection refused); reads, deletes and
+    writes guarded by ``metadata.resourceVersion`` (PUT, merge patch, or a JSON patch
+    testing it) also after a 5xx, a dropped connection or a timeout. A POST, or an
+    unguarded PUT or PATCH, may have been applied then: the error is raised to the caller.
+    Everything else raises an :class:`ApiError` subclass.
+
+    At most ``max_connections`` requests are in flight at once; each watch has a connection
+    of its own. The proxy, if any, is :meth:`ClientConfig.proxy`. Create one client per
+    process and share it; close it with ``await client.close()`` or ``async with``.
     """
 
     def __init__(
@@ -107,6 +158,7 @@ class KubeClient:
                 server_hostname=self.configuration.tls_server_name,
                 limit=self._max_connections,
                 headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+                proxy=self.configuration.proxy(),
             )
         return self._pool
 
@@ -150,18 +202,23 @@ class KubeClient:
         timeout: float | None = 60.0,
         retry: bool = True,
     ) -> JSON:
-        """Send one request and decode the JSON answer, retrying transient failures."""
+        """Send one request and decode the JSON answer, retrying transient failures.
+
+        ``timeout`` bounds each attempt, the wait for a pooled connection included;
+        ``retry=False`` sends it once, whatever the failure.
+        """
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         ctype = content_type if data is not None else None
         try:  # the happy path pays nothing for the retry machinery
             return await self._once(method, path, params, data, ctype, timeout)
         except Exception as exc:
-            if not retry or not _is_retryable(exc):
+            retryable = _resendable(method, body)
+            if not retry or not retryable(exc):
                 raise
-            first_wait = exc.retry_after if isinstance(exc, TooManyRequestsError) else 0.05
-        await asyncio.sleep(first_wait)
+            first_wait = _retry_after(exc)
+        await asyncio.sleep(0.05 if first_wait is None else first_wait)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_retryable),
+            retry=retry_if_exception(retryable),
             wait=_RetryAfterOrBackoff(),
             stop=stop_after_delay(self._retry_seconds) | stop_after_attempt(9),
             reraise=True,

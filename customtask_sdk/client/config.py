@@ -7,6 +7,7 @@ kubernetes-asyncio, imported only then: its generated client costs ~40 MB of mem
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import ssl
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from customtask_sdk.client.proxy import proxy_from_environment
 
 __all__ = ["ClientConfig", "ConfigurationError", "load_configuration"]
 
@@ -45,6 +48,14 @@ class ClientConfig:
     authorization: TokenSource | None = None
     #: The namespace of the kubeconfig context (or the pod's, in a cluster).
     namespace: str | None = None
+    #: The cluster's ``proxy-url`` (an ``http://`` proxy); ``None`` defers to the environment.
+    proxy_url: str | None = None
+
+    def proxy(self) -> str | None:
+        """The proxy to reach ``host`` through, as client-go picks it: ``proxy_url``, else
+        ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` exempts the host (see
+        :mod:`customtask_sdk.client.proxy`); ``None`` to connect directly."""
+        return self.proxy_url or proxy_from_environment(self.host)
 
     def ssl_context(self) -> ssl.SSLContext:
         """An SSL context trusting the cluster CA and presenting the client certificate."""
@@ -130,6 +141,7 @@ def _from_kubeconfig(path: Path, context_name: str | None) -> ClientConfig | tup
         cert_pem=_data_or_file(user, "client-certificate", base),
         key_pem=_data_or_file(user, "client-key", base),
         namespace=context.get("namespace"),
+        proxy_url=cluster.get("proxy-url"),
     )
     if user.get("token"):
         config.authorization = _static("Bearer " + str(user["token"]))
@@ -147,14 +159,21 @@ async def _delegate(path: str, context: str, namespace: str | None) -> ClientCon
     from kubernetes_asyncio.config import load_kube_config
 
     loaded = Configuration()
-    await load_kube_config(config_file=path, context=context, client_configuration=loaded)
+    loader = await load_kube_config(config_file=path, context=context, client_configuration=loaded)
     loaded_at = time.monotonic()
+    loads = 0  # how many times the credential was loaded
+    lock = asyncio.Lock()
 
     async def authorization() -> str | None:
-        nonlocal loaded_at
-        if time.monotonic() - loaded_at > _TOKEN_REREAD_SECONDS:  # plugins mint short-lived tokens
-            await load_kube_config(config_file=path, context=context, client_configuration=loaded)
-            loaded_at = time.monotonic()
+        nonlocal loaded_at, loads
+        if time.monotonic() - loaded_at > _TOKEN_REREAD_SECONDS:
+            # One refresh for all the requests that find it due: the others wait for it.
+            # The loader runs the exec plugin again unless its credential's expiry is ahead.
+            seen = loads
+            async with lock:
+                if loads == seen:
+                    await loader.load_and_set(loaded)
+                    loaded_at, loads = time.monotonic(), loads + 1
         value = await loaded.get_api_key_with_prefix("BearerToken")
         return str(value) if value else None
 
@@ -171,6 +190,7 @@ async def _delegate(path: str, context: str, namespace: str | None) -> ClientCon
         key_pem=read(loaded.key_file),
         authorization=authorization,
         namespace=namespace,
+        proxy_url=loaded.proxy,
     )
 
 

@@ -77,9 +77,24 @@ class TooManyRequestsError(ApiError):
 
 
 class ServerError(ApiError):
-    """5xx: the apiserver (or etcd behind it) failed; retrying may help."""
+    """5xx: the apiserver (or etcd behind it) failed; retrying may help.
+
+    ``retry_after`` is the answer's Retry-After in seconds, ``None`` without one. A 503
+    with Retry-After is how an apiserver shutting down rejects a request it did not process.
+    """
 
     retryable = True
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        body: dict[str, Any],
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, reason, message, body)
+        self.retry_after = retry_after
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
@@ -91,11 +106,11 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def _retry_after(value: str | None) -> float:
+def _retry_after(value: str | None) -> float | None:
     try:
-        return max(0.0, float(value)) if value else 1.0
+        return max(0.0, float(value)) if value else None
     except ValueError:
-        return 1.0
+        return None
 
 
 def error_for(status: int, payload: bytes, retry_after: str | None = None) -> ApiError:
@@ -109,7 +124,8 @@ def error_for(status: int, payload: bytes, retry_after: str | None = None) -> Ap
     reason = str(body.get("reason") or "")
     message = str(body.get("message") or payload[:500].decode(errors="replace"))
     if status == 429:
-        return TooManyRequestsError(status, reason, message, body, _retry_after(retry_after))
+        wait = _retry_after(retry_after)
+        return TooManyRequestsError(status, reason, message, body, 1.0 if wait is None else wait)
     if status >= 500:
-        return ServerError(status, reason, message, body)
+        return ServerError(status, reason, message, body, _retry_after(retry_after))
     return _BY_STATUS.get(status, ApiError)(status, reason, message, body)

@@ -11,18 +11,21 @@ every CPU millisecond a controller saves goes to the apiserver sharing its machi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["HttpPool", "ProtocolError", "Response", "StreamingResponse"]
+__all__ = ["HttpPool", "ProtocolError", "RequestNotSent", "Response", "StreamingResponse"]
 
 _IDLE_SECONDS = 60.0  # pooled connections idle longer are dropped (the apiserver allows 90 s)
 _READ_LIMIT = 4 * 1024 * 1024  # longest header block or chunk-size line accepted
 _SAFE_PATH = "/%:@-._~!$&'()*+,;="
+# Sent again after the server read them, as Go's transport does (Request.isReplayable).
+_REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class ProtocolError(ConnectionError):
@@ -31,6 +34,15 @@ class ProtocolError(ConnectionError):
 
 class _ClosedBeforeAnswer(ProtocolError):
     """The server closed the connection without sending a byte of an answer."""
+
+
+class RequestNotSent(ConnectionError):
+    """No byte of the request reached the server (say, the connection was refused, or the
+    proxy refused the tunnel): sending it again cannot apply it twice."""
+
+
+class _NothingWritten(RequestNotSent):
+    """The connection was found closed when the request was written to it."""
 
 
 @dataclass(slots=True)
@@ -55,6 +67,8 @@ class _Connection:
 
     async def send(self, head: bytes, body: bytes | None) -> None:
         self.writer.write(head + body if body else head)
+        if self.writer.transport.is_closing():  # closed before, or the first send failed
+            raise _NothingWritten("the connection was closed before the request was sent")
         await self.writer.drain()
 
     async def read_head(self) -> tuple[int, dict[str, str], bool]:
@@ -180,8 +194,12 @@ class HttpPool:
     """HTTP/1.1 connections to one server: at most ``limit`` requests at once over reused
     keep-alive connections, plus one dedicated connection per open stream (watch).
 
-    A request on a reused connection that the server had closed meanwhile (it sent no byte
-    of an answer) is sent again once on a new connection, as Go's HTTP client does.
+    A request is sent again on a new connection only when a reused connection turns out
+    closed, as Go's HTTP client does: any request when none of it was written, a GET (or
+    HEAD, OPTIONS) when the server closed the connection before the first byte of an answer.
+
+    With ``proxy`` (an ``http://[user:password@]host:port`` URL), an https server is reached
+    through an HTTP CONNECT tunnel and an http one by sending the proxy absolute URLs.
     """
 
     def __init__(
@@ -192,6 +210,7 @@ class HttpPool:
         server_hostname: str | None = None,
         limit: int = 32,
         headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -200,7 +219,21 @@ class HttpPool:
         self._ssl = ssl_context if parts.scheme == "https" else None
         self._server_hostname = (server_hostname or parts.hostname) if self._ssl else None
         self._prefix = parts.path.rstrip("/")
+        self._origin = ""  # before the path in a request line: the origin, through a proxy
         fixed = {"Host": parts.netloc, **(headers or {})}
+        self._proxy: tuple[str, int] | None = None
+        self._tunnel = b""  # the CONNECT request opening a tunnel through the proxy
+        if proxy:
+            self._proxy, authorization = _parse_proxy(proxy)
+            credentials = {"Proxy-Authorization": authorization} if authorization else {}
+            if self._ssl:
+                authority = _where(*self._address)  # with the port, even a default one
+                lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+                lines.extend(_header(k, v) for k, v in credentials.items())
+                self._tunnel = "\r\n".join([*lines, "", ""]).encode("latin-1")
+            else:
+                self._origin = f"http://{parts.netloc}"
+                fixed.update(credentials)
         self._fixed = "".join(f"{_header(k, v)}\r\n" for k, v in fixed.items())
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
@@ -210,7 +243,8 @@ class HttpPool:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> bytes:
         path, sep, query = target.partition("?")
-        lines = [f"{method} {quote(self._prefix + path, safe=_SAFE_PATH)}{sep}{query} HTTP/1.1\r\n"]
+        path = quote(self._prefix + path, safe=_SAFE_PATH)
+        lines = [f"{method} {self._origin}{path}{sep}{query} HTTP/1.1\r\n"]
         lines.append(self._fixed)
         lines.extend(f"{_header(k, v)}\r\n" for k, v in headers.items())
         if body is not None:
@@ -219,14 +253,40 @@ class HttpPool:
         return "".join(lines).encode("latin-1")
 
     async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(
-            *self._address,
-            ssl=self._ssl,
-            server_hostname=self._server_hostname,
-            limit=_READ_LIMIT,
-        )
-        connection = _Connection(reader, writer)
+        try:
+            if self._proxy is None:
+                reader, writer = await asyncio.open_connection(
+                    *self._address,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                    limit=_READ_LIMIT,
+                )
+                connection = _Connection(reader, writer)
+            else:
+                connection = await self._through_proxy(self._proxy)
+        except ssl.SSLCertVerificationError:
+            raise  # a wrong CA or server name: not worth another try
+        except OSError as exc:
+            where = _where(*self._address) + (f" via {_where(*self._proxy)}" if self._proxy else "")
+            raise RequestNotSent(f"cannot connect to {where}: {exc}") from exc
         self._open.add(connection)
+        return connection
+
+    async def _through_proxy(self, proxy: tuple[str, int]) -> _Connection:
+        """A connection to the proxy; for an https server, a TLS tunnel through it (CONNECT)."""
+        reader, writer = await asyncio.open_connection(*proxy, limit=_READ_LIMIT)
+        connection = _Connection(reader, writer)
+        if self._ssl is None:
+            return connection
+        try:
+            await connection.send(self._tunnel, None)
+            status, _, _ = await connection.read_head()
+            if status != 200:
+                raise ConnectionRefusedError(f"the proxy {_where(*proxy)} answered {status}")
+            await writer.start_tls(self._ssl, server_hostname=self._server_hostname)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _discard(self, connection: _Connection) -> None:
@@ -243,15 +303,20 @@ class HttpPool:
     ) -> Response:
         """Send one request (``target`` is the path and query) and read the whole answer."""
         head = self._head(method, target, headers, body)
-        async with self._slots, asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout), self._slots:
             while True:
                 connection, reused = await self._acquire()
                 try:
                     await connection.send(head, body)
                     status, answer_headers, keep = await connection.read_head()
-                except (_ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError):
+                except _NothingWritten:
                     self._discard(connection)
                     if reused:
+                        continue
+                    raise
+                except (_ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError):
+                    self._discard(connection)
+                    if reused and method in _REPLAYABLE:
                         continue  # the server closed it while idle, before answering
                     raise
                 except BaseException:
@@ -308,6 +373,22 @@ class HttpPool:
         if waits:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 2.0)
+
+
+def _parse_proxy(url: str) -> tuple[tuple[str, int], str | None]:
+    """The proxy's address and Proxy-Authorization value (from its URL's user information)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"unsupported proxy {url!r}: only http:// proxies are supported")
+    authorization = None
+    if parts.username is not None:
+        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(user.encode()).decode()
+    return (parts.hostname, parts.port or 80), authorization
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _header(name: str, value: str) -> str:

@@ -227,3 +227,59 @@ def test_resource_paths() -> None:
     assert pods.path("ns") == "/api/v1/namespaces/ns/pods"
     nodes = Resource("", "v1", "nodes", "Node", namespaced=False)
     assert nodes.path("ignored", "n1") == "/api/v1/nodes/n1"
+
+
+def answer(code: int, retry_after: str | None) -> web.Response:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    return status(code, "Failing", "try again", **headers)
+
+
+REQUESTS = {
+    # unguarded writes: sent again after they were applied, they would apply twice
+    "create": lambda c: c.create("/x", {"metadata": {"generateName": "run-"}}),
+    "replace": lambda c: c.replace("/x", {"metadata": {"name": "a"}}),
+    "patch": lambda c: c.patch("/x", {"status": {"a": 1}}),
+    # reads, deletes, and writes that carry a resourceVersion precondition
+    "get": lambda c: c.get("/x"),
+    "delete": lambda c: c.delete("/x"),
+    "guarded replace": lambda c: c.replace("/x", {"metadata": {"resourceVersion": "5"}}),
+    "guarded merge patch": lambda c: c.patch("/x", {"metadata": {"resourceVersion": "5"}}),
+    "guarded json patch": lambda c: c.patch(
+        "/x",
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "5"},
+            {"op": "replace", "path": "/status/a", "value": 1},
+        ],
+        "json",
+    ),
+}
+UNGUARDED = ("create", "replace", "patch")
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_after"), [(429, "0"), (503, "0"), (500, None), (503, None), (504, "0")]
+)
+@pytest.mark.parametrize("request_", REQUESTS)
+async def test_an_error_answer_is_retried_only_if_a_second_send_cannot_apply_twice(
+    fake_api: Start, request_: str, code: int, retry_after: str | None
+) -> None:
+    # 429, and 503 with Retry-After (an apiserver shutting down), say it was not processed.
+    not_processed = code == 429 or (code == 503 and retry_after is not None)
+    sent_again = not_processed or request_ not in UNGUARDED
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return web.json_response({"done": True})
+        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        return status(code, "Failing", "try again", **headers)
+
+    client = await fake_api(handler)
+    if sent_again:
+        assert await REQUESTS[request_](client) == {"done": True}
+    else:
+        with pytest.raises(ServerError if code >= 500 else TooManyRequestsError):
+            await REQUESTS[request_](client)
+    assert calls == (2 if sent_again else 1)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from customtask_sdk.client import ClientConfig, KubeClient
-from customtask_sdk.client.http import HttpPool, ProtocolError
+from customtask_sdk.client.http import HttpPool, ProtocolError, RequestNotSent
 from customtask_sdk.testing.certs import CertificateAuthority
+
+if TYPE_CHECKING:
+    from conftest import HttpProxy
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -92,8 +100,9 @@ async def test_connections_are_reused_and_bounded(raw_server: StartServer) -> No
     assert len(raw.requests) == 30
 
 
-async def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one(
-    raw_server: StartServer,
+@pytest.mark.parametrize(("method", "replayable"), [("GET", True), ("PATCH", False)])
+async def test_a_request_the_server_read_then_closed_is_sent_again_only_if_replayable(
+    raw_server: StartServer, method: str, replayable: bool
 ) -> None:
     async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await raw.read_request(reader)
@@ -106,11 +115,45 @@ async def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_on
 
     raw, port = await raw_server(serve)
     pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
+    body = None if method == "GET" else b"{}"
+    assert (await pool.request(method, "/a", {}, body, 5)).status == 200
+    if replayable:  # as Go's transport: the server may have closed it idle, just then
+        assert (await pool.request(method, "/b", {}, body, 5)).status == 200
+        assert [r.split()[1] for r in raw.requests] == ["/a", "/b", "/b"]
+    else:  # the server read it: it may have applied it
+        with pytest.raises(ProtocolError, match="closed the connection"):
+            await pool.request(method, "/b", {}, body, 5)
+        assert [r.split()[1] for r in raw.requests] == ["/a", "/b"]
+    await pool.close()
+    assert raw.connections == (2 if replayable else 1)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_request_is_sent_on_a_new_connection_when_nothing_of_it_was_written(
+    raw_server: StartServer, reset: bool
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b"{}"))
+        await w.drain()
+        if raw.connections == 1:  # the idle connection is then closed, or reset
+            if reset:
+                w.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                w.transport.abort()
+            return
+        await asyncio.sleep(1)
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None)
     assert (await pool.request("PATCH", "/a", {}, b"{}", 5)).status == 200
+    with contextlib.suppress(ConnectionResetError):  # once the client has seen the close
+        assert await asyncio.wait_for(pool._idle[0].reader.read(1), 5) == b""
     assert (await pool.request("PATCH", "/b", {}, b"{}", 5)).status == 200
     await pool.close()
     assert raw.connections == 2
-    assert [r.split()[1] for r in raw.requests] == ["/a", "/b", "/b"]
+    assert [r.split()[1] for r in raw.requests] == ["/a", "/b"]
 
 
 async def test_a_fresh_connection_closed_before_an_answer_is_an_error(
@@ -279,3 +322,163 @@ async def test_an_answer_cut_short_is_an_error_and_not_sent_again(raw_server: St
         await pool.request("PATCH", "/b", {}, b"{}", 5)
     await pool.close()
     assert [r.split()[1] for r in raw.requests] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize(
+    ("body", "sent_again"),
+    [
+        ({"metadata": {"generateName": "run-"}}, False),  # a create: it may have landed
+        ({"metadata": {"resourceVersion": "5"}, "status": {}}, True),  # a guarded write
+    ],
+)
+async def test_the_client_sends_a_write_again_after_a_dropped_answer_only_if_guarded(
+    raw_server: StartServer, body: dict[str, object], sent_again: bool
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        if raw.connections > 1:
+            w.write(ok(b"{}"))
+            await w.drain()
+        # the first connection is closed without an answer: the server may have applied it
+
+    raw, port = await raw_server(serve)
+    method = "PATCH" if sent_again else "POST"
+    async with KubeClient(ClientConfig(host=f"http://127.0.0.1:{port}")) as client:
+        if sent_again:
+            assert await client.request(method, "/x", body=body) == {}
+        else:
+            with pytest.raises(ProtocolError, match="closed the connection"):
+                await client.request(method, "/x", body=body)
+    assert len(raw.requests) == (2 if sent_again else 1)
+
+
+async def test_the_client_sends_any_request_again_when_it_could_not_connect(
+    raw_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(ok(b'{"created":true}'))
+
+    raw, port = await raw_server(serve)
+    open_connection = asyncio.open_connection
+    refusals = [ConnectionRefusedError(111, "Connection refused")]
+
+    async def refusing_once(*args: object, **kwargs: object) -> object:
+        if refusals:
+            raise refusals.pop()
+        return await open_connection(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "open_connection", refusing_once)
+    async with KubeClient(ClientConfig(host=f"http://127.0.0.1:{port}")) as client:
+        assert await client.create("/x", {"metadata": {"generateName": "run-"}}) == {
+            "created": True
+        }
+        await client.close()  # a new connection for the next request, refused
+        refusals.append(ConnectionRefusedError(111, "Connection refused"))
+        with pytest.raises(RequestNotSent, match="cannot connect"):
+            await client.request("POST", "/x", body={}, retry=False)
+    assert len(raw.requests) == 1
+
+
+@pytest.fixture
+def apiserver_tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for ``apiserver.test``, and the CA (PEM) that signed it."""
+    ca = CertificateAuthority("test-ca")
+    ca.issue_serving(hosts=["apiserver.test"]).write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return tls, ca.cert_pem.decode()
+
+
+async def serve_version(raw: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    while True:
+        await raw.read_request(r)
+        w.write(ok(b'{"major":"1"}'))
+
+
+async def test_an_https_server_is_reached_through_a_connect_tunnel(
+    raw_server: StartServer,
+    http_proxy: HttpProxy,
+    apiserver_tls: tuple[ssl.SSLContext, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tls, ca_pem = apiserver_tls
+    raw, port = await raw_server(serve_version, tls)
+    proxy_port = http_proxy.url.rpartition(":")[2]
+    monkeypatch.setenv("NO_PROXY", "*")  # the kubeconfig's proxy-url is used regardless
+    proxied = f"http://user:p%40ss@127.0.0.1:{proxy_port}"
+    config = ClientConfig(host=f"https://apiserver.test:{port}", ca_pem=ca_pem, proxy_url=proxied)
+    async with KubeClient(config) as client:
+        assert await client.get("/version") == {"major": "1"}
+        assert await client.get("/version") == {"major": "1"}
+    monkeypatch.setenv("NO_PROXY", "example.com,apiserver.test:1")  # another name or port
+    monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy_port}")  # http:// is implied
+    async with KubeClient(ClientConfig(config.host, ca_pem=ca_pem)) as client:
+        assert await client.get("/version") == {"major": "1"}
+    assert [head.split("\r\n")[0] for head in http_proxy.heads] == [
+        f"CONNECT apiserver.test:{port} HTTP/1.1"
+    ] * 2
+    credentials = base64.b64encode(b"user:p@ss").decode()
+    assert f"Proxy-Authorization: Basic {credentials}\r\n" in http_proxy.heads[0]
+    assert "Proxy-Authorization" not in http_proxy.heads[1]
+    assert raw.connections == 2  # one tunnel per connection, reused
+    assert len(raw.requests) == 3
+
+
+async def test_an_http_server_is_reached_through_the_proxy_with_absolute_urls(
+    raw_server: StartServer, http_proxy: HttpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, port = await raw_server(serve_version)
+    monkeypatch.setenv("HTTP_PROXY", http_proxy.url)
+    async with KubeClient(ClientConfig(f"http://apiserver.test:{port}/prefix")) as client:
+        assert await client.get("/version") == {"major": "1"}
+    async with KubeClient(ClientConfig(f"http://127.0.0.1:{port}")) as client:
+        assert await client.get("/version") == {"major": "1"}  # loopback: never proxied
+    assert raw.requests[0].startswith(f"GET http://apiserver.test:{port}/prefix/version HTTP/1.1")
+    assert raw.requests[1].startswith("GET /version HTTP/1.1")
+    assert len(http_proxy.heads) == 1
+
+
+async def test_a_proxy_refusing_the_tunnel_is_an_error_before_the_request_was_sent(
+    raw_server: StartServer, apiserver_tls: tuple[ssl.SSLContext, str]
+) -> None:
+    async def refuse(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        w.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+
+    raw, proxy_port = await raw_server(refuse)
+    config = ClientConfig(
+        "https://apiserver.test:6443",
+        ca_pem=apiserver_tls[1],
+        proxy_url=f"http://127.0.0.1:{proxy_port}",
+    )
+    async with KubeClient(config) as client:
+        with pytest.raises(RequestNotSent, match="answered 407"):
+            await client.request("GET", "/version", retry=False)
+    assert raw.requests[0].startswith("CONNECT apiserver.test:6443 HTTP/1.1\r\n")
+
+
+async def test_a_requests_time_limit_covers_its_wait_for_a_connection(
+    raw_server: StartServer,
+) -> None:
+    release = asyncio.Event()
+
+    async def serve(raw: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        await release.wait()
+        w.write(ok(b"{}"))
+        await w.drain()
+
+    raw, port = await raw_server(serve)
+    pool = HttpPool(f"http://127.0.0.1:{port}", ssl_context=None, limit=1)
+    busy = asyncio.create_task(pool.request("GET", "/busy", {}, None, 30))
+    waiting = asyncio.create_task(pool.request("GET", "/waiting", {}, None, 0.2))
+    done, _ = await asyncio.wait({waiting}, timeout=10)
+    assert waiting in done  # timed out while the only connection was still busy
+    with pytest.raises(TimeoutError):
+        waiting.result()
+    assert not busy.done()
+    release.set()
+    assert (await busy).status == 200
+    await pool.close()
+    assert [r.split()[1] for r in raw.requests] == ["/busy"]
