@@ -63,15 +63,21 @@ def _guarded(body: Any) -> bool:
     )
 
 
-def _resendable(method: str, body: Any) -> Callable[[BaseException], bool]:
+def _resendable(method: str, body: Any, content_type: str) -> Callable[[BaseException], bool]:
     """Which failures of this request may be retried by sending it again.
 
     Any request is sent again when it was not processed: a 429, a 503 with Retry-After
     (an apiserver shutting down), or a failure before a byte of it was sent. After any
     other transient failure (5xx, a dropped connection, a timeout) it may have been
-    processed, so only reads, deletes and writes guarded by a resourceVersion are.
+    processed, so only reads, deletes, server-side applies (declarative: a second apply of
+    the same intent leaves the object as the first did) and writes guarded by a
+    resourceVersion are.
     """
-    idempotent = method in _IDEMPOTENT_METHODS or (method in ("PUT", "PATCH") and _guarded(body))
+    idempotent = (
+        method in _IDEMPOTENT_METHODS
+        or (method in ("PUT", "PATCH") and _guarded(body))
+        or (method == "PATCH" and content_type == _PATCH_CONTENT_TYPES["apply"])
+    )
 
     def retryable(exc: BaseException) -> bool:
         if isinstance(exc, ApiError):
@@ -212,7 +218,7 @@ class KubeClient:
         try:  # the happy path pays nothing for the retry machinery
             return await self._once(method, path, params, data, ctype, timeout)
         except Exception as exc:
-            retryable = _resendable(method, body)
+            retryable = _resendable(method, body, content_type)
             if not retry or not retryable(exc):
                 raise
             first_wait = _retry_after(exc)

@@ -239,8 +239,9 @@ REQUESTS = {
     "create": lambda c: c.create("/x", {"metadata": {"generateName": "run-"}}),
     "replace": lambda c: c.replace("/x", {"metadata": {"name": "a"}}),
     "patch": lambda c: c.patch("/x", {"status": {"a": 1}}),
-    # reads, deletes, and writes that carry a resourceVersion precondition
+    # reads, deletes, server-side applies, and writes that carry a resourceVersion precondition
     "get": lambda c: c.get("/x"),
+    "apply": lambda c: c.patch("/x", {"metadata": {"name": "a"}}, "apply"),
     "delete": lambda c: c.delete("/x"),
     "guarded replace": lambda c: c.replace("/x", {"metadata": {"resourceVersion": "5"}}),
     "guarded merge patch": lambda c: c.patch("/x", {"metadata": {"resourceVersion": "5"}}),
