@@ -70,6 +70,7 @@ class Wait(Reconciler[WaitParams]):
                 f"waiting {what} is longer than Tekton's default 60-minute timeout, so the run "
                 "would time out first; set `timeout` on the pipeline task (e.g. timeout: 2h), "
                 "or 0 for no timeout",
+                retry=False,  # no retry can fix the task's input
             )
         remaining = end - run.now
         if remaining > datetime.timedelta(0):

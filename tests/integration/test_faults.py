@@ -172,8 +172,8 @@ class Cleaning(Reconciler[WaitParams]):
     async def reconcile(self, run: Run[WaitParams]) -> Outcome:
         return await self.delegate.reconcile(run)
 
-    async def finalize(self, obj: JSON) -> None:
-        self.finalized.append(obj["metadata"]["name"])
+    async def finalize(self, run: Run[WaitParams]) -> None:
+        self.finalized.append(run.name)
 
 
 async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
@@ -292,11 +292,11 @@ class FlakyCleanup(Cleaning):
         super().__init__()
         self.attempts: list[str] = []
 
-    async def finalize(self, obj: JSON) -> None:
-        self.attempts.append(obj["metadata"]["name"])
+    async def finalize(self, run: Run[WaitParams]) -> None:
+        self.attempts.append(run.name)
         if len(self.attempts) <= 2:
             raise ConnectionError("the external system is down")
-        await super().finalize(obj)
+        await super().finalize(run)
 
 
 async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes(
