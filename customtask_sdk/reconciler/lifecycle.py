@@ -217,13 +217,13 @@ async def _limited(reconciler: Reconciler[Any], hook: str, call: Awaitable[T]) -
     try:
         async with scope:
             return await call
-    except TimeoutError:
+    except TimeoutError as exc:
         if not scope.expired():
             raise  # the hook's own TimeoutError
-        raise HookTimeout(
+        raise HookTimeout(  # chained: the traceback shows where the hook was stuck
             f"{type(reconciler).__name__}.{hook} did not return within "
             f"{format_go_duration(limit)} (reconcile_timeout); it was cancelled"
-        ) from None
+        ) from exc
 
 
 async def step(

@@ -158,6 +158,11 @@ async def test_a_forced_410_relists_and_misses_nothing(
     assert informer.get(f"{namespace}/{doomed_name}") is None
 
 
+def released(obj: JSON) -> bool:
+    """Finished, and cleaned up: the final status is written before the finalizer goes."""
+    return done(obj) and not obj["metadata"].get("finalizers")
+
+
 class Cleaning(Reconciler[WaitParams]):
     """A Wait that owns an external resource, released in ``finalize``."""
 
@@ -198,7 +203,7 @@ async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
                 finalizer in (o["metadata"].get("finalizers") or []) and condition(o) is not None
             ),
         )
-        finished = await wait_for(kube, CUSTOM_RUNS, namespace, short["metadata"]["name"], done)
+        finished = await wait_for(kube, CUSTOM_RUNS, namespace, short["metadata"]["name"], released)
         await kube.delete(CUSTOM_RUNS.path(namespace, long_name))
         await wait_deleted(kube, CUSTOM_RUNS, namespace, long_name)
     assert held["metadata"]["finalizers"] == [finalizer]
@@ -299,7 +304,7 @@ class FlakyCleanup(Cleaning):
         await super().finalize(run)
 
 
-async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes(
+async def test_a_failing_cleanup_is_retried_with_backoff_after_the_run_finishes(
     kube: KubeClient, namespace: str
 ) -> None:
     reconciler = FlakyCleanup()
@@ -308,7 +313,7 @@ async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes
             kube, namespace, reconciler.api_version, "Wait", {"duration": "0s"}
         )
         finished = await wait_for(
-            kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], done, timeout=30
+            kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], released, timeout=30
         )
     assert len(reconciler.attempts) == 3  # retried (with the queue's backoff) until it worked
     assert reconciler.finalized == [run["metadata"]["name"]]

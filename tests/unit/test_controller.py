@@ -270,31 +270,23 @@ async def test_an_instant_run_costs_one_status_write(api: FakeApi, clock: FakeCl
     assert "results" not in api.objects["r"]["status"]
 
 
-async def test_a_conflicting_status_write_rereads_and_reconciles_again(
-    api: FakeApi, clock: FakeClock
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConflictError(409, "Conflict", "", {}),  # re-read, reconcile again: never overwrite
+        ApiError(422, "Invalid", "bad", {}),  # the worker survives; retried with backoff
+    ],
+)
+async def test_a_failed_status_write_is_reconciled_again(
+    api: FakeApi, clock: FakeClock, error: ApiError
 ) -> None:
-    api.failures.append(
-        (lambda path, body: path.endswith("/status"), ConflictError(409, "Conflict", "", {}))
-    )
+    api.failures.append((lambda path, body: path.endswith("/status"), error))
     reconciler = Task(api, Succeeded(), clock=clock)
     async with serving(reconciler):
         await api.add("r", {})
         await api.wait_until(settled(api, "r", "Succeeded"))
     assert reconciler.calls == ["r", "r"]
     assert api.log == ["status:Succeeded"]
-
-
-async def test_a_failing_write_is_retried_and_the_worker_survives(
-    api: FakeApi, clock: FakeClock
-) -> None:
-    api.failures.append(
-        (lambda path, body: path.endswith("/status"), ApiError(422, "Invalid", "bad", {}))
-    )
-    reconciler = Task(api, Succeeded(), clock=clock)
-    async with serving(reconciler):
-        await api.add("r", {})
-        await api.wait_until(settled(api, "r", "Succeeded"))
-    assert reconciler.calls == ["r", "r"]
 
 
 async def test_a_finishing_run_stores_its_outcome_then_cleans_up_then_drops_the_finalizer(
