@@ -78,6 +78,8 @@ class Reconciler(Generic[P]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.reconcile_timeout <= datetime.timedelta(0):
+            raise ValueError(f"{cls.__name__}.reconcile_timeout must be positive")
         if "params_model" in cls.__dict__:
             return
         for base in getattr(cls, "__orig_bases__", ()):

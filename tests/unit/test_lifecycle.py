@@ -497,6 +497,13 @@ async def test_finalize_gets_the_run_or_is_skipped_for_unusable_input(clock: Fak
     assert len(seen) == 2
 
 
+def test_a_time_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"Never\.reconcile_timeout must be positive"):
+
+        class Never(Scripted):
+            reconcile_timeout = datetime.timedelta(0)
+
+
 async def test_finalize_has_the_time_limit_too(clock: FakeClock) -> None:
     rec = Hanging(clock, "finalize")
     with pytest.raises(HookTimeout):
