@@ -389,21 +389,24 @@ class Stuck(Task):
         self.cancelled.append(run.name)
 
 
-async def test_a_cancellation_is_seen_while_a_reconcile_of_the_run_is_stuck(
-    api: FakeApi, clock: FakeClock
+@pytest.mark.parametrize("ending", ["cancel", "timeout"])
+async def test_a_cancellation_or_timeout_is_seen_while_a_reconcile_of_the_run_is_stuck(
+    api: FakeApi, clock: FakeClock, ending: str
 ) -> None:
     reconciler = Stuck(api, clock)
     reconciler.script = [Running()]
     async with serving(reconciler):
-        await api.add("r", {})
+        await api.add("r", {}, timeout="1m")
         await api.wait_until(lambda: reason(api.objects["r"]) == "Running")
         await api.patch(CUSTOM_RUNS.path(NS, "r"), {"metadata": {"labels": {"wake": "1"}}})
         await asyncio.wait_for(reconciler.stuck.wait(), GUARD)
-        cancel = {"spec": {"status": "RunCancelled", "statusMessage": "stop"}}
-        await api.patch(CUSTOM_RUNS.path(NS, "r"), cancel)
-        await api.wait_until(settled(api, "r", CANCELLED))
-    assert reconciler.cancelled == ["r"]
-    assert api.objects["r"]["status"]["conditions"][-1]["message"] == "stop"
+        if ending == "cancel":
+            cancel = {"spec": {"status": "RunCancelled", "statusMessage": "stop"}}
+            await api.patch(CUSTOM_RUNS.path(NS, "r"), cancel)
+        else:
+            clock.advance(60)  # the deadline passes while the reconcile is stuck
+        await api.wait_until(settled(api, "r", CANCELLED if ending == "cancel" else TIMED_OUT))
+    assert reconciler.cancelled == (["r"] if ending == "cancel" else [])
 
 
 @pytest.mark.parametrize(
