@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_orig
 
 from pydantic import BaseModel
 
-from customtask_sdk.client import JSON, KubeClient, Resource
+from customtask_sdk.client import KubeClient, Resource
 from customtask_sdk.reconciler.outcome import Outcome
 from customtask_sdk.reconciler.owned import Owned
 from customtask_sdk.reconciler.run import Params, Run
@@ -69,11 +69,19 @@ class Reconciler(Generic[P]):
     owns: ClassVar[Sequence[Resource | Owned]] = ()
     #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
     max_result_bytes: ClassVar[int] = 1_000_000
+    #: Time limit of each call to ``reconcile``, ``on_cancel``, ``on_timeout`` and
+    #: ``finalize``: past it the call is cancelled and counts as an error (retried with
+    #: backoff), so a hung call never holds its run, and a cancellation or timeout of
+    #: that run is acted on within this time. Long work belongs outside the call
+    #: (start it, return ``Running``, look again later).
+    reconcile_timeout: ClassVar[datetime.timedelta] = datetime.timedelta(seconds=60)
     #: Where the SDK and ``Run.now`` read the time (pass a fake one to ``__init__`` in tests).
     clock: Clock = SystemClock()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.reconcile_timeout <= datetime.timedelta(0):
+            raise ValueError(f"{cls.__name__}.reconcile_timeout must be positive")
         if "params_model" in cls.__dict__:
             return
         for base in getattr(cls, "__orig_bases__", ()):
@@ -132,9 +140,13 @@ class Reconciler(Generic[P]):
     async def on_timeout(self, run: Run[P]) -> None:
         """Clean up an attempt that timed out, before it is failed or retried."""
 
-    async def finalize(self, obj: JSON) -> None:
-        """Release external resources of a run being deleted or finished.
+    async def finalize(self, run: Run[P]) -> None:
+        """Release external resources of a run that finished or is being deleted.
 
         Override it and the SDK adds a finalizer to each run before the first reconcile
         and removes it after this returns, so cleanup happens even if the run is deleted.
+        A finishing run has its final status written first, so cleanup can never change
+        its outcome. Called again if the finalizer could not be removed (a conflict, a
+        crash), so make it idempotent. Not called for a run whose input does not
+        validate: such a run fails before ``reconcile`` ever sees it.
         """

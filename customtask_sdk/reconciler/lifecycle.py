@@ -7,15 +7,17 @@ The controller turns that into API calls.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from customtask_sdk.client import JSON
 from customtask_sdk.reconciler.base import Reconciler
+from customtask_sdk.reconciler.durations import format_go_duration
 from customtask_sdk.reconciler.outcome import (
     Failed,
     Outcome,
@@ -39,7 +41,9 @@ __all__ = [
     "CANCELLED",
     "TIMED_OUT",
     "Event",
+    "HookTimeout",
     "Step",
+    "finalize_run",
     "is_done",
     "matches",
     "step",
@@ -50,6 +54,12 @@ CANCELLED = "CustomRunCancelled"
 TIMED_OUT = "CustomRunTimedOut"
 _CANCEL_REQUEST = "RunCancelled"
 _RESULT_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+T = TypeVar("T")
+
+
+class HookTimeout(Exception):
+    """A reconciler call ran past ``Reconciler.reconcile_timeout`` and was cancelled."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,12 @@ class Step:
 
     Attributes:
         status: the complete new status, or ``None`` when nothing changed.
-        requeue_after: seconds until the run must be looked at again, if ever.
+        requeue_after: seconds (from the step's ``now``) by which the run must be looked
+            at again, if ever: the sooner of the reconciler's ``requeue_after`` and the
+            run's deadline; with an ``error``, the deadline alone (the backoff may come
+            sooner).
         error: a transient failure; requeue with backoff (or after ``retry_after``).
+        retry_after: the delay ``RetryLater(after=...)`` asked for.
         events: transitions to record.
     """
 
@@ -181,6 +195,37 @@ def _seconds_until(moment: datetime.datetime, now: datetime.datetime) -> float:
     return max(0.0, (moment - now).total_seconds())
 
 
+def _stored_form(value: Any) -> Any:
+    """``value`` as a JSON merge patch leaves it stored: no null map values, lists for
+    tuples. Comparing this with the stored status is what makes an unchanged status
+    write nothing."""
+    if isinstance(value, Mapping):
+        return {k: _stored_form(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_stored_form(v) for v in value]
+    return value
+
+
+async def _limited(reconciler: Reconciler[Any], hook: str, call: Awaitable[T]) -> T:
+    """Await ``call`` within ``reconciler.reconcile_timeout``.
+
+    Raises:
+        HookTimeout: the limit passed; ``call`` was cancelled.
+    """
+    limit = reconciler.reconcile_timeout
+    scope = asyncio.timeout(limit.total_seconds())
+    try:
+        async with scope:
+            return await call
+    except TimeoutError as exc:
+        if not scope.expired():
+            raise  # the hook's own TimeoutError
+        raise HookTimeout(  # chained: the traceback shows where the hook was stuck
+            f"{type(reconciler).__name__}.{hook} did not return within "
+            f"{format_go_duration(limit)} (reconcile_timeout); it was cancelled"
+        ) from exc
+
+
 async def step(
     reconciler: Reconciler[Any],
     obj: JSON,
@@ -224,28 +269,63 @@ async def step(
             status.finish(False, exc.reason, exc.message)
         return status.result(generation)
 
+    timed_out = run.deadline is not None and now >= run.deadline
     try:
         if cancelling:
-            await reconciler.on_cancel(run)
+            await _limited(reconciler, "on_cancel", reconciler.on_cancel(run))
             status.finish(False, CANCELLED, cancel_message)
             return status.result(generation)
-        if run.deadline is not None and now >= run.deadline:
-            await reconciler.on_timeout(run)
+        if timed_out:
+            await _limited(reconciler, "on_timeout", reconciler.on_timeout(run))
             outcome: Outcome = Failed(
                 TIMED_OUT,
                 f"CustomRun {run.name!r} failed to finish within {run.describe_timeout()!r}",
             )
         else:
-            outcome = await reconciler.reconcile(run)
+            outcome = await _limited(reconciler, "reconcile", reconciler.reconcile(run))
     except RunFailed as exc:
         outcome = Failed(exc.reason, exc.message, retry=exc.retry)
     except Exception as exc:  # RetryLater, the integrator's bug, a transient failure
-        pending = status.result(generation)
+        # Whatever the backoff, come back by the deadline (once it has passed, the
+        # timeout is what keeps failing: the backoff alone paces it).
+        by_deadline = (
+            None if timed_out or run.deadline is None else _seconds_until(run.deadline, now)
+        )
+        pending = status.result(generation, by_deadline)
         pending.error = exc
         if isinstance(exc, RetryLater) and exc.after is not None:
             pending.retry_after = exc.after.total_seconds()
         return pending
     return _apply(reconciler, run, outcome, status, generation)
+
+
+async def finalize_run(
+    reconciler: Reconciler[Any],
+    obj: JSON,
+    now: datetime.datetime,
+    owned: OwnedLookup | None = None,
+) -> bool:
+    """Call ``reconciler.finalize`` on ``obj`` as a :class:`Run`, within its time limit.
+
+    Returns False, without calling it, for a run whose input does not validate: such a
+    run failed (``InvalidParams``...) before ``reconcile`` could see it, so nothing of it
+    was made. A run deleted before it started gets ``started_at == now``.
+
+    Raises:
+        HookTimeout: ``finalize`` ran past ``reconcile_timeout``; or whatever it raised.
+    """
+    spec = obj.get("spec") or {}
+    started_text = (obj.get("status") or {}).get("startTime")
+    try:
+        started_at = parse_time(started_text) if started_text else now
+    except ValueError:
+        started_at = now
+    try:
+        run = _parse_run(reconciler, obj, spec, started_at, now, owned)
+    except InputError:
+        return False
+    await _limited(reconciler, "finalize", reconciler.finalize(run))
+    return True
 
 
 def _parse_run(
@@ -275,8 +355,8 @@ def _apply(
     status: _Status,
     generation: int | None,
 ) -> Step:
-    if outcome.extra_fields is not None:
-        status.data["extraFields"] = dict(outcome.extra_fields)
+    if outcome.extra_fields is not None:  # replaced as a whole: see status_patch
+        status.data["extraFields"] = _stored_form(outcome.extra_fields)
     if isinstance(outcome, Running):
         status.set("Unknown", outcome.reason, outcome.message)
         if status.first_start:  # an instant run records only its outcome
@@ -291,12 +371,11 @@ def _apply(
     except InputError as exc:
         outcome = Failed(exc.reason, exc.message, retry=False)
         results = []
-    if isinstance(outcome, Succeeded):
+    if results:  # none: no `results: []` (Tekton's own controllers write nothing)
         status.data["results"] = results
+    if isinstance(outcome, Succeeded):
         status.finish(True, outcome.reason, outcome.message)
         return status.result(generation)
-    if results:
-        status.data["results"] = results
     retried = list(status.data.get("retriesStatus") or [])
     if outcome.retry and len(retried) < run.retries:
         status.finish(False, outcome.reason, outcome.message)

@@ -22,7 +22,7 @@ from customtask_sdk.client import (
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler
-from customtask_sdk.reconciler.lifecycle import is_done, matches, step
+from customtask_sdk.reconciler.lifecycle import finalize_run, is_done, matches, step
 from customtask_sdk.reconciler.owned import owned_kinds
 from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics
@@ -56,9 +56,14 @@ def _finished_stub(obj: JSON) -> JSON:
 
 
 def status_patch(current: JSON, desired: JSON) -> JSON:
-    """A merge patch turning ``current`` status into ``desired`` (``None`` removes a key)."""
+    """A JSON merge patch turning ``current`` into ``desired``: the whole of ``desired``,
+    with ``None`` for every key it lacks at any depth (a merge patch merges nested maps,
+    so without them a key dropped from ``extraFields`` would stay stored forever)."""
     patch: JSON = {k: None for k in current if k not in desired}
-    patch.update(desired)
+    for k, value in desired.items():
+        old = current.get(k)
+        nested = isinstance(value, dict) and isinstance(old, dict)
+        patch[k] = status_patch(old, value) if nested else value  # type: ignore[arg-type]
     return patch
 
 
@@ -181,14 +186,13 @@ class Controller:
             if obj is None:  # done, or requeued with backoff
                 return
         started = time.monotonic()
-        result = await step(self.reconciler, obj, self._clock(), self._lookup_owned)
+        now = self._clock()
+        result = await step(self.reconciler, obj, now, self._lookup_owned)
+        if result.requeue_after is not None:  # by then at the latest, whatever happens next
+            spent = (self._clock() - now).total_seconds()
+            self.queue.add_after(key, max(0.0, result.requeue_after - spent))
         outcome = "success"
-        finishing = result.status is not None and is_done({"status": result.status})
-        if finishing and self._holds_finalizer(obj):  # clean up before the last write
-            finalized = await self._finalize(key, obj)
-            if finalized is None:
-                return
-            obj = finalized
+        written = None
         if result.status is not None:
             written = await self._write_status(key, obj, result.status)
             if written is None:
@@ -219,7 +223,8 @@ class Controller:
             self.queue.forget(key)
             if result.requeue_after is not None:
                 outcome = "requeue_after"
-                self.queue.add_after(key, result.requeue_after)
+        if written is not None and is_done(written) and self._holds_finalizer(written):
+            await self._finalize(key, written)  # the outcome is stored: now clean up
         if self.metrics is not None:
             self.metrics.reconciled(self.name, outcome, time.monotonic() - started)
 
@@ -230,8 +235,8 @@ class Controller:
         """
         deleting = obj["metadata"].get("deletionTimestamp") is not None
         if self._holds_finalizer(obj):
-            if deleting or is_done(obj):  # e.g. a crash between cleanup and the last write
-                if await self._finalize(key, obj) is not None:
+            if deleting or is_done(obj):  # e.g. a crash between the last write and cleanup
+                if await self._finalize(key, obj):
                     self.queue.forget(key)
                 return None
             return obj
@@ -241,16 +246,17 @@ class Controller:
         finalizers = [*(obj["metadata"].get("finalizers") or ()), self.finalizer]
         return await self._patch_finalizers(key, obj, finalizers)
 
-    async def _finalize(self, key: str, obj: JSON) -> JSON | None:
-        """Run ``reconciler.finalize`` and drop the finalizer; ``None`` if that must wait."""
+    async def _finalize(self, key: str, obj: JSON) -> bool:
+        """Run ``reconciler.finalize``, then drop the finalizer; False if that must wait
+        (the run is then requeued with backoff, and finalized again)."""
         try:
-            await self.reconciler.finalize(obj)
+            await finalize_run(self.reconciler, obj, self._clock(), self._lookup_owned)
         except Exception:
             log.exception("finalize failed; will retry", extra={"run": key})
             self.queue.add_rate_limited(key)
-            return None
+            return False
         kept = [f for f in obj["metadata"].get("finalizers") or () if f != self.finalizer]
-        return await self._patch_finalizers(key, obj, kept)
+        return await self._patch_finalizers(key, obj, kept) is not None
 
     async def _patch_finalizers(self, key: str, obj: JSON, finalizers: list[Any]) -> JSON | None:
         meta = obj["metadata"]

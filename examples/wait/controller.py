@@ -95,6 +95,7 @@ class Wait(Reconciler[WaitParams]):
                 "WaitExceedsDefaultTimeout",
                 f"waiting {what} is longer than Tekton's default 60-minute timeout, so the run "
                 f"would time out first; {where} (e.g. timeout: {enough}), or 0 for no timeout",
+                retry=False,  # no retry can fix the task's input
             )
         remaining = end - run.now
         if remaining > datetime.timedelta(0):

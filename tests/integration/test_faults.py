@@ -165,6 +165,11 @@ async def test_a_forced_410_relists_and_misses_nothing(
     assert informer.get(f"{namespace}/{doomed_name}") is None
 
 
+def released(obj: JSON) -> bool:
+    """Finished, and cleaned up: the final status is written before the finalizer goes."""
+    return done(obj) and not obj["metadata"].get("finalizers")
+
+
 class Cleaning(Reconciler[WaitParams]):
     """A Wait that owns an external resource, released in ``finalize``."""
 
@@ -179,8 +184,8 @@ class Cleaning(Reconciler[WaitParams]):
     async def reconcile(self, run: Run[WaitParams]) -> Outcome:
         return await self.delegate.reconcile(run)
 
-    async def finalize(self, obj: JSON) -> None:
-        self.finalized.append(obj["metadata"]["name"])
+    async def finalize(self, run: Run[WaitParams]) -> None:
+        self.finalized.append(run.name)
 
 
 async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
@@ -205,7 +210,7 @@ async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
                 finalizer in (o["metadata"].get("finalizers") or []) and condition(o) is not None
             ),
         )
-        finished = await wait_for(kube, CUSTOM_RUNS, namespace, short["metadata"]["name"], done)
+        finished = await wait_for(kube, CUSTOM_RUNS, namespace, short["metadata"]["name"], released)
         await kube.delete(CUSTOM_RUNS.path(namespace, long_name))
         await wait_deleted(kube, CUSTOM_RUNS, namespace, long_name)
     assert held["metadata"]["finalizers"] == [finalizer]
@@ -299,14 +304,14 @@ class FlakyCleanup(Cleaning):
         super().__init__()
         self.attempts: list[str] = []
 
-    async def finalize(self, obj: JSON) -> None:
-        self.attempts.append(obj["metadata"]["name"])
+    async def finalize(self, run: Run[WaitParams]) -> None:
+        self.attempts.append(run.name)
         if len(self.attempts) <= 2:
             raise ConnectionError("the external system is down")
-        await super().finalize(obj)
+        await super().finalize(run)
 
 
-async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes(
+async def test_a_failing_cleanup_is_retried_with_backoff_after_the_run_finishes(
     kube: KubeClient, namespace: str
 ) -> None:
     reconciler = FlakyCleanup()
@@ -315,7 +320,7 @@ async def test_a_failing_cleanup_is_retried_with_backoff_before_the_run_finishes
             kube, namespace, reconciler.api_version, "Wait", {"duration": "0s"}
         )
         finished = await wait_for(
-            kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], done, timeout=30
+            kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], released, timeout=30
         )
     assert len(reconciler.attempts) == 3  # retried (with the queue's backoff) until it worked
     assert reconciler.finalized == [run["metadata"]["name"]]

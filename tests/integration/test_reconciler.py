@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import uuid
@@ -356,3 +357,115 @@ async def test_probes_and_metrics(kube: KubeClient, namespace: str) -> None:
         'controller_runtime_reconcile_total{controller="Probe.probe.customtask.dev/v1",result="success"}'
         in text
     )
+
+
+class Cleaning(Reconciler[NoParams]):
+    """Succeeds at once; ``finalize`` records the run as stored, and on its first call
+    writes to the run (as another controller might), so dropping the finalizer conflicts."""
+
+    api_version = API
+    kind = "Cleaning"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reconciled: list[str] = []
+        self.stored_at_cleanup: list[tuple[str, str, list[str]]] = []
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        self.reconciled.append(run.name)
+        return Succeeded(message="done")
+
+    async def finalize(self, run: Run[NoParams]) -> None:
+        path = CUSTOM_RUNS.path(run.namespace, run.name)
+        stored = await self.client.get(path)
+        status, reason = state(stored)
+        self.stored_at_cleanup.append((status, reason, stored["metadata"].get("finalizers")))
+        if len(self.stored_at_cleanup) == 1:
+            await self.client.patch(path, {"metadata": {"labels": {"cleaned": "once"}}})
+
+
+async def test_the_outcome_is_stored_before_cleanup_and_a_conflict_after_it_reconciles_nothing(
+    kube: KubeClient, namespace: str
+) -> None:
+    cleaning = Cleaning()
+    async with running(kube, cleaning, namespace=namespace, events=False) as manager:
+        finalizer = manager.controllers[0].finalizer
+        run = await create_custom_run(kube, namespace, API, "Cleaning")
+        name = run["metadata"]["name"]
+        done = await wait_for(
+            kube,
+            CUSTOM_RUNS,
+            namespace,
+            name,
+            lambda o: finished(o) and not o["metadata"].get("finalizers"),
+        )
+    assert state(done) == ("True", "Succeeded")
+    assert done["metadata"]["labels"]["cleaned"] == "once"
+    # Cleanup saw the final status already stored, with the finalizer still held; the
+    # conflict dropping the finalizer led to a second cleanup, never to a second reconcile.
+    assert cleaning.stored_at_cleanup == [("True", "Succeeded", [finalizer])] * 2
+    assert cleaning.reconciled == [name]
+
+
+class Phases(Reconciler[NoParams]):
+    """Two phases of ``extraFields``; the second drops keys the first wrote."""
+
+    api_version = API
+    kind = "Phases"
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        fields = run.extra_fields
+        now = datetime.timedelta(0)
+        if not fields:
+            pod = {"name": "p1", "ip": "10.0.0.1"}
+            return Running(requeue_after=now, extra_fields={"phase": "a", "pod": pod, "n": 1})
+        if fields["phase"] == "a":
+            return Running(requeue_after=now, extra_fields={"phase": "b", "pod": {"name": "p1"}})
+        if "n" in fields or "ip" in fields["pod"]:
+            return Failed("Leaked", f"extraFields kept removed keys: {fields}", retry=False)
+        return Succeeded()
+
+
+async def test_extra_fields_are_replaced_and_an_empty_result_list_is_not_written(
+    kube: KubeClient, namespace: str
+) -> None:
+    phases = Phases()
+    async with running(kube, phases, namespace=namespace, events=False) as manager:
+        run = await create_custom_run(kube, namespace, API, "Phases")
+        done = await finish(kube, namespace, run)
+    writes = manager.metrics.status_writes.labels(controller=phases.name)._value.get()
+    assert state(done) == ("True", "Succeeded"), done["status"]
+    assert done["status"]["extraFields"] == {"phase": "b", "pod": {"name": "p1"}}
+    assert "results" not in done["status"]
+    assert writes == 3  # phase a (with the start), phase b, success: no no-op write
+
+
+class Stuck(Reconciler[NoParams]):
+    """A reconcile that never returns (until cancelled by its time limit)."""
+
+    api_version = API
+    kind = "Stuck"
+    reconcile_timeout = datetime.timedelta(milliseconds=300)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_run_is_cancelled_while_its_reconcile_is_stuck(
+    kube: KubeClient, namespace: str
+) -> None:
+    stuck = Stuck()
+    async with running(kube, stuck, namespace=namespace, events=False):
+        run = await create_custom_run(kube, namespace, API, "Stuck")
+        await asyncio.wait_for(stuck.entered.wait(), 30)
+        patch = {"spec": {"status": "RunCancelled", "statusMessage": "stop it"}}
+        await kube.patch(CUSTOM_RUNS.path(namespace, run["metadata"]["name"]), patch)
+        done = await finish(kube, namespace, run)
+    assert state(done) == ("False", "CustomRunCancelled")
+    assert done["status"]["conditions"][0]["message"] == "stop it"

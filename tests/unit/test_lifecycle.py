@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
@@ -23,7 +24,14 @@ from customtask_sdk.reconciler import (
     Succeeded,
 )
 from customtask_sdk.reconciler.base import Reconciler
-from customtask_sdk.reconciler.lifecycle import is_done, matches, step, succeeded_condition
+from customtask_sdk.reconciler.lifecycle import (
+    HookTimeout,
+    finalize_run,
+    is_done,
+    matches,
+    step,
+    succeeded_condition,
+)
 from customtask_sdk.reconciler.run import format_time
 from customtask_sdk.testing.clock import FakeClock
 
@@ -209,12 +217,22 @@ async def test_failure_retries_then_success(clock: FakeClock) -> None:
     assert len(done.status["retriesStatus"]) == 1  # type: ignore[index]
 
 
-async def test_failure_without_retry_ignores_spec_retries(clock: FakeClock) -> None:
-    rec = Scripted(clock, RunFailed("BadTarget", "no such thing"))
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [
+        (RunFailed("Flaky", "try again"), ("Unknown", "Retrying")),
+        (Failed("Flaky", "try again"), ("Unknown", "Retrying")),
+        (RunFailed("Flaky", "try again", retry=False), ("False", "Flaky")),
+        (Failed("Flaky", "try again", retry=False), ("False", "Flaky")),
+    ],
+)
+async def test_raised_and_returned_failures_are_retried_alike_unless_told_not_to(
+    clock: FakeClock, failure: Outcome | Exception, state: tuple[str, str]
+) -> None:
+    rec = Scripted(clock, failure)
     result = await step(rec, custom_run(retries=3), clock.now())
-    assert cond(result.status)["status"] == "False"
-    assert cond(result.status)["reason"] == "BadTarget"
-    assert cond(result.status)["message"] == "no such thing"
+    assert (cond(result.status)["status"], cond(result.status)["reason"]) == state
+    assert "try again" in cond(result.status)["message"]
 
 
 @pytest.mark.parametrize("when", ["before-start", "running"])
@@ -322,6 +340,23 @@ async def test_bad_results_fail_the_run_instead_of_the_write(
     assert "results" not in result.status  # type: ignore[operator]
 
 
+async def test_a_success_without_results_writes_no_results_list(clock: FakeClock) -> None:
+    rec = Scripted(clock, Succeeded())
+    result = await step(rec, custom_run(), clock.now())
+    assert cond(result.status)["status"] == "True"
+    assert "results" not in result.status  # type: ignore[operator]
+
+
+async def test_extra_fields_are_kept_as_they_will_be_stored(clock: FakeClock) -> None:
+    fields = {"phase": "a", "gone": None, "pods": ("p1", "p2"), "deep": {"x": None, "y": 1}}
+    rec = Scripted(clock, Running(extra_fields=fields))
+    result = await step(rec, custom_run(), clock.now())
+    stored = {"phase": "a", "pods": ["p1", "p2"], "deep": {"y": 1}}
+    assert result.status["extraFields"] == stored  # type: ignore[index]
+    again = await step(rec, with_status(custom_run(), result.status), clock.now())
+    assert again.status is None  # equal to what is stored: no write
+
+
 async def test_transient_errors_keep_the_start_and_ask_for_backoff(clock: FakeClock) -> None:
     rec = Scripted(clock, ConnectionError("backend down"))
     result = await step(rec, custom_run(), clock.now())
@@ -347,3 +382,133 @@ def test_the_client_is_the_attached_one_and_its_absence_is_explained(clock: Fake
     client = KubeClient(ClientConfig(host="https://127.0.0.1:1"))
     reconciler.attach(client)
     assert reconciler.client is client
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (ConnectionError("backend down"), None),
+        (RetryLater("not yet", after=datetime.timedelta(hours=2)), 7200.0),
+    ],
+)
+async def test_an_error_comes_back_by_the_deadline_whatever_the_backoff(
+    clock: FakeClock, error: Exception, retry_after: float | None
+) -> None:
+    rec = Scripted(clock, Running())
+    obj = custom_run(timeout="1h")
+    started = await step(rec, obj, clock.now())
+    clock.advance(600)
+    rec.outcome = error
+    result = await step(rec, with_status(obj, started.status), clock.now())
+    assert result.error is error
+    assert result.retry_after == retry_after
+    assert result.requeue_after == 3000.0  # the deadline, 50 minutes on
+
+
+async def test_a_failing_timeout_hook_is_paced_by_backoff_alone(clock: FakeClock) -> None:
+    rec = Scripted(clock, Running())
+    obj = custom_run(timeout="10s")
+    started = await step(rec, obj, clock.now())
+    clock.advance(11)
+
+    async def broken(run: Run[TaskParams]) -> None:
+        raise ConnectionError("cleanup backend down")
+
+    rec.on_timeout = broken  # type: ignore[method-assign]
+    result = await step(rec, with_status(obj, started.status), clock.now())
+    assert isinstance(result.error, ConnectionError)
+    assert result.requeue_after is None  # the deadline has passed: no immediate requeue loop
+
+
+class Hanging(Scripted):
+    """Each hook named in ``hangs`` waits forever (until cancelled)."""
+
+    reconcile_timeout = datetime.timedelta(milliseconds=20)
+
+    def __init__(self, clock: FakeClock, hangs: str) -> None:
+        super().__init__(clock, Running())
+        self.hangs = hangs
+        self.cancelled: list[str] = []
+
+    async def _maybe_hang(self, hook: str) -> None:
+        if hook == self.hangs:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(hook)
+                raise
+
+    async def reconcile(self, run: Run[TaskParams]) -> Outcome:
+        await self._maybe_hang("reconcile")
+        return await super().reconcile(run)
+
+    async def on_cancel(self, run: Run[TaskParams]) -> None:
+        await self._maybe_hang("on_cancel")
+
+    async def on_timeout(self, run: Run[TaskParams]) -> None:
+        await self._maybe_hang("on_timeout")
+
+    async def finalize(self, run: Run[TaskParams]) -> None:
+        await self._maybe_hang("finalize")
+
+
+@pytest.mark.parametrize("hook", ["reconcile", "on_cancel", "on_timeout"])
+async def test_a_hung_hook_is_cancelled_at_its_time_limit_and_counts_as_an_error(
+    clock: FakeClock, hook: str
+) -> None:
+    rec = Hanging(clock, hook)
+    obj = custom_run(timeout="10s")
+    obj = with_status(obj, (await step(Scripted(clock), obj, clock.now())).status)
+    if hook == "on_cancel":
+        obj["spec"]["status"] = "RunCancelled"
+    if hook == "on_timeout":
+        clock.advance(10)
+    result = await asyncio.wait_for(step(rec, obj, clock.now()), 5)  # guard: hangs before
+    assert isinstance(result.error, HookTimeout)
+    assert f"Hanging.{hook} did not return within 20ms" in str(result.error)
+    assert rec.cancelled == [hook]
+    assert result.status is None  # nothing new: the run is reconciled again
+
+
+async def test_a_hooks_own_timeout_error_is_not_taken_for_the_time_limit(
+    clock: FakeClock,
+) -> None:
+    own = TimeoutError("the backend timed out")
+    result = await step(Scripted(clock, own), custom_run(), clock.now())
+    assert result.error is own
+
+
+async def test_finalize_gets_the_run_or_is_skipped_for_unusable_input(clock: FakeClock) -> None:
+    seen: list[Run[TaskParams]] = []
+
+    class Cleaning(Scripted):
+        async def finalize(self, run: Run[TaskParams]) -> None:
+            seen.append(run)
+
+    rec = Cleaning(clock, Succeeded())
+    obj = custom_run({"duration": "5s"})
+    done = with_status(obj, (await step(rec, obj, clock.now())).status)
+    clock.advance(3)
+    assert await finalize_run(rec, done, clock.now())
+    (run,) = seen
+    assert run.params.duration == datetime.timedelta(seconds=5)
+    assert run.elapsed == datetime.timedelta(seconds=3)
+    never_started = custom_run({"duration": "5s"})
+    assert await finalize_run(rec, never_started, clock.now())
+    assert seen[-1].started_at == clock.now()
+    assert not await finalize_run(rec, custom_run({"duration": "soon"}), clock.now())
+    assert len(seen) == 2
+
+
+def test_a_time_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"Never\.reconcile_timeout must be positive"):
+
+        class Never(Scripted):
+            reconcile_timeout = datetime.timedelta(0)
+
+
+async def test_finalize_has_the_time_limit_too(clock: FakeClock) -> None:
+    rec = Hanging(clock, "finalize")
+    with pytest.raises(HookTimeout):
+        await asyncio.wait_for(finalize_run(rec, custom_run(), clock.now()), 5)
+    assert rec.cancelled == ["finalize"]
