@@ -37,6 +37,25 @@ class FakeLeases:
         self.slow_seconds = 0.0
         self.requests: list[tuple[str, float]] = []
         self.writes: list[tuple[str, float]] = []  # (holder, time) of each stored write
+        self._activity = asyncio.Event()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, checking after each request and write."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._activity.clear()
+                await self._activity.wait()
+
+    def record(self, method: str) -> None:
+        """Note a request (its method and time)."""
+        self.requests.append((method, time.monotonic()))
+        self._activity.set()
+
+    def count(self, *, method: str = "", holder: str = "") -> int:
+        """How many requests (of ``method``) or stored writes (by ``holder``) there were."""
+        if holder:
+            return sum(1 for who, _ in self.writes if who == holder)
+        return sum(1 for m, _ in self.requests if m == method or not method)
 
     def hold(self, holder: str, *, duration: int = 1, renew: str = "t0") -> None:
         """Store a lease held by ``holder`` (as another replica would have written it)."""
@@ -56,10 +75,11 @@ class FakeLeases:
         body["metadata"]["resourceVersion"] = str(rv)
         self.lease = body
         self.writes.append((body["spec"]["holderIdentity"], time.monotonic()))
+        self._activity.set()
         return web.json_response(copy.deepcopy(body))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, time.monotonic()))
+        self.record(request.method)
         if self.mode == "hang":
             await asyncio.sleep(HANG_FOREVER)
         if self.mode == "garbage":
