@@ -156,7 +156,7 @@ def last_write(api: FakeLeases, holder: str) -> float:
 def test_timing_that_could_leave_two_leaders_is_refused(
     lease_duration: float, renew_deadline: float, retry_period: float
 ) -> None:
-    timing = {
+    timing: dict[str, Any] = {
         "lease_duration": lease_duration,
         "renew_deadline": renew_deadline,
         "retry_period": retry_period,

@@ -78,7 +78,8 @@ async def cluster(serve: Serve) -> tuple[FakeCluster, KubeClient]:
 
 
 def manager(client: KubeClient, *reconcilers: Reconciler[Any], **options: Any) -> Manager:
-    options = {"leader_election": ELECTION, "identity": "me", "health_port": None} | options
+    defaults: dict[str, Any] = {"leader_election": ELECTION, "identity": "me", "health_port": None}
+    options = defaults | options
     return Manager(client, reconcilers, events=False, **options)
 
 
