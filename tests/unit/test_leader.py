@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
+from test_client import Start, fake_api
 
 from customtask_sdk.client import JSON, ClientConfig, KubeClient
 from customtask_sdk.runtime import LeaderElection, LeaderElector
+
+__all__ = ["fake_api"]  # the fixture, imported for its use here
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lock"
 HANG_FOREVER = 3600.0
@@ -106,32 +109,6 @@ def _status(code: int, reason: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-Serve = Callable[[FakeLeases], Awaitable[KubeClient]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Serve a FakeLeases over HTTP; returns a client of it."""
-    runners: list[web.AppRunner] = []
-    clients: list[KubeClient] = []
-
-    async def go(api: FakeLeases) -> KubeClient:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", api.handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        clients.append(KubeClient(ClientConfig(host=f"http://127.0.0.1:{runner.addresses[0][1]}")))
-        return clients[-1]
-
-    yield go
-    for client in clients:
-        await client.close()
-    for runner in runners:
-        await runner.cleanup()
-
-
 def elector(client: KubeClient, identity: str = "me", **timing: Any) -> LeaderElector:
     timing = {"lease_duration": 3.0, "renew_deadline": 1.0, "retry_period": 0.2} | timing
     return LeaderElector(client, "ns", "lock", identity, **timing)
@@ -168,9 +145,11 @@ def test_timing_that_could_leave_two_leaders_is_refused(
         elector(KubeClient(ClientConfig(host="http://127.0.0.1:1")), **timing)
 
 
-async def test_acquires_a_free_lease_and_declares_at_least_its_lease_duration(serve: Serve) -> None:
+async def test_acquires_a_free_lease_and_declares_at_least_its_lease_duration(
+    fake_api: Start,
+) -> None:
     api = FakeLeases()
-    me = elector(await serve(api), lease_duration=2.4, renew_deadline=2.2)
+    me = elector(await fake_api(api.handle), lease_duration=2.4, renew_deadline=2.2)
     task = await lead(me)
     task.cancel()
     assert api.lease is not None
@@ -182,11 +161,11 @@ async def test_acquires_a_free_lease_and_declares_at_least_its_lease_duration(se
 
 
 async def test_a_standby_takes_over_only_a_lease_duration_after_it_saw_the_last_renew(
-    serve: Serve,
+    fake_api: Start,
 ) -> None:
     api = FakeLeases()
     api.hold("other", duration=1)
-    standby = elector(await serve(api), lease_duration=2.0, renew_deadline=1.0)
+    standby = elector(await fake_api(api.handle), lease_duration=2.0, renew_deadline=1.0)
     task = asyncio.create_task(standby.run())
     for renew in range(1, 6):  # the holder renews within its 1 s: never taken over
         await asyncio.sleep(0.4)
@@ -202,10 +181,10 @@ async def test_a_standby_takes_over_only_a_lease_duration_after_it_saw_the_last_
     assert last_write(api, "me") - renewed >= 1.0  # the holder's leaseDurationSeconds
 
 
-async def test_a_renew_that_hangs_makes_the_leader_step_down_in_time(serve: Serve) -> None:
+async def test_a_renew_that_hangs_makes_the_leader_step_down_in_time(fake_api: Start) -> None:
     api = FakeLeases()
     lost: list[float] = []
-    me = elector(await serve(api))
+    me = elector(await fake_api(api.handle))
     me.on_lost = lambda: lost.append(time.monotonic())
     task = await lead(me)
     await asyncio.sleep(0.5)  # a few renews
@@ -222,13 +201,15 @@ async def test_a_renew_that_hangs_makes_the_leader_step_down_in_time(serve: Serv
 
 
 async def test_the_renew_deadline_counts_from_the_start_of_the_last_successful_renew(
-    serve: Serve,
+    fake_api: Start,
 ) -> None:
     """A renew answered late: the lease was written when it arrived, so a standby counts
     from then; counting from the answer would lead 0.8 s too long, past the lease."""
     api = FakeLeases()
     lost: list[float] = []
-    me = elector(await serve(api), lease_duration=1.5, renew_deadline=1.0, retry_period=0.1)
+    me = elector(
+        await fake_api(api.handle), lease_duration=1.5, renew_deadline=1.0, retry_period=0.1
+    )
     me.on_lost = lambda: lost.append(time.monotonic())
     task = await lead(me)
     api.mode, api.slow_seconds = "slow", 0.8
@@ -237,10 +218,10 @@ async def test_the_renew_deadline_counts_from_the_start_of_the_last_successful_r
 
 
 async def test_an_answer_that_is_not_json_fails_the_renew_and_the_leader_steps_down(
-    serve: Serve,
+    fake_api: Start,
 ) -> None:
     api = FakeLeases()
-    me = elector(await serve(api))
+    me = elector(await fake_api(api.handle))
     task = await lead(me)
     api.mode = "garbage"
     await asyncio.wait_for(me.lost.wait(), 10)
@@ -250,9 +231,9 @@ async def test_an_answer_that_is_not_json_fails_the_renew_and_the_leader_steps_d
     assert len(attempts) > 1  # it kept trying until the deadline
 
 
-async def test_a_leader_that_sees_another_holder_steps_down_at_once(serve: Serve) -> None:
+async def test_a_leader_that_sees_another_holder_steps_down_at_once(fake_api: Start) -> None:
     api = FakeLeases()
-    me = elector(await serve(api), lease_duration=30.0, renew_deadline=20.0)
+    me = elector(await fake_api(api.handle), lease_duration=30.0, renew_deadline=20.0)
     task = await lead(me)
     api.hold("usurper", duration=30)  # e.g. an operator moved the lease
     await asyncio.wait_for(task, 10)  # long before the 20 s renew deadline
@@ -260,9 +241,9 @@ async def test_a_leader_that_sees_another_holder_steps_down_at_once(serve: Serve
     assert me.holder == "usurper"
 
 
-async def test_release_clears_the_holder_only_while_the_lease_is_held(serve: Serve) -> None:
+async def test_release_clears_the_holder_only_while_the_lease_is_held(fake_api: Start) -> None:
     api = FakeLeases()
-    me = elector(await serve(api))
+    me = elector(await fake_api(api.handle))
     task = await lead(me)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -272,7 +253,7 @@ async def test_release_clears_the_holder_only_while_the_lease_is_held(serve: Ser
     assert api.lease["spec"]["holderIdentity"] == ""
 
     api2 = FakeLeases()
-    late = elector(await serve(api2))
+    late = elector(await fake_api(api2.handle))
     task = await lead(late)
     api2.mode = "hang"
     await asyncio.wait_for(task, 10)

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_leader import FakeLeases, Serve, last_write, serve
+from test_client import Start, fake_api
+from test_leader import FakeLeases, last_write
 
 from customtask_sdk.client import JSON, KubeClient
 from customtask_sdk.reconciler import NoParams, Outcome, Reconciler, Run, Running
 from customtask_sdk.runtime import LeaderElection, LeaderElector, Manager
 
-__all__ = ["serve"]  # the fixture, imported for its use here
+__all__ = ["fake_api"]  # the fixture, imported for its use here
 
 API_VERSION = "manager.test/v1"
 RUN: JSON = {
@@ -72,9 +73,9 @@ class Slow(Reconciler[NoParams]):
 
 
 @pytest.fixture
-async def cluster(serve: Serve) -> tuple[FakeCluster, KubeClient]:
+async def cluster(fake_api: Start) -> tuple[FakeCluster, KubeClient]:
     api = FakeCluster()
-    return api, await serve(api)
+    return api, await fake_api(api.handle)
 
 
 def manager(client: KubeClient, *reconcilers: Reconciler[Any], **options: Any) -> Manager:
