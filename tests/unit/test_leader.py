@@ -28,10 +28,10 @@ HANG_FOREVER = 3600.0
 class FakeLeases:
     """One Lease (``ns/lock``): GET, POST and PUT with resourceVersion preconditions.
 
-    ``mode``: ``ok``; ``hang`` (no answer, ever: a stalled connection); ``garbage`` (200
-    with a body that is not JSON); ``slow`` (the next PUT is stored at once but answered
-    ``slow_seconds`` later, and every request after it hangs). Every request is recorded
-    as ``(method, monotonic time)``.
+    ``mode``: ``ok``; ``hang`` (no answer, ever: a stalled connection); ``unavailable``
+    (503 at once); ``garbage`` (200 with a body that is not JSON); ``slow`` (the next PUT
+    is stored at once but answered ``slow_seconds`` later, and every request after it
+    hangs). Every request is recorded as ``(method, monotonic time)``.
     """
 
     def __init__(self) -> None:
@@ -85,6 +85,8 @@ class FakeLeases:
         self.record(request.method)
         if self.mode == "hang":
             await asyncio.sleep(HANG_FOREVER)
+        if self.mode == "unavailable":
+            return _status(503, "ServiceUnavailable")
         if self.mode == "garbage":
             return web.Response(status=200, text="<html>proxy error</html>")
         if request.method == "GET":
@@ -181,15 +183,17 @@ async def test_a_standby_takes_over_only_a_lease_duration_after_it_saw_the_last_
     assert last_write(api, "me") - renewed >= 1.0  # the holder's leaseDurationSeconds
 
 
-async def test_a_renew_that_hangs_makes_the_leader_step_down_in_time(fake_api: Start) -> None:
+@pytest.mark.parametrize("fault", ["hang", "unavailable"])
+async def test_a_leader_that_cannot_renew_steps_down_in_time(fake_api: Start, fault: str) -> None:
+    """Renews that hang, or fail at once (which a client would retry for 30 s)."""
     api = FakeLeases()
     lost: list[float] = []
     me = elector(await fake_api(api.handle))
     me.on_lost = lambda: lost.append(time.monotonic())
     task = await lead(me)
     await asyncio.sleep(0.5)  # a few renews
-    api.mode = "hang"
-    await asyncio.wait_for(task, 10)  # not after the client's 60 s timeout and retries
+    api.mode = fault
+    await asyncio.wait_for(task, 10)  # not after the client's 60 s timeout or its retries
     renewed = last_write(api, "me")
     assert len(lost) == 1
     assert not me.leading.is_set()
