@@ -137,6 +137,7 @@ class LeaderElector:
                 "spec": self._spec(None),
             }
             self._lease = await self._call("POST", LEASES.path(self.namespace), deadline, body)
+            self.holder = self.identity
             return True
         spec = lease.get("spec") or {}
         record = json.dumps(spec, sort_keys=True)
@@ -150,6 +151,7 @@ class LeaderElector:
             return False
         lease["spec"] = self._spec(lease)
         self._lease = await self._call("PUT", self._path, deadline, lease)
+        self.holder = self.identity
         return True
 
     async def _attempt(self, deadline: float) -> bool:

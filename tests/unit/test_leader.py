@@ -245,6 +245,22 @@ async def test_a_leader_that_sees_another_holder_steps_down_at_once(fake_api: St
     assert me.holder == "usurper"
 
 
+async def test_a_new_leader_rides_out_a_failed_renew(fake_api: Start) -> None:
+    api = FakeLeases()
+    api.hold("other", duration=1)
+    me = elector(await fake_api(api.handle), lease_duration=2.0, renew_deadline=1.5)
+    task = await lead(me)  # taken over from "other"
+    requests = api.count()
+    api.mode = "unavailable"
+    await api.until(lambda: api.count() > requests)
+    api.mode = "ok"
+    renews = api.count(holder="me")
+    await api.until(lambda: api.count(holder="me") > renews)  # renewed after the failure
+    assert me.leading.is_set()
+    assert not me.lost.is_set()
+    task.cancel()
+
+
 async def test_release_clears_the_holder_only_while_the_lease_is_held(fake_api: Start) -> None:
     api = FakeLeases()
     me = elector(await fake_api(api.handle))
