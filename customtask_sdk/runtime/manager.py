@@ -183,28 +183,29 @@ class Manager:
             background.append(self._events_task)
         elector: asyncio.Task[None] | None = None
         stopping = asyncio.create_task(stop.wait())
-        aborted = self._aborted.wait
         try:
             synced = asyncio.gather(*(i.synced.wait() for i in self.informers))
             await _first(stopping, synced)
             if self.elector is not None and not stop.is_set():
                 elector = asyncio.create_task(self.elector.run(), name="leader")
                 elector.add_done_callback(self._elector_ended)
-                await _first(stopping, aborted(), self.elector.leading.wait())
+                await _first(stopping, self._aborted.wait(), self.elector.leading.wait())
             if not stop.is_set() and not self._aborted.is_set():
                 if self.elector is not None:
                     self.metrics.leader.labels(name=self.elector.name).set(1)
                 log.info("starting %d controller(s)", len(self.controllers))
                 self._workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
-                await _first(stopping, aborted())
+                await _first(stopping, self._aborted.wait())
         finally:
             await self._shutdown(background, stopping, elector)
         if self._aborted.is_set() and not stop.is_set():
-            failed = elector is not None and elector.done() and not elector.cancelled()
+            cause = None
+            if elector is not None and elector.done() and not elector.cancelled():
+                cause = elector.exception()  # None when it returned: leadership lost
             raise RuntimeError(
                 "leader election ended (leadership lost, or the elector failed); exiting so "
                 "a fresh replica can take over"
-            ) from (elector.exception() if failed and elector is not None else None)
+            ) from cause
 
     def _elector_ended(self, task: asyncio.Task[None]) -> None:
         """The elector ended (lost, or failed): no work may go on without it."""
