@@ -217,7 +217,10 @@ class Approval(Reconciler[ApprovalParams]):
                 task = await self._write_status(task, desired)
                 status = desired
                 self._announce(task, previous, status)
-        return self._outcome(run, task, status)
+        outcome = self._outcome(task, status)
+        if not isinstance(outcome, Running):
+            self._written.pop(task["metadata"]["uid"], None)
+        return outcome
 
     def _desired(
         self, task: JSON, tally: Tally, responses: list[Response], now: datetime.datetime
@@ -243,16 +246,15 @@ class Approval(Reconciler[ApprovalParams]):
             desired["decidedAt"] = format_time(now)
         return desired
 
-    def _outcome(self, run: Run[ApprovalParams], task: JSON, status: JSON) -> Outcome:
+    def _outcome(self, task: JSON, status: JSON) -> Outcome:
         state = status.get("state") or "pending"
-        extra = {"approvalTask": {"name": task["metadata"]["name"], "uid": task["metadata"]["uid"]}}
+        extra: JSON = {
+            "approvalTask": {"name": task["metadata"]["name"], "uid": task["metadata"]["uid"]}
+        }
         if state == "pending":
             return Running(message=status.get("message") or "waiting", extra_fields=extra)
-        comments = [
-            f"{r['user']} ({r['decision']}): {r['message']}"
-            for r in status.get("responses") or ()
-            if r.get("message")
-        ]
+        final = Response.parse_all(task["spec"].get("responses") or {})
+        comments = [f"{r.user} ({r.decision}): {r.message}" for r in final if r.message]
         extra["state"] = state
         results: dict[str, str | list[str]] = {
             "decision": state,
@@ -266,8 +268,8 @@ class Approval(Reconciler[ApprovalParams]):
                 results=results, reason="Approved", message=message, extra_fields=extra
             )
         if state == "rejected":
-            rejected = [r for r in status.get("responses") or () if r.get("decision") == "reject"]
-            why = "; ".join(f"{r['user']}: {r.get('message') or '(no message)'}" for r in rejected)
+            rejected = [r for r in final if r.decision == "reject"]
+            why = "; ".join(f"{r.user}: {r.message or '(no message)'}" for r in rejected)
             message = f"{message} ({why})" if why else message
             if task["spec"].get("onReject") == "continue":
                 return Succeeded(
