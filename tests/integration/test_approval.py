@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from customtask_sdk.client import (
 )
 from customtask_sdk.testing import ControlPlane, condition, wait_for
 from customtask_sdk.testing.controllers import controller_process, create_custom_run, running
+from examples.approval.cli import run as cli_run
 from examples.approval.controller import APPROVAL_TASKS, REQUESTER_ANNOTATION, Approval
 from examples.approval.install import CONTROLLER, CONTROLLER_GROUPS, install, uninstall_admission
 from examples.wait.controller import Wait
@@ -851,3 +853,44 @@ async def _impersonating(cp: ControlPlane, client: KubeClient, user: str, path: 
             raise error_for(response.status, body)
         answer: JSON = json.loads(body)
         return answer
+
+
+async def test_cli_lists_describes_and_decides_as_the_authenticated_user(
+    kube: KubeClient, team: str, control_plane: ControlPlane, controller_kubeconfig: Path
+) -> None:
+    alice = str(control_plane.kubeconfig_for("alice", name=f"cli-alice-{team}"))
+    carol = str(control_plane.kubeconfig_for("carol", ["release"], name=f"cli-carol-{team}"))
+    mallory = str(control_plane.kubeconfig_for("mallory", name=f"cli-mallory-{team}"))
+
+    async def cli(kubeconfig: str, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = await cli_run(["--kubeconfig", kubeconfig, *argv], out)
+        return code, out.getvalue()
+
+    async with serving(controller_kubeconfig, team):
+        name = await open_gate(
+            kube,
+            team,
+            approvers=["alice", "group:release"],
+            numberOfApprovalsRequired="2",
+            description="Ship v2?",
+        )
+        await gate_where(kube, team, name, state_is("pending"))
+        assert await cli(carol, "whoami") == (0, "carol (groups: release, system:authenticated)\n")
+        code, listed = await cli(carol, "list", "-n", team)
+        assert code == 0
+        assert name in listed
+        assert "Ship v2?" in listed
+        assert (await cli(mallory, "list", "-n", team))[1].startswith("no open gates for mallory")
+        assert await cli(alice, "approve", name, "-n", team, "-m", "lgtm") == (
+            0,
+            f"{team}/{name}: approved as alice\n",
+        )
+        with pytest.raises(ForbiddenError, match="not an approver"):
+            await cli(mallory, "approve", name, "-n", team)
+        await cli(carol, "approve", name, "-n", team, "-m", "go")
+        await finished(kube, team, name)
+        code, described = await cli(alice, "describe", name, "-n", team)
+    assert "State:        approved" in described
+    assert "carol [release,system:authenticated]  approve: go" in described
+    assert (await cli(alice, "list", "-n", team))[1].startswith("no open gates")
