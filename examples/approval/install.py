@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from customtask_sdk.client import JSON, KubeClient, Resource
+from customtask_sdk.client import JSON, Discovery, KubeClient, Resource
 
 CONFIG = Path(__file__).parent / "config"
 #: The user Tekton's controller runs as in a standard install (see admission/requester.yaml).
@@ -18,6 +18,9 @@ TEKTON_CONTROLLER = "system:serviceaccount:tekton-pipelines:tekton-pipelines-con
 CONTROLLER = "system:serviceaccount:customtask-approval:approval-controller"
 CONTROLLER_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:customtask-approval")
 
+_CRDS = Resource(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
+)
 #: The manifests that are not namespaced (what a platform team installs once).
 CLUSTER_FILES = (
     "crd.yaml",
@@ -27,28 +30,6 @@ CLUSTER_FILES = (
     "admission/responses.yaml",
     "admission/requester.yaml",
 )
-
-_PLURALS = {
-    "CustomResourceDefinition": ("apiextensions.k8s.io", "customresourcedefinitions"),
-    "ClusterRole": ("rbac.authorization.k8s.io", "clusterroles"),
-    "ClusterRoleBinding": ("rbac.authorization.k8s.io", "clusterrolebindings"),
-    "ValidatingAdmissionPolicy": ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
-    "ValidatingAdmissionPolicyBinding": (
-        "admissionregistration.k8s.io",
-        "validatingadmissionpolicybindings",
-    ),
-    "MutatingAdmissionPolicy": ("admissionregistration.k8s.io", "mutatingadmissionpolicies"),
-    "MutatingAdmissionPolicyBinding": (
-        "admissionregistration.k8s.io",
-        "mutatingadmissionpolicybindings",
-    ),
-}
-
-
-def resource_of(kind: str) -> Resource:
-    """Where a cluster-scoped kind of ``config/`` lives in the API."""
-    group, plural = _PLURALS[kind]
-    return Resource(group, "v1", plural, kind, namespaced=False)
 
 
 def documents(
@@ -73,26 +54,28 @@ async def install(
     """
     files = [f for f in CLUSTER_FILES if admission or not f.startswith("admission/")]
     docs = documents(files, tekton_user=tekton_user)
+    discovery = Discovery(client)
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     for crd in crds:
-        await client.apply(resource_of(crd["kind"]), crd, "approval-install")
-    for crd in crds:
+        await client.apply(_CRDS, crd, "approval-install")
         await _wait_established(client, crd["metadata"]["name"])
     for doc in docs:
         if doc["kind"] != "CustomResourceDefinition":
-            await client.apply(resource_of(doc["kind"]), doc, "approval-install")
+            resource = await discovery.resource(doc["apiVersion"], doc["kind"])
+            await client.apply(resource, doc, "approval-install")
     return docs
 
 
 async def uninstall_admission(client: KubeClient) -> None:
     """Delete the admission policies and their bindings."""
+    discovery = Discovery(client)
     for doc in documents([f for f in CLUSTER_FILES if f.startswith("admission/")]):
-        path = resource_of(doc["kind"]).path(name=doc["metadata"]["name"])
-        await client.delete(path)
+        resource = await discovery.resource(doc["apiVersion"], doc["kind"])
+        await client.delete(resource.path(name=doc["metadata"]["name"]))
 
 
 async def _wait_established(client: KubeClient, name: str, timeout: float = 30.0) -> None:
-    path = resource_of("CustomResourceDefinition").path(name=name)
+    path = _CRDS.path(name=name)
     async with asyncio.timeout(timeout):
         while True:
             crd = await client.get(path)
