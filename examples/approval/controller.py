@@ -79,8 +79,8 @@ class Approval(Reconciler[ApprovalParams]):
         # The newest ApprovalTask this controller wrote, by uid: its own writes are newer
         # than the cache until their watch events arrive.
         self._written: dict[str, JSON] = {}
-        self._events: EventRecorder | None = None
-        self._events_task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._identity = socket.gethostname()
 
     # -- the gate's object -------------------------------------------------------------
 
@@ -307,14 +307,10 @@ class Approval(Reconciler[ApprovalParams]):
 
     # -- audit Events and notifications -------------------------------------------------
 
-    def _recorder(self) -> EventRecorder:
-        if self._events is None:
-            self._events = EventRecorder(self.client, "approval-controller", socket.gethostname())
-            self._events_task = asyncio.create_task(self._events.run(), name="approval-events")
-        return self._events
-
     def _announce(self, task: JSON, before: JSON, after: JSON) -> None:
-        recorder = self._recorder()
+        """An Event per new audit record and one for a decision (sent in the background),
+        and the decision's notification."""
+        recorder = EventRecorder(self.client, "approval-controller", self._identity)
         seen = len(before.get("responses") or ())
         for record in (after.get("responses") or [])[seen:]:
             groups = ", ".join(record.get("groups") or ()) or "none"
@@ -338,3 +334,15 @@ class Approval(Reconciler[ApprovalParams]):
             url = task["spec"].get("notifyURL")
             if url:
                 self.notifier.send(url, notify.decided(task, state, after.get("message") or ""))
+        sending = asyncio.create_task(_send(recorder), name="approval-events")
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+
+async def _send(recorder: EventRecorder) -> None:
+    """Deliver the Events ``recorder`` holds, then stop."""
+    sender = asyncio.create_task(recorder.run())
+    try:
+        await recorder.flush(timeout=30.0)
+    finally:
+        sender.cancel()
