@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from customtask_sdk.client import JSON, Discovery, KubeClient, Resource
+from customtask_sdk.client import JSON, Discovery, ForbiddenError, KubeClient, Resource
 
 CONFIG = Path(__file__).parent / "config"
 #: The user Tekton's controller runs as in a standard install (see admission/requester.yaml).
@@ -72,6 +73,54 @@ async def uninstall_admission(client: KubeClient) -> None:
     for doc in documents([f for f in CLUSTER_FILES if f.startswith("admission/")]):
         resource = await discovery.resource(doc["apiVersion"], doc["kind"])
         await client.delete(resource.path(name=doc["metadata"]["name"]))
+
+
+async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
+    """Wait until the apiserver enforces the policies (or, ``enforced=False``, no longer
+    does): they take effect once its policy cache has them. Probes by dry runs in a
+    namespace of its own: a gate created with a response, a PipelineRun's requester."""
+    namespace = f"approval-probe-{uuid.uuid4().hex[:6]}"
+    await client.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    gate = {
+        "apiVersion": "approval.customtask.dev/v1alpha1",
+        "kind": "ApprovalTask",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "approvers": ["a"],
+            "numberOfApprovalsRequired": 1,
+            "responses": {"a": {"decision": "approve"}},
+        },
+    }
+    pipeline_run = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "probe"},
+        "spec": {"pipelineSpec": {"tasks": []}},
+    }
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                stamped = await client.create(
+                    f"/apis/tekton.dev/v1/namespaces/{namespace}/pipelineruns",
+                    pipeline_run,
+                    {"dryRun": "All"},
+                )
+                requester = "approval.customtask.dev/requester"
+                stamping = requester in (stamped["metadata"].get("annotations") or {})
+                try:
+                    await client.create(
+                        f"/apis/approval.customtask.dev/v1alpha1/namespaces/{namespace}/approvaltasks",
+                        gate,
+                        {"dryRun": "All"},
+                    )
+                    refusing = False
+                except ForbiddenError:
+                    refusing = True
+                if (stamping, refusing) == (enforced, enforced):
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await client.delete(f"/api/v1/namespaces/{namespace}")
 
 
 async def _wait_established(client: KubeClient, name: str, timeout: float = 30.0) -> None:

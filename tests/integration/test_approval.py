@@ -33,7 +33,13 @@ from customtask_sdk.testing import ControlPlane, condition, wait_for
 from customtask_sdk.testing.controllers import controller_process, create_custom_run, running
 from examples.approval.cli import run as cli_run
 from examples.approval.controller import APPROVAL_TASKS, REQUESTER_ANNOTATION, Approval
-from examples.approval.install import CONTROLLER, CONTROLLER_GROUPS, install, uninstall_admission
+from examples.approval.install import (
+    CONTROLLER,
+    CONTROLLER_GROUPS,
+    install,
+    uninstall_admission,
+    wait_enforced,
+)
 from examples.wait.controller import Wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,47 +73,11 @@ class Users:
             await client.close()
 
 
-async def _until_enforced(kube: KubeClient) -> None:
-    """Policies take effect when the apiserver's policy cache has them: probe by dry run."""
-    namespace = f"approval-probe-{uuid.uuid4().hex[:6]}"
-    await kube.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-    try:
-        gate = {
-            "apiVersion": APPROVAL_TASKS.api_version,
-            "kind": KIND,
-            "metadata": {"name": "probe"},
-            "spec": {
-                "approvers": ["a"],
-                "numberOfApprovalsRequired": 1,
-                "responses": {"a": {"decision": "approve"}},
-            },
-        }
-        pipeline_run = {
-            "apiVersion": "tekton.dev/v1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "probe"},
-            "spec": {"pipelineSpec": {"tasks": [wait_task("w")]}},
-        }
-        async with asyncio.timeout(30):
-            while True:
-                stamped = await kube.create(
-                    PIPELINE_RUNS.path(namespace), pipeline_run, {"dryRun": "All"}
-                )
-                try:
-                    await kube.create(APPROVAL_TASKS.path(namespace), gate, {"dryRun": "All"})
-                except ForbiddenError:
-                    if REQUESTER_ANNOTATION in stamped["metadata"].get("annotations", {}):
-                        return
-                await asyncio.sleep(0.1)
-    finally:
-        await kube.delete(f"/api/v1/namespaces/{namespace}")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def installed(control_plane: ControlPlane, kube: KubeClient) -> AsyncIterator[None]:
     """The CRD, RBAC and admission policies of ``config/``, for this module."""
     await install(kube, tekton_user=TEKTON_USER)
-    await _until_enforced(kube)
+    await wait_enforced(kube)
     yield
     await uninstall_admission(kube)
 
