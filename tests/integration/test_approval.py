@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from aiohttp import web
 
 from customtask_sdk.client import (
@@ -864,3 +865,19 @@ async def test_cli_lists_describes_and_decides_as_the_authenticated_user(
     assert "State:        approved" in described
     assert "carol [release,system:authenticated]  approve: go" in described
     assert (await cli(alice, "list", "-n", team))[1].startswith("no open gates")
+
+
+async def test_the_sample_pipeline_ships_once_approved(
+    kube: KubeClient, team: str, users: Users, controller_kubeconfig: Path
+) -> None:
+    sample = yaml.safe_load((ROOT / "examples" / "approval" / "pipelinerun.yaml").read_text())
+    async with serving(controller_kubeconfig, team):
+        created = await (await users("bob")).create(PIPELINE_RUNS.path(team), sample)
+        name = created["metadata"]["name"]
+        gate = f"{name}-release-approval"
+        await gate_where(kube, team, gate, state_is("pending"))
+        await respond(await users("alice"), team, gate, "alice", "approve", "go")
+        await respond(await users("carol", "release-managers"), team, gate, "carol", "approve")
+        run = await wait_for(kube, PIPELINE_RUNS, team, name, done, timeout=60)
+    assert (condition(run) or {}).get("status") == "True"
+    assert {s["name"] for s in run["status"].get("skippedTasks") or ()} == {"rollback"}
