@@ -308,11 +308,17 @@ class Approval(Reconciler[ApprovalParams]):
     # -- audit Events and notifications -------------------------------------------------
 
     def _announce(self, task: JSON, before: JSON, after: JSON) -> None:
-        """An Event per new audit record and one for a decision (sent in the background),
-        and the decision's notification."""
+        """An Event per new audit record (sent in the background), and the decision's
+        notification (the run's own Event, recorded by the SDK, reports the decision)."""
+        state = after.get("state")
+        url = task["spec"].get("notifyURL")
+        if url and state != before.get("state") and state in DECIDED:
+            self.notifier.send(url, notify.decided(task, state, after.get("message") or ""))
+        added = (after.get("responses") or [])[len(before.get("responses") or ()) :]
+        if not added:
+            return
         recorder = EventRecorder(self.client, "approval-controller", self._identity)
-        seen = len(before.get("responses") or ())
-        for record in (after.get("responses") or [])[seen:]:
+        for record in added:
             groups = ", ".join(record.get("groups") or ()) or "none"
             text = f"{record['user']} (groups: {groups}) {record['decision']}"
             if record.get("message"):
@@ -323,17 +329,6 @@ class Approval(Reconciler[ApprovalParams]):
                 record["decision"], "Withdrawn"
             )
             recorder.record(task, "Normal", f"Response{reason}", text)
-        state = after.get("state")
-        if state != before.get("state") and state in DECIDED:
-            recorder.record(
-                task,
-                "Normal" if state == "approved" else "Warning",
-                f"Gate{state[0].upper()}{state[1:]}",
-                after.get("message") or state,
-            )
-            url = task["spec"].get("notifyURL")
-            if url:
-                self.notifier.send(url, notify.decided(task, state, after.get("message") or ""))
         sending = asyncio.create_task(_send(recorder), name="approval-events")
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
