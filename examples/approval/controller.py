@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from customtask_sdk import (
     Failed,
@@ -279,10 +279,14 @@ class Approval(Reconciler[ApprovalParams]):
         reason = TIMED_OUT if state == "timedOut" else CANCELLED
         return Failed(reason, f"the gate was {state}", retry=False, extra_fields=extra)
 
-    async def _close(self, run: Run[ApprovalParams], to: Any) -> None:
+    async def _close(self, run: Run[ApprovalParams], to: Literal["timedOut", "cancelled"]) -> None:
+        """Close this run's gate if it is pending, so that it accepts no more responses."""
         task = self._cached(run)
-        if task is None:
-            return  # never opened: nothing accepts responses
+        if task is None:  # not cached (yet, or any more): make sure
+            task = await self.client.get_or_none(APPROVAL_TASKS.path(run.namespace, run.name))
+            owners = (task or {}).get("metadata", {}).get("ownerReferences") or ()
+            if task is None or not any(ref.get("uid") == run.uid for ref in owners):
+                return  # never opened: nothing accepts responses
         status: JSON = task.get("status") or {}
         current: State = status.get("state") or "pending"
         state = close(current, to)

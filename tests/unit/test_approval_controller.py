@@ -167,3 +167,15 @@ async def test_cancel_closes_a_pending_gate_before_the_run_ends() -> None:
     result = await step(reconciler, run, FakeClock().now(), owned_from(api))
     assert api.tasks["gate"]["status"]["state"] == "cancelled"
     assert (succeeded_condition({"status": result.status}) or {})["reason"] == "CustomRunCancelled"
+
+
+async def test_cancel_closes_the_gate_even_before_the_cache_has_it() -> None:
+    api = FakeApi()
+    reconciler = approval(api)
+    run = custom_run(approvers=["alice"])
+    run["status"] = (await step(reconciler, run, FakeClock().now(), owned_from(api))).status
+    run["spec"]["status"] = "RunCancelled"
+    fresh = Approval(FakeClock())  # e.g. a new leader whose cache lags
+    fresh.attach(cast(KubeClient, api))
+    await step(fresh, run, FakeClock().now(), lambda resource, uid: [])
+    assert api.tasks["gate"]["status"]["state"] == "cancelled"
