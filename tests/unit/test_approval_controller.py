@@ -144,11 +144,17 @@ async def test_the_requester_is_frozen_from_the_admission_stamped_annotation() -
     assert api.tasks["gate"]["spec"]["requester"] == "bob"
 
 
-async def test_a_response_landing_during_the_count_makes_it_count_again() -> None:
-    api = FakeApi()
+async def opened(api: FakeApi) -> tuple[Approval, JSON]:
+    """A reconciler and its run, whose gate (alice alone approves) is open."""
     reconciler = approval(api)
     run = custom_run(approvers=["alice"])
     run["status"] = (await step(reconciler, run, FakeClock().now(), owned_from(api))).status
+    return reconciler, run
+
+
+async def test_a_response_landing_during_the_count_makes_it_count_again() -> None:
+    api = FakeApi()
+    reconciler, run = await opened(api)
     api.tasks["gate"]["spec"]["responses"] = {"alice": {"decision": "approve"}}
     api.conflict_next_patch = True
     result = await step(reconciler, run, FakeClock().now(), owned_from(api))
@@ -160,9 +166,7 @@ async def test_a_response_landing_during_the_count_makes_it_count_again() -> Non
 
 async def test_cancel_closes_a_pending_gate_before_the_run_ends() -> None:
     api = FakeApi()
-    reconciler = approval(api)
-    run = custom_run(approvers=["alice"])
-    run["status"] = (await step(reconciler, run, FakeClock().now(), owned_from(api))).status
+    reconciler, run = await opened(api)
     run["spec"]["status"] = "RunCancelled"
     result = await step(reconciler, run, FakeClock().now(), owned_from(api))
     assert api.tasks["gate"]["status"]["state"] == "cancelled"
@@ -171,11 +175,8 @@ async def test_cancel_closes_a_pending_gate_before_the_run_ends() -> None:
 
 async def test_cancel_closes_the_gate_even_before_the_cache_has_it() -> None:
     api = FakeApi()
-    reconciler = approval(api)
-    run = custom_run(approvers=["alice"])
-    run["status"] = (await step(reconciler, run, FakeClock().now(), owned_from(api))).status
+    _, run = await opened(api)
     run["spec"]["status"] = "RunCancelled"
-    fresh = Approval(FakeClock())  # e.g. a new leader whose cache lags
-    fresh.attach(cast(KubeClient, api))
+    fresh = approval(api)  # e.g. a new leader whose cache lags
     await step(fresh, run, FakeClock().now(), lambda resource, uid: [])
     assert api.tasks["gate"]["status"]["state"] == "cancelled"
