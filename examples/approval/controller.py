@@ -85,12 +85,22 @@ class Approval(Reconciler[ApprovalParams]):
     # -- the gate's object -------------------------------------------------------------
 
     def _cached(self, run: Run[ApprovalParams]) -> JSON | None:
+        """This run's ApprovalTask from the cache, or this controller's newer write of it."""
         found = [t for t in run.owned(APPROVAL_TASKS) if t["metadata"]["name"] == run.name]
-        task = found[0] if found else None
-        written = self._written.get(task["metadata"]["uid"]) if task else None
-        if task is None or (written is not None and _version(written) > _version(task)):
-            return written
+        if not found:
+            return None
+        task = found[0]
+        uid = task["metadata"]["uid"]
+        written = self._written.get(uid)
+        if written is not None:
+            if _version(written) > _version(task):
+                return written
+            del self._written[uid]  # the cache has caught up: keep one copy
         return task
+
+    def _remember(self, task: JSON) -> None:
+        task["metadata"].pop("managedFields", None)
+        self._written[task["metadata"]["uid"]] = task
 
     async def _find(self, run: Run[ApprovalParams]) -> JSON | None:
         """This run's ApprovalTask: from the cache, else (once one was created) read."""
@@ -190,13 +200,13 @@ class Approval(Reconciler[ApprovalParams]):
                 APPROVAL_TASKS.path(meta["namespace"], meta["name"])
             )
             if fresh is not None:
-                self._written[fresh["metadata"]["uid"]] = fresh
+                self._remember(fresh)
             raise RetryLater(
                 "the ApprovalTask changed; counting again", after=datetime.timedelta(0)
             ) from None
         except NotFoundError:
             raise RetryLater("the ApprovalTask is gone") from None
-        self._written[meta["uid"]] = written
+        self._remember(written)
         return written
 
     # -- the run -------------------------------------------------------------------------
