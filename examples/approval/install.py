@@ -10,7 +10,14 @@ from pathlib import Path
 
 import yaml
 
-from customtask_sdk.client import JSON, Discovery, ForbiddenError, KubeClient, Resource
+from customtask_sdk.client import (
+    JSON,
+    Discovery,
+    ForbiddenError,
+    KubeClient,
+    Resource,
+    ServerError,
+)
 
 CONFIG = Path(__file__).parent / "config"
 #: The user Tekton's controller runs as in a standard install (see admission/requester.yaml).
@@ -19,6 +26,7 @@ TEKTON_CONTROLLER = "system:serviceaccount:tekton-pipelines:tekton-pipelines-con
 CONTROLLER = "system:serviceaccount:customtask-approval:approval-controller"
 CONTROLLER_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:customtask-approval")
 
+_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 _CRDS = Resource(
     "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
 )
@@ -77,19 +85,19 @@ async def uninstall_admission(client: KubeClient) -> None:
 
 async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
     """Wait until the apiserver enforces the policies (or, ``enforced=False``, no longer
-    does): they take effect once its policy cache has them. Probes by dry runs in a
-    namespace of its own: a gate created with a response, a PipelineRun's requester."""
+    does): they take effect once its policy cache has them, and a policy on a new CRD's
+    kind once the apiserver knows its schema. Probes by dry runs in a namespace of its
+    own: a PipelineRun's requester is stamped, a gate created with a response is refused,
+    the caller's own response on a gate gets its groups stamped."""
+    me = (await client.create(_REVIEWS, {"kind": "SelfSubjectReview"}))["status"]["userInfo"]
     namespace = f"approval-probe-{uuid.uuid4().hex[:6]}"
     await client.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-    gate = {
+    gates = f"/apis/approval.customtask.dev/v1alpha1/namespaces/{namespace}/approvaltasks"
+    gate: JSON = {
         "apiVersion": "approval.customtask.dev/v1alpha1",
         "kind": "ApprovalTask",
         "metadata": {"name": "probe"},
-        "spec": {
-            "approvers": ["a"],
-            "numberOfApprovalsRequired": 1,
-            "responses": {"a": {"decision": "approve"}},
-        },
+        "spec": {"approvers": [me["username"]], "numberOfApprovalsRequired": 1},
     }
     pipeline_run = {
         "apiVersion": "tekton.dev/v1",
@@ -97,26 +105,36 @@ async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
         "metadata": {"name": "probe"},
         "spec": {"pipelineSpec": {"tasks": []}},
     }
+    dry_run = {"dryRun": "All"}
+    response = {"spec": {"responses": {me["username"]: {"decision": "approve"}}}}
     try:
+        await client.create(gates, gate)
         async with asyncio.timeout(30):
             while True:
-                stamped = await client.create(
-                    f"/apis/tekton.dev/v1/namespaces/{namespace}/pipelineruns",
-                    pipeline_run,
-                    {"dryRun": "All"},
-                )
-                requester = "approval.customtask.dev/requester"
-                stamping = requester in (stamped["metadata"].get("annotations") or {})
                 try:
-                    await client.create(
-                        f"/apis/approval.customtask.dev/v1alpha1/namespaces/{namespace}/approvaltasks",
-                        gate,
-                        {"dryRun": "All"},
+                    stamped = await client.create(
+                        f"/apis/tekton.dev/v1/namespaces/{namespace}/pipelineruns",
+                        pipeline_run,
+                        dry_run,
                     )
-                    refusing = False
-                except ForbiddenError:
-                    refusing = True
-                if (stamping, refusing) == (enforced, enforced):
+                    answered = await client.patch(f"{gates}/probe", response, params=dry_run)
+                    try:
+                        decided = {**gate["spec"], **response["spec"]}
+                        await client.create(gates, {**gate, "spec": decided}, dry_run)
+                        refusing = False
+                    except ForbiddenError:
+                        refusing = True
+                except ServerError:  # e.g. 503 while the apiserver learns the CRD's schema
+                    await asyncio.sleep(0.1)
+                    continue
+                annotations = stamped["metadata"].get("annotations") or {}
+                mine = answered["spec"]["responses"][me["username"]]
+                probes = (
+                    "approval.customtask.dev/requester" in annotations,
+                    refusing,
+                    "groups" in mine,
+                )
+                if probes == (enforced, enforced, enforced):
                     return
                 await asyncio.sleep(0.1)
     finally:

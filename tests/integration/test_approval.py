@@ -66,7 +66,7 @@ class Users:
         key = "/".join((name, *groups))
         if key not in self.clients:
             path = self.cp.kubeconfig_for(name, groups, name=f"user-{uuid.uuid4().hex[:8]}")
-            self.clients[key] = await KubeClient.from_kubeconfig(str(path), retry_seconds=0)
+            self.clients[key] = await KubeClient.from_kubeconfig(str(path))
         return self.clients[key]
 
     async def close(self) -> None:
@@ -438,18 +438,25 @@ async def test_results_reach_a_later_tasks_when_through_tektons_controller(
     assert {"gate", "rollback"} <= ran
 
 
-async def test_pipeline_run_cancel_and_task_timeout_close_the_gate(
+async def test_pipeline_run_cancel_and_timeouts_close_the_gate(
     kube: KubeClient, team: str, users: Users, controller_kubeconfig: Path
 ) -> None:
     alice = await users("alice")
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": "PipelineRun",
-        "metadata": {"name": "cancelled"},
-        "spec": {"pipelineSpec": {"tasks": [gate_task(approvers=["alice"])]}},
-    }
+
+    def pipeline_run(name: str, **spec: Any) -> JSON:
+        tasks = [gate_task(approvers=["alice"])]
+        return {
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": {"name": name},
+            "spec": {"pipelineSpec": {"tasks": tasks}, **spec},
+        }
+
     async with serving(controller_kubeconfig, team):
-        await kube.create(PIPELINE_RUNS.path(team), body)
+        await kube.create(PIPELINE_RUNS.path(team), pipeline_run("cancelled"))
+        await kube.create(
+            PIPELINE_RUNS.path(team), pipeline_run("expired", timeouts={"pipeline": "3s"})
+        )
         timed = await open_gate(kube, team, approvers=["alice"])
         await kube.patch(CUSTOM_RUNS.path(team, timed), {"spec": {"timeout": "2s"}})
         await gate_where(kube, team, "cancelled-gate", state_is("pending"))
@@ -465,6 +472,15 @@ async def test_pipeline_run_cancel_and_task_timeout_close_the_gate(
         await gate_where(kube, team, timed, state_is("timedOut"))
         with pytest.raises(ForbiddenError, match="this gate is timedOut"):
             await respond(alice, team, timed, "alice", "approve")
+
+        # the PipelineRun's own timeout: Tekton cancels its runs, the gate is cancelled
+        run = await finished(kube, team, "expired-gate")
+        cond = condition(run) or {}
+        assert cond.get("reason") == "CustomRunCancelled"
+        assert "timed out" in cond.get("message", "")
+        await gate_where(kube, team, "expired-gate", state_is("cancelled"))
+        with pytest.raises(ForbiddenError, match="this gate is cancelled"):
+            await respond(alice, team, "expired-gate", "alice", "approve")
 
 
 async def test_controller_killed_mid_gate_loses_and_double_counts_nothing(
