@@ -724,6 +724,11 @@ async def test_bypass_corpus_is_refused_by_the_apiserver_and_changes_nothing(
                 "never change",
             ),
             (
+                "an approver pins the gate with a finalizer",
+                lambda: alice.patch(path, {"metadata": {"finalizers": ["example.com/keep"]}}),
+                "never change",
+            ),
+            (
                 "an approver writes the status",
                 lambda: alice.patch(path + "/status", {"status": {"state": "approved"}}),
                 "cannot",
