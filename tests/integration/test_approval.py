@@ -48,6 +48,9 @@ API = Approval.api_version
 KIND = "ApprovalTask"
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+CLUSTER_ROLE_BINDINGS = Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False
+)
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 EVENTS = Resource("", "v1", "events", "Event")
 # Tekton's controller runs with the control plane's admin kubeconfig here, so that is the
@@ -874,6 +877,30 @@ async def test_cli_lists_describes_and_decides_as_the_authenticated_user(
         assert name in listed
         assert "Ship v2?" in listed
         assert (await cli(mallory, "list", "-n", team))[1].startswith("no open gates for mallory")
+        # with read access in every namespace, `list` looks across all of them
+        everywhere = {
+            "metadata": {"name": f"approval-reader-{team}"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "customtask-approval-approver",
+            },
+            "subjects": [
+                {"kind": "User", "name": f"erin-{team}", "apiGroup": "rbac.authorization.k8s.io"}
+            ],
+        }
+        erin = str(
+            control_plane.kubeconfig_for(f"erin-{team}", ["release"], name=f"cli-erin-{team}")
+        )
+        await kube.create(CLUSTER_ROLE_BINDINGS.path(), everywhere)
+        try:
+            code, listed = await cli(erin, "list")
+        finally:
+            await kube.delete(CLUSTER_ROLE_BINDINGS.path(name=f"approval-reader-{team}"))
+        assert code == 0
+        assert any(line.split()[:2] == [team, name] for line in listed.splitlines())
+        code, _ = await cli(carol, "list")  # no read outside the namespace, none configured
+        assert code == 1
         assert await cli(alice, "approve", name, "-n", team, "-m", "lgtm") == (
             0,
             f"{team}/{name}: approved as alice\n",
