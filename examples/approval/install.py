@@ -119,8 +119,12 @@ async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
                     )
                     answered = await client.patch(f"{gates}/probe", response, params=dry_run)
                     try:
-                        decided = {**gate["spec"], **response["spec"]}
-                        await client.create(gates, {**gate, "spec": decided}, dry_run)
+                        decided = {
+                            **gate,
+                            "metadata": {"name": "probe-decided"},
+                            "spec": {**gate["spec"], **response["spec"]},
+                        }
+                        await client.create(gates, decided, dry_run)
                         refusing = False
                     except ForbiddenError:
                         refusing = True
