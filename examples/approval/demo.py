@@ -29,6 +29,7 @@ from examples.approval.controller import Approval
 from examples.approval.install import (
     CONTROLLER,
     CONTROLLER_GROUPS,
+    grant_team,
     install,
     wait_enforced,
 )
@@ -39,17 +40,6 @@ NAMESPACE = "team"
 PEOPLE = {"alice": [], "carol": ["release-managers"], "bob": []}
 
 
-def _binding(name: str, role_kind: str, role: str) -> dict[str, object]:
-    return {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
-        "subjects": [
-            {"kind": "User", "name": person, "apiGroup": "rbac.authorization.k8s.io"}
-            for person in PEOPLE
-        ],
-    }
-
-
 async def main(auto: bool, keep_running: bool) -> bool:
     async with ControlPlane() as cp:
         await cp.start_controller_manager()
@@ -58,23 +48,10 @@ async def main(auto: bool, keep_running: bool) -> bool:
         await install(client, tekton_user="default")  # Tekton runs as the admin here
         await wait_enforced(client)
         await cp.ensure_namespace(NAMESPACE)
-        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}"
-        role = {
-            "metadata": {"name": "run-pipelines"},
-            "rules": [
-                {
-                    "apiGroups": ["tekton.dev"],
-                    "resources": ["pipelineruns", "customruns"],
-                    "verbs": ["create", "get", "list", "watch"],
-                }
-            ],
-        }
-        await client.create(f"{rbac}/roles", role)
-        await client.create(f"{rbac}/rolebindings", _binding("runners", "Role", "run-pipelines"))
-        await client.create(
-            f"{rbac}/rolebindings",
-            _binding("approvers", "ClusterRole", "customtask-approval-approver"),
-        )
+        people = [
+            {"kind": "User", "name": p, "apiGroup": "rbac.authorization.k8s.io"} for p in PEOPLE
+        ]
+        await grant_team(client, NAMESPACE, people)
         configs = {p: cp.kubeconfig_for(p, groups, name=p) for p, groups in PEOPLE.items()}
         controller = cp.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval")
         async with (

@@ -145,6 +145,33 @@ async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
         await client.delete(f"/api/v1/namespaces/{namespace}")
 
 
+async def grant_team(client: KubeClient, namespace: str, subjects: list[JSON]) -> None:
+    """Let ``subjects`` (RBAC subjects) start runs in ``namespace`` and respond to its
+    gates (the approver ClusterRole); the admission policies decide whose response counts."""
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    runner = {
+        "metadata": {"name": "run-pipelines"},
+        "rules": [
+            {
+                "apiGroups": ["tekton.dev"],
+                "resources": ["customruns", "pipelineruns"],
+                "verbs": ["create", "get", "list", "watch"],
+            }
+        ],
+    }
+    await client.create(f"{rbac}/roles", runner)
+    for name, role_kind, role in (
+        ("approvers", "ClusterRole", "customtask-approval-approver"),
+        ("runners", "Role", "run-pipelines"),
+    ):
+        body = {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": subjects,
+        }
+        await client.create(f"{rbac}/rolebindings", body)
+
+
 async def _wait_established(client: KubeClient, name: str, timeout: float = 30.0) -> None:
     path = _CRDS.path(name=name)
     async with asyncio.timeout(timeout):

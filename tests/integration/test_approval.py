@@ -37,6 +37,7 @@ from examples.approval.controller import APPROVAL_TASKS, REQUESTER_ANNOTATION, A
 from examples.approval.install import (
     CONTROLLER,
     CONTROLLER_GROUPS,
+    grant_team,
     install,
     uninstall_admission,
     wait_enforced,
@@ -47,11 +48,9 @@ ROOT = Path(__file__).resolve().parents[2]
 API = Approval.api_version
 KIND = "ApprovalTask"
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
-ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 CLUSTER_ROLE_BINDINGS = Resource(
     "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False
 )
-ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 EVENTS = Resource("", "v1", "events", "Event")
 # Tekton's controller runs with the control plane's admin kubeconfig here, so that is the
 # identity whose CustomRuns keep the requester copied from their PipelineRun.
@@ -102,30 +101,8 @@ async def controller_kubeconfig(control_plane: ControlPlane) -> Path:
 async def team(installed: None, kube: KubeClient, namespace: str) -> str:
     """A namespace where every authenticated user may read gates and write responses
     (the approver ClusterRole) and create runs: admission alone decides who counts."""
-    everyone = [
-        {"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}
-    ]
-    runner = {
-        "metadata": {"name": "run-pipelines"},
-        "rules": [
-            {
-                "apiGroups": ["tekton.dev"],
-                "resources": ["customruns", "pipelineruns"],
-                "verbs": ["create", "get", "list", "watch"],
-            }
-        ],
-    }
-    await kube.create(ROLES.path(namespace), runner)
-    for name, role_kind, role in (
-        ("approvers", "ClusterRole", "customtask-approval-approver"),
-        ("runners", "Role", "run-pipelines"),
-    ):
-        body = {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
-            "subjects": everyone,
-        }
-        await kube.create(ROLE_BINDINGS.path(namespace), body)
+    everyone = {"kind": "Group", "name": "system:authenticated"}
+    await grant_team(kube, namespace, [{**everyone, "apiGroup": "rbac.authorization.k8s.io"}])
     return namespace
 
 
