@@ -36,21 +36,16 @@ from examples.approval.controller import APPROVAL_TASKS, Approval  # noqa: E402
 from examples.approval.install import (  # noqa: E402
     CONTROLLER,
     CONTROLLER_GROUPS,
+    grant_team,
     install,
     uninstall_admission,
     wait_enforced,
 )
 
-APPROVER_BINDING = {
-    "metadata": {"name": "approvers"},
-    "roleRef": {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "customtask-approval-approver",
-    },
-    "subjects": [
-        {"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}
-    ],
+EVERYONE = {
+    "kind": "Group",
+    "name": "system:authenticated",
+    "apiGroup": "rbac.authorization.k8s.io",
 }
 
 
@@ -69,9 +64,7 @@ def summary(values: Sequence[float]) -> str:
 
 async def namespace_for_approvers(kube: KubeClient, name: str) -> None:
     await kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    await kube.create(
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", APPROVER_BINDING
-    )
+    await grant_team(kube, name, [EVERYONE])
 
 
 async def bounded(count: int, concurrency: int, make: Callable[[int], Awaitable[None]]) -> None:
