@@ -116,12 +116,14 @@ class Approval(Reconciler[ApprovalParams]):
                 f"ApprovalTask {run.name!r} was deleted while the gate was open; its "
                 "responses are lost, so the gate fails rather than start over. Re-run the "
                 "pipeline to ask again",
+                retry=False,  # no retry can fix it: the gate's responses are at stake
             )
         if live["metadata"]["uid"] != recorded.get("uid"):
             raise RunFailed(
                 "ApprovalTaskReplaced",
                 f"ApprovalTask {run.name!r} was deleted and recreated while the gate was "
                 "open; the gate fails rather than trust a replacement",
+                retry=False,  # no retry can fix it: the gate's responses are at stake
             )
         return live
 
@@ -135,6 +137,7 @@ class Approval(Reconciler[ApprovalParams]):
                 "RequesterUnknown",
                 "preventSelfApproval is set but nobody knows who started this run, so the "
                 f"gate fails closed: {_HOW_TO_STAMP}",
+                retry=False,  # no retry can fix it: the gate's responses are at stake
             )
         spec: JSON = {
             "approvers": params.approvers,
@@ -177,6 +180,7 @@ class Approval(Reconciler[ApprovalParams]):
                     "ApprovalTaskExists",
                     f"an ApprovalTask named {run.name!r} already exists and belongs to "
                     "something else; delete it, or give the run another name",
+                    retry=False,  # no retry can fix it: the gate's responses are at stake
                 ) from None
             return existing
         if params.notifyURL:

@@ -7,7 +7,8 @@ import copy
 from typing import Any, cast
 
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
-from customtask_sdk.reconciler import RetryLater, step, succeeded_condition
+from customtask_sdk.reconciler import RetryLater
+from customtask_sdk.reconciler.lifecycle import step, succeeded_condition
 from customtask_sdk.testing.clock import FakeClock
 from examples.approval.controller import APPROVAL_TASKS, REQUESTER_ANNOTATION, Approval
 
