@@ -13,10 +13,10 @@ from pathlib import Path
 __all__ = ["ManagedProcess", "free_port", "tail_file"]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port on ``address`` that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
 

@@ -1,0 +1,338 @@
+"""Container images built here, served by a read-only registry on loopback.
+
+A node has no registry on the internet. :class:`ImageStore` writes single-layer OCI
+images (from static binaries, a folder, or files) into a folder; ``python -m
+customtask_sdk.testing.images serve`` serves that folder with the registry API's pull
+half (``/v2/``: manifests and blobs) on 127.0.0.1. containerd uses it as the mirror of
+every registry, so a Pod naming ``busybox``, ``alpine:3.20`` or ``mirror.gcr.io/ubuntu``
+pulls an image built here, with any pull policy. A repository may answer every tag
+(:meth:`ImageStore.tag` with ``tag="*"``).
+
+Why not ``ctr images import``: an image named without a tag or with ``:latest`` is always
+pulled, and that needs a registry. Why not go-containerregistry's ``crane registry
+serve``: a second Go build, and it keeps manifests in memory; this is ~100 lines of
+standard library and the folder survives restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import subprocess
+import tarfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BASE_REPOSITORIES", "ImageStore", "Layer", "registry_server", "serve"]
+
+_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_CONFIG = "application/vnd.oci.image.config.v1+json"
+_LAYER = "application/vnd.oci.image.layer.v1.tar"
+_INDEX_FILE = "repositories.json"
+_LOCK = threading.Lock()
+
+#: Repositories the base image (busybox + bash) answers for, at every tag: the names
+#: Pods usually give with or without a registry (``docker.io/library/x`` is ``library/x``
+#: on the wire, ``mirror.gcr.io/x`` is ``x``).
+BASE_REPOSITORIES = tuple(
+    prefix + name
+    for name in ("busybox", "alpine", "bash", "ubuntu", "debian")
+    for prefix in ("", "library/")
+)
+
+
+@dataclass
+class Layer:
+    """Files of one image layer: ``path in image -> content or host file``, plus links."""
+
+    files: dict[str, bytes | Path] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    directories: dict[str, int] = field(default_factory=dict)
+
+    def add_tree(self, source: Path, target: str) -> None:
+        """Add every file under ``source`` (a folder) at ``target`` in the image."""
+        for path in sorted(source.rglob("*")):
+            inside = f"{target.rstrip('/')}/{path.relative_to(source)}"
+            if path.is_symlink():
+                self.symlinks[inside] = os.readlink(path)
+            elif path.is_dir():
+                self.directories[inside] = 0o755
+            else:
+                self.files[inside] = path
+
+    def tar(self) -> bytes:
+        """The layer as an uncompressed, reproducible tar."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            dirs = dict(self.directories)
+            for path in [*self.files, *self.symlinks]:
+                parent = Path(path.lstrip("/")).parent
+                while str(parent) != ".":
+                    dirs.setdefault(str(parent), 0o755)
+                    parent = parent.parent
+            for path, mode in sorted(dirs.items(), key=lambda item: item[0].lstrip("/")):
+                info = tarfile.TarInfo(path.strip("/"))
+                info.type, info.mode = tarfile.DIRTYPE, mode
+                tar.addfile(info)
+            for path, target in sorted(self.symlinks.items()):
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
+                tar.addfile(info)
+            for path, content in sorted(self.files.items()):
+                data = content.read_bytes() if isinstance(content, Path) else content
+                mode = 0o755 if isinstance(content, Path) and os.access(content, os.X_OK) else 0o644
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode = len(data), mode
+                tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+
+def _busybox_layer(busybox: Path, bash: Path | None) -> Layer:
+    """A shell, coreutils-level tools (busybox's applets) and bash, from static binaries."""
+    layer = Layer(
+        files={
+            "/bin/busybox": busybox,
+            "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+            "/etc/group": b"root:x:0:\nnogroup:x:65534:\n",
+            "/etc/hosts": b"127.0.0.1 localhost\n",
+        },
+        directories={"/tmp": 0o1777, "/root": 0o700, "/var/tmp": 0o1777, "/home": 0o755},
+    )
+    applets = subprocess.run(
+        [str(busybox), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "bin/busybox":
+            layer.symlinks["/" + applet] = "/bin/busybox"
+    if bash is not None:
+        layer.files["/bin/bash"] = bash
+        layer.symlinks["/usr/bin/bash"] = "/bin/bash"
+    return layer
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    """A folder of OCI blobs plus ``repositories.json`` (repository -> tag -> digest)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def _put(self, data: bytes) -> str:
+        digest = _digest(data)
+        path = self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return digest
+
+    def build(
+        self,
+        layers: Sequence[Layer],
+        *,
+        entrypoint: Sequence[str] | None = None,
+        cmd: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/",
+    ) -> str:
+        """Write an image of ``layers`` (bottom first) for linux/amd64; returns its digest."""
+        layer_blobs = [layer.tar() for layer in layers]
+        digests = [self._put(blob) for blob in layer_blobs]
+        variables = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        variables.update(env or {})
+        config: dict[str, object] = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": [f"{k}={v}" for k, v in variables.items()],
+                "WorkingDir": workdir,
+                **({"Entrypoint": list(entrypoint)} if entrypoint else {}),
+                **({"Cmd": list(cmd)} if cmd else {}),
+            },
+            "rootfs": {"type": "layers", "diff_ids": digests},
+        }
+        config_blob = json.dumps(config, sort_keys=True).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": _MANIFEST,
+            "config": {
+                "mediaType": _CONFIG,
+                "digest": self._put(config_blob),
+                "size": len(config_blob),
+            },
+            "layers": [
+                {"mediaType": _LAYER, "digest": d, "size": len(b)}
+                for d, b in zip(digests, layer_blobs, strict=True)
+            ],
+        }
+        return self._put(json.dumps(manifest, sort_keys=True).encode())
+
+    def tag(self, digest: str, repositories: Iterable[str], tag: str = "latest") -> None:
+        """Name an image: ``repository:tag`` for each repository (``tag="*"``: any tag)."""
+        with _LOCK:
+            index = self.repositories()
+            for repository in repositories:
+                index.setdefault(repository, {})[tag] = digest
+            tmp = self.root / (_INDEX_FILE + ".tmp")
+            tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+            tmp.replace(self.root / _INDEX_FILE)
+
+    def repositories(self) -> dict[str, dict[str, str]]:
+        """Every repository's tags and the digests they name."""
+        try:
+            loaded: dict[str, dict[str, str]] = json.loads((self.root / _INDEX_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+        return loaded
+
+    def resolve(self, repository: str, reference: str) -> str | None:
+        """The digest ``repository:reference`` names (a digest names itself), or ``None``."""
+        if reference.startswith("sha256:"):
+            return reference if self.blob(reference).exists() else None
+        tags = self.repositories().get(repository, {})
+        return tags.get(reference) or tags.get("*")
+
+    def blob(self, digest: str) -> Path:
+        """Where a blob is stored."""
+        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    def add_base(self, busybox: Path, bash: Path | None = None) -> str:
+        """The base image (busybox applets + bash) under :data:`BASE_REPOSITORIES`."""
+        digest = self.build([_busybox_layer(busybox, bash)], cmd=["sh"])
+        self.tag(digest, BASE_REPOSITORIES, "*")
+        return digest
+
+    def add_binary(
+        self, repository: str, tag: str, binary: Path, *, base: str | None = None
+    ) -> str:
+        """An image holding ``binary`` as ``/ko-app/<name>`` (its entrypoint), as ko builds
+        them; on top of the base image's layer when ``base`` is its digest."""
+        target = f"/ko-app/{binary.name}"
+        layers = [Layer(files={target: binary})]
+        if base is not None:
+            layers.insert(0, self._base_layer(base))
+        digest = self.build(layers, entrypoint=[target])
+        self.tag(digest, [repository], tag)
+        return digest
+
+    def _base_layer(self, digest: str) -> Layer:
+        manifest = json.loads(self.blob(digest).read_bytes())
+        return _StoredLayer(self.blob(manifest["layers"][0]["digest"]).read_bytes())
+
+    def add_folder(
+        self,
+        repository: str,
+        tag: str,
+        folder: Path,
+        *,
+        target: str = "/app",
+        base: str | None = None,
+        entrypoint: Sequence[str] | None = None,
+        cmd: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """An image of ``folder`` copied to ``target`` (on the base image's layer when
+        ``base`` is its digest): for integrators' own test images."""
+        layer = Layer()
+        layer.add_tree(folder, target)
+        layers: list[Layer] = [layer] if base is None else [self._base_layer(base), layer]
+        digest = self.build(layers, entrypoint=entrypoint, cmd=cmd, env=env, workdir=target)
+        self.tag(digest, [repository], tag)
+        return digest
+
+
+class _StoredLayer(Layer):
+    """A layer already written as a tar."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = data
+
+    def tar(self) -> bytes:
+        return self._data
+
+
+_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
+
+
+def _handler(store: ImageStore) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def _answer(self, *, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path in ("/v2", "/v2/"):
+                self._send(200, b"{}", "application/json", None, body)
+                return
+            match = _PATH.match(path)
+            digest = match and store.resolve(match["name"], match["ref"])
+            if not match or not digest or not store.blob(digest).exists():
+                self._send(
+                    404, b'{"errors":[{"code":"NOT_FOUND"}]}', "application/json", None, body
+                )
+                return
+            kind = _MANIFEST if match["kind"] == "manifests" else "application/octet-stream"
+            self._send(200, store.blob(digest).read_bytes(), kind, digest, body)
+
+        def _send(
+            self, status: int, data: bytes, kind: str, digest: str | None, body: bool
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            if digest:
+                self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            print(f"{self.address_string()} {format % args}", flush=True)
+
+    return Handler
+
+
+def registry_server(root: Path, port: int, host: str = "127.0.0.1") -> http.server.HTTPServer:
+    """An HTTP server answering pulls from ``root`` (an :class:`ImageStore`)."""
+    return http.server.ThreadingHTTPServer((host, port), _handler(ImageStore(root)))
+
+
+def serve(root: Path, port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``root`` read-only until interrupted."""
+    server = registry_server(root, port, host)
+    print(f"serving {root} on http://{host}:{port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m customtask_sdk.testing.images serve --root DIR --port N``."""
+    parser = argparse.ArgumentParser(prog="python -m customtask_sdk.testing.images")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="serve an image folder on loopback")
+    serve_parser.add_argument("--root", type=Path, required=True)
+    serve_parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    serve(args.root, args.port)
+
+
+if __name__ == "__main__":
+    main()
