@@ -44,7 +44,7 @@ DEFAULT_CONTROLLERS = ("garbage-collector-controller", "namespace-controller")
 #: What a cluster with a node needs on top: the node's not-ready taint lifted, ``default``
 #: ServiceAccounts and their tokens, the root CA for in-cluster clients, Service endpoints,
 #: PVCs bound (with the hostPath provisioner), workloads (Tekton's affinity assistant is a
-#: StatefulSet) and finished Pods collected.
+#: StatefulSet), finished Pods collected, and the aggregated roles (``view``, ``edit``) filled.
 NODE_CONTROLLERS = (
     *DEFAULT_CONTROLLERS,
     "node-lifecycle-controller",
@@ -60,6 +60,7 @@ NODE_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "pod-garbage-collector-controller",
+    "clusterrole-aggregation-controller",
 )
 # Tekton's controller needs every image flag set, though custom tasks never run an image.
 _TEKTON_IMAGE_FLAGS = (
@@ -134,7 +135,7 @@ class ControlPlane:
         self.etcd_port = free_port()
         self.bind_address = bind_address
         self.service_accounts = service_accounts
-        self.apiserver_port = free_port(bind_address)
+        self.apiserver_port = free_port()  # free on loopback: no wildcard listener has it
         self.host = f"https://{bind_address}:{self.apiserver_port}"
         #: The admin kubeconfig (user ``default`` in ``system:masters``), written on start.
         self.kubeconfig = self.workdir / "kubeconfig-admin.yaml"

@@ -79,6 +79,7 @@ _NETNS_DIR = Path("/run/netns")
 _HOSTPATH_PV_DIR = Path("/tmp/hostpath_pv")  # kube-controller-manager's hostPath provisioner
 _CONTAINER_LOGS = Path("/var/log/containers")  # fixed in the kubelet
 _CNI_CACHE = Path("/var/lib/cni")  # libcni's cache, fixed in containerd 1.6
+_SHIM_SOCKETS = Path("/run/containerd")  # shims' sockets, fixed in containerd 1.6
 
 
 _CONTAINERD_CONFIG = """version = 2
@@ -194,7 +195,8 @@ class _HostState:
         self.iptables = {b: _iptables_state(b) for b in ("iptables", "ip6tables")}
         self.netns = set(os.listdir(_NETNS_DIR)) if _NETNS_DIR.exists() else set()
         self.cgroups = _cgroup_dirs("kubepods")
-        self.existed = {p: p.exists() for p in (_HOSTPATH_PV_DIR, _CONTAINER_LOGS, _NETNS_DIR)}
+        created_here = (_HOSTPATH_PV_DIR, _CONTAINER_LOGS, _NETNS_DIR, _CNI_CACHE, _SHIM_SOCKETS)
+        self.existed = {path: path.exists() for path in created_here}
 
     def create_bridge(self) -> None:
         net = self.network
@@ -241,11 +243,11 @@ class _HostState:
             for link in _CONTAINER_LOGS.iterdir():
                 if link.is_symlink() and os.readlink(link).startswith(f"{node_dir}/"):
                     link.unlink()
+        for leftover in _CNI_CACHE.glob("results/customtask-sdk-pods-*"):
+            leftover.unlink()
         for path, existed in self.existed.items():
             if not existed and path.exists():
                 shutil.rmtree(path, ignore_errors=True)
-        for leftover in _CNI_CACHE.glob("results/customtask-sdk-pods-*"):
-            leftover.unlink()
         return problems
 
 
@@ -408,7 +410,13 @@ class Node:
             problems = self._host.restore(self.workdir)
             self._host = None
         if self._own_workdir and not os.environ.get("CUSTOMTASK_SDK_KEEP_WORKDIR"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            for _attempt in range(3):  # a lazily unmounted folder can be busy a moment
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                if not self.workdir.exists():
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                problems.append(f"folder {self.workdir}")
         if problems:
             raise NodeError("the node left behind: " + "; ".join(problems))
 

@@ -69,4 +69,4 @@ async def test_pod_reads_the_api_in_cluster_through_the_kubernetes_service(
     logs = kubectl(node, "logs", "-n", node_namespace, "in-cluster")
     assert pod["status"]["phase"] == "Succeeded", logs
     assert "pod/in-cluster" in logs
-    assert f"GET https://10.0.0.1:443/api/v1/namespaces/{node_namespace}/pods" in logs, logs
+    assert f'url="https://10.0.0.1:443/api/v1/namespaces/{node_namespace}/pods' in logs

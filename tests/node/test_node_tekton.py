@@ -22,6 +22,11 @@ def done(run: JSON) -> bool:
     return found is not None and found.get("status") in ("True", "False")
 
 
+def sidecar_stopped(pod: JSON) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return any(c["name"] == "sidecar-helper" and "terminated" in c["state"] for c in statuses)
+
+
 def outcome(run: JSON) -> tuple[str, str]:
     """The Succeeded condition's status and reason."""
     found = condition(run) or {}
@@ -76,9 +81,13 @@ async def test_taskrun_with_script_command_working_dir_sidecar_and_results(
     assert outcome(run)[0] == "True", run["status"]
     results = {r["name"]: r["value"] for r in run["status"]["results"]}
     assert results == {"greeting": "hello from bash", "where": "/workspace/deep/dir"}
-    sidecars = run["status"]["sidecars"]
-    assert [s["name"] for s in sidecars] == ["helper"]
-    assert "terminated" in sidecars[0], sidecars  # stopped by Tekton's nop image swap
+    assert [s["name"] for s in run["status"]["sidecars"]] == ["helper"]
+    # Tekton stops the sidecar by swapping its image for the nop image.
+    pod = await wait_for(
+        node.client, PODS, node_namespace, run["status"]["podName"], sidecar_stopped, timeout=60
+    )
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "sidecar-helper")
+    assert sidecar["image"] == node.tekton_images["nop-image"]
 
 
 async def test_pipelinerun_of_three_tasks_passing_results_with_finally(
