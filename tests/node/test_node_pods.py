@@ -28,9 +28,14 @@ async def run_pod(kube: KubeClient, namespace: str, name: str, container: JSON) 
     return await wait_for(kube, PODS, namespace, name, finished, timeout=60)
 
 
+def host(*argv: str) -> str:
+    """Run a command on this machine; its output."""
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def kubectl(node: Node, *args: str) -> str:
-    argv = [str(node.node_binaries.kubectl), f"--kubeconfig={node.control_plane.kubeconfig}"]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, check=True).stdout
+    kubeconfig = f"--kubeconfig={node.control_plane.kubeconfig}"
+    return host(str(node.node_binaries.kubectl), kubeconfig, *args)
 
 
 async def test_pod_runs_and_its_logs_come_through_the_apiserver(
@@ -70,3 +75,22 @@ async def test_pod_reads_the_api_in_cluster_through_the_kubernetes_service(
     assert pod["status"]["phase"] == "Succeeded", logs
     assert "pod/in-cluster" in logs
     assert f'url="https://10.0.0.1:443/api/v1/namespaces/{node_namespace}/pods' in logs
+
+
+async def test_pods_reach_this_machine_only(node: Node, node_namespace: str) -> None:
+    # A Pod's routes lead to the bridge's subnet and the Service range only, its resolver
+    # is its own loopback, and the host drops anything forwarded off the bridge.
+    script = "ip route; cat /etc/resolv.conf; ping -c 1 -W 1 192.0.2.1 || echo unreachable"
+    container = {"image": "busybox", "command": ["sh", "-c", script]}
+    await run_pod(node.client, node_namespace, "net", container)
+
+    logs = kubectl(node, "logs", "-n", node_namespace, "net")
+    routes = [line for line in logs.splitlines() if " dev eth0" in line]
+    assert sorted(r.split()[0] for r in routes) == ["10.0.0.0/24", "10.0.1.0/24"], logs
+    nameservers = [line.split()[1] for line in logs.splitlines() if line.startswith("nameserver")]
+    assert nameservers == ["127.0.0.1"], logs
+    assert "Network is unreachable" in logs, logs
+    guard = host("iptables", "-w", "-S", "CUSTOMTASK-NODE")
+    assert (
+        f"-A CUSTOMTASK-NODE -i {node.network.bridge} ! -o {node.network.bridge} -j DROP" in guard
+    )

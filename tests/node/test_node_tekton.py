@@ -182,3 +182,62 @@ async def test_timed_out_taskrun_fails_with_timeout(node: Node, node_namespace: 
     assert outcome(run) == ("False", "TaskRunTimeout")
     steps = run["status"]["steps"]
     assert steps[0]["terminated"]["reason"] == "TaskRunTimeout", steps
+
+
+async def test_volume_claim_template_workspace_is_shared_between_tasks(
+    node: Node, node_namespace: str
+) -> None:
+    # A PVC per run from the hostPath provisioner; Tekton's affinity assistant (a
+    # StatefulSet) keeps both tasks on the claim's node.
+    pipeline = {
+        "workspaces": [{"name": "shared"}],
+        "tasks": [
+            {
+                "name": "write",
+                "workspaces": [{"name": "data", "workspace": "shared"}],
+                "taskSpec": {
+                    "workspaces": [{"name": "data"}],
+                    "steps": [
+                        {
+                            "name": "write",
+                            "image": "busybox",
+                            "script": "echo -n kept > $(workspaces.data.path)/file",
+                        }
+                    ],
+                },
+            },
+            {
+                "name": "read",
+                "runAfter": ["write"],
+                "workspaces": [{"name": "data", "workspace": "shared"}],
+                "taskSpec": {
+                    "workspaces": [{"name": "data"}],
+                    "results": [{"name": "content"}],
+                    "steps": [
+                        {
+                            "name": "read",
+                            "image": "busybox",
+                            "script": "cat $(workspaces.data.path)/file > $(results.content.path)",
+                        }
+                    ],
+                },
+            },
+        ],
+        "results": [{"name": "content", "value": "$(tasks.read.results.content)"}],
+    }
+    claim = {
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "16Mi"}},
+        }
+    }
+    spec = {
+        "pipelineSpec": pipeline,
+        "workspaces": [{"name": "shared", "volumeClaimTemplate": claim}],
+    }
+    name = await create(node.client, PIPELINE_RUNS, node_namespace, spec)
+
+    run = await wait_for(node.client, PIPELINE_RUNS, node_namespace, name, done, timeout=120)
+
+    assert outcome(run)[0] == "True", run["status"]
+    assert run["status"]["results"] == [{"name": "content", "value": "kept"}]
