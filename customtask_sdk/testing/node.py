@@ -368,11 +368,14 @@ class Node:
 
         self._host = _HostState(self.network)
         self._host.create_bridge()
-        self._build_images()
-        mark("images")
         self._write_configs()
         await self._start_registry()
-        await asyncio.gather(self.control_plane.start(), self._start_containerd())
+        # Images are built while the control plane starts; nothing pulls before the kubelet.
+        await asyncio.gather(
+            self.control_plane.start(),
+            self._start_containerd(),
+            asyncio.to_thread(self._build_images),
+        )
         mark("control-plane")
         await self.control_plane.start_controller_manager(NODE_CONTROLLERS)
         await self._start_process("kube-scheduler", self._scheduler_argv())
