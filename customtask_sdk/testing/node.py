@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -136,8 +137,7 @@ class NodeNetwork:
     @property
     def subnet(self) -> str:
         """The bridge's subnet in CIDR notation."""
-        octets = self.host_ip.split(".")
-        return ".".join([*octets[:3], "0"]) + f"/{self.prefix}"
+        return str(ipaddress.ip_interface(f"{self.host_ip}/{self.prefix}").network)
 
 
 def _sh(*argv: str, check: bool = True) -> str:
