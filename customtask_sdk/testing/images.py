@@ -20,18 +20,32 @@ import argparse
 import contextlib
 import hashlib
 import http.server
+import importlib.metadata
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import sysconfig
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BASE_REPOSITORIES", "ImageStore", "Layer", "registry_server", "serve"]
+__all__ = [
+    "BASE_REPOSITORIES",
+    "PYTHON_PREFIX",
+    "SITE_PACKAGES",
+    "ImageStore",
+    "Layer",
+    "python_layer",
+    "registry_server",
+    "serve",
+]
 
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -57,9 +71,13 @@ class Layer:
     symlinks: dict[str, str] = field(default_factory=dict)
     directories: dict[str, int] = field(default_factory=dict)
 
-    def add_tree(self, source: Path, target: str) -> None:
-        """Add every file under ``source`` (a folder) at ``target`` in the image."""
+    def add_tree(self, source: Path, target: str, skip: Iterable[str] = ()) -> None:
+        """Add every file under ``source`` (a folder) at ``target`` in the image, but not
+        those under a folder named in ``skip``."""
+        skipped = set(skip)
         for path in sorted(source.rglob("*")):
+            if skipped.intersection(path.relative_to(source).parts):
+                continue
             inside = f"{target.rstrip('/')}/{path.relative_to(source)}"
             if path.is_symlink():
                 self.symlinks[inside] = os.readlink(path)
@@ -91,6 +109,8 @@ class Layer:
                 mode = 0o755 if isinstance(content, Path) and os.access(content, os.X_OK) else 0o644
                 info = tarfile.TarInfo(path.lstrip("/"))
                 info.size, info.mode = len(data), mode
+                if isinstance(content, Path):  # compiled modules check their source's mtime
+                    info.mtime = int(content.stat().st_mtime)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
 
@@ -231,6 +251,44 @@ class ImageStore:
         manifest = json.loads(self.blob(digest).read_bytes())
         return _StoredLayer(self.blob(manifest["layers"][0]["digest"]).read_bytes())
 
+    def add_python_app(
+        self,
+        repository: str,
+        tag: str,
+        *,
+        distributions: Iterable[str] = (),
+        folders: Mapping[str, Path] | None = None,
+        wheels: Iterable[Path] = (),
+        entrypoint: Sequence[str] | None = None,
+        cmd: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/app",
+        base: str | None = None,
+    ) -> str:
+        """A Python application image: this Python with ``distributions`` (installed
+        here, with what they need), ``wheels`` unpacked into its ``site-packages``, and
+        ``folders`` (image path -> folder here), on the base image when ``base`` is its
+        digest. ``python3`` is on ``PATH``."""
+        runtime = python_layer(distributions)
+        app = Layer()
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                for member in archive.infolist():
+                    if not member.is_dir():
+                        app.files[f"{SITE_PACKAGES}/{member.filename}"] = archive.read(member)
+        for target, folder in (folders or {}).items():
+            app.add_tree(folder, target, skip=("__pycache__",))
+        layers = [runtime, app] if base is None else [self._base_layer(base), runtime, app]
+        variables = {
+            "LD_LIBRARY_PATH": f"{PYTHON_PREFIX}/lib",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        digest = self.build(layers, entrypoint=entrypoint, cmd=cmd, env=variables, workdir=workdir)
+        self.tag(digest, [repository], tag)
+        return digest
+
     def add_folder(
         self,
         repository: str,
@@ -251,6 +309,82 @@ class ImageStore:
         digest = self.build(layers, entrypoint=entrypoint, cmd=cmd, env=env, workdir=target)
         self.tag(digest, [repository], tag)
         return digest
+
+
+#: Where :func:`python_layer` puts the interpreter, and its ``site-packages``.
+PYTHON_PREFIX = "/usr/local"
+_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
+SITE_PACKAGES = f"{PYTHON_PREFIX}/lib/{_PYTHON}/site-packages"
+_STDLIB_SKIP = (
+    *("site-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip"),
+    *("lib2to3", "pydoc_data", Path(sysconfig.get_config_var("LIBPL")).name),  # build files
+)
+
+
+def _shared_libraries(binaries: Iterable[Path]) -> set[Path]:
+    """The shared libraries ``binaries`` load (``ldd``), the dynamic loader included."""
+    found: set[Path] = set()
+    for binary in binaries:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+        for line in out.stdout.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/"):
+                found.add(Path(path))
+    return found
+
+
+def _requirements(distribution: str) -> set[str]:
+    """``distribution`` and what it needs here (no extras), by installed metadata."""
+    from packaging.requirements import Requirement  # a dependency of pytest
+
+    seen: set[str] = set()
+    pending = [distribution]
+    while pending:
+        name = pending.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return seen
+
+
+def python_layer(distributions: Iterable[str] = ()) -> Layer:
+    """This Python (interpreter, standard library, the shared libraries they load) at
+    :data:`PYTHON_PREFIX`, with installed ``distributions`` and what they need in its
+    ``site-packages``."""
+    prefix = Path(sys.base_prefix)
+    layer = Layer()
+    stdlib = prefix / "lib" / _PYTHON
+    layer.add_tree(stdlib, f"{PYTHON_PREFIX}/lib/{_PYTHON}", skip=_STDLIB_SKIP)
+    interpreter = (prefix / "bin" / _PYTHON).resolve()
+    layer.files[f"{PYTHON_PREFIX}/bin/{_PYTHON}"] = interpreter
+    layer.symlinks[f"{PYTHON_PREFIX}/bin/python3"] = _PYTHON
+    layer.symlinks[f"{PYTHON_PREFIX}/bin/python"] = _PYTHON
+    for tk in stdlib.glob("lib-dynload/_tkinter*"):  # Tk and X11 libraries: no GUI here
+        del layer.files[f"{PYTHON_PREFIX}/lib/{_PYTHON}/{tk.relative_to(stdlib)}"]
+    extensions = [
+        interpreter,
+        *(p for p in stdlib.glob("lib-dynload/*.so") if "_tkinter" not in p.name),
+    ]
+    for name in sorted(set().union(*(_requirements(d) for d in distributions))):
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if ".." in file.parts or not source.is_file():
+                continue  # scripts and data outside site-packages
+            layer.files[f"{SITE_PACKAGES}/{file}"] = source
+            if source.suffix == ".so":
+                extensions.append(source)
+    for library in _shared_libraries(extensions):
+        if library.is_relative_to(prefix):  # libpython: beside the interpreter
+            layer.files[f"{PYTHON_PREFIX}/lib/{library.name}"] = library.resolve()
+        else:
+            layer.files[str(library)] = library.resolve()
+    return layer
 
 
 class _StoredLayer(Layer):
@@ -290,18 +424,24 @@ def _handler(store: ImageStore) -> type[http.server.BaseHTTPRequestHandler]:
                 )
                 return
             kind = _MANIFEST if match["kind"] == "manifests" else "application/octet-stream"
-            self._send(200, store.blob(digest).read_bytes(), kind, digest, body)
+            self._send(200, store.blob(digest), kind, digest, body)
 
         def _send(
-            self, status: int, data: bytes, kind: str, digest: str | None, body: bool
+            self, status: int, data: bytes | Path, kind: str, digest: str | None, body: bool
         ) -> None:
+            size = data.stat().st_size if isinstance(data, Path) else len(data)
             self.send_response(status)
             self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(size))
             if digest:
                 self.send_header("Docker-Content-Digest", digest)
             self.end_headers()
-            if body:
+            if not body:
+                return
+            if isinstance(data, Path):
+                with data.open("rb") as blob:  # layers can be large: streamed
+                    shutil.copyfileobj(blob, self.wfile, 1 << 20)
+            else:
                 self.wfile.write(data)
 
         def log_message(self, format: str, *args: object) -> None:
