@@ -21,7 +21,7 @@ import yaml
 
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.testing.certs import CertificateAuthority, KeyPair
-from customtask_sdk.testing.processes import ManagedProcess, free_port, tail_file
+from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
 from customtask_sdk.testing.testbin import Binaries, locate
 
 __all__ = [
@@ -93,7 +93,7 @@ def _load_yaml_documents(paths: Iterable[Path]) -> list[JSON]:
     return documents
 
 
-class ControlPlane:
+class ControlPlane(AsyncService):
     """etcd + kube-apiserver (envtest-style), with Tekton's CRDs and, on request, controllers.
 
     Use it as an async context manager::
@@ -148,17 +148,6 @@ class ControlPlane:
         self._client_ca = CertificateAuthority("customtask-sdk-client-ca")
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> ControlPlane:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Start etcd and kube-apiserver, wait until ready, then install Tekton's resources."""

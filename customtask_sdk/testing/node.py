@@ -43,7 +43,7 @@ from customtask_sdk.testing.controlplane import (
     ControlPlaneError,
 )
 from customtask_sdk.testing.images import ImageStore
-from customtask_sdk.testing.processes import ManagedProcess, free_port, tail_file
+from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
 from customtask_sdk.testing.waiting import condition, wait_for
 
@@ -275,7 +275,7 @@ def _split_rule(rule: str) -> list[str]:
     return shlex.split(rule)
 
 
-class Node:
+class Node(AsyncService):
     """A local cluster with one real worker node. Needs root; one per machine.
 
     Use it as an async context manager::
@@ -338,17 +338,6 @@ class Node:
         self._socket = self.workdir / "containerd" / "containerd.sock"
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Node:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def client(self) -> KubeClient:

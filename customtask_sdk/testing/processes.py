@@ -9,14 +9,38 @@ import signal
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
-__all__ = ["ManagedProcess", "free_port", "tail_file"]
+__all__ = ["AsyncService", "ManagedProcess", "free_port", "tail_file"]
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port on ``address`` that is free right now."""
+class AsyncService:
+    """Something started and stopped as an async context manager (stopped if starting fails)."""
+
+    async def start(self) -> None:
+        """Start everything."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop everything started, even after a partial start."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
+        sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 import pytest_asyncio
@@ -40,7 +41,6 @@ from customtask_sdk.testing.controlplane import ControlPlane
 from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.testbin import (
     Binaries,
-    NodeBinaries,
     TestbinMissingError,
     locate,
     locate_node,
@@ -48,6 +48,7 @@ from customtask_sdk.testing.testbin import (
 
 _NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 _ACTIVE: list[ControlPlane] = []
+_Found = TypeVar("_Found")
 _NODES: list[Node] = []
 
 
@@ -71,22 +72,18 @@ def _required() -> bool:
     )
 
 
+def _located(find: Callable[[], _Found], what: str) -> _Found:
+    """``find()``, or skip (fail where required) with why it is missing."""
+    try:
+        return find()
+    except TestbinMissingError as exc:
+        if _required():
+            pytest.fail(f"{exc} (CI requires the real {what})", pytrace=False)
+        pytest.skip(str(exc))
+
+
 def _binaries() -> Binaries:
-    try:
-        return locate()
-    except TestbinMissingError as exc:
-        if _required():
-            pytest.fail(f"{exc} (CI requires the real control plane)", pytrace=False)
-        pytest.skip(str(exc))
-
-
-def _node_binaries() -> NodeBinaries:
-    try:
-        return locate_node()
-    except TestbinMissingError as exc:
-        if _required():
-            pytest.fail(f"{exc} (CI requires the real node)", pytrace=False)
-        pytest.skip(str(exc))
+    return _located(locate, "control plane")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -114,7 +111,7 @@ async def node() -> AsyncIterator[Node]:
     """A local cluster with a real node, for the whole session (a cluster of its own)."""
     if os.environ.get("CUSTOMTASK_SDK_KUBECONFIG"):
         pytest.skip("needs the local node; CUSTOMTASK_SDK_KUBECONFIG names another cluster")
-    async with Node(_binaries(), _node_binaries()) as started:
+    async with Node(_binaries(), _located(locate_node, "node")) as started:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in started.timings.items())
         sys.stderr.write(f"\n[customtask-sdk] node up: {timings}\n")
         _NODES.append(started)
