@@ -353,13 +353,17 @@ class ControlPlane(AsyncService):
         self._processes["kube-controller-manager"].check_alive()
 
     async def start_tekton_controller(
-        self, *, threads_per_controller: int = 2, images: Mapping[str, str] | None = None
+        self,
+        *,
+        threads_per_controller: int = 2,
+        images: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         """Start Tekton's PipelineRun/TaskRun controller out of cluster and wait for it.
 
         ``images`` sets its image flags (``entrypoint-image``...: a node's local images);
         without a node they name an image that never runs. Every port it opens is a free
-        one, so several control planes can share a machine.
+        one, so several control planes can share a machine. ``environment`` adds variables.
         """
         probes = free_port()
         env = dict(os.environ)
@@ -371,6 +375,7 @@ class ControlPlane(AsyncService):
             PROFILING_PORT=str(free_port()),
             KNATIVE_HEALTH_PROBES_PORT=str(free_port()),  # see testbin's knative overlay
         )
+        env.update(environment or {})
         argv = [
             str(self.binaries.tekton_controller),
             f"-kubeconfig={self.kubeconfig}",

@@ -6,7 +6,10 @@ customtask_sdk.testing.images serve`` serves that folder with the registry API's
 half (``/v2/``: manifests and blobs) on 127.0.0.1. containerd uses it as the mirror of
 every registry, so a Pod naming ``busybox``, ``alpine:3.20`` or ``mirror.gcr.io/ubuntu``
 pulls an image built here, with any pull policy. A repository may answer every tag
-(:meth:`ImageStore.tag` with ``tag="*"``).
+(:meth:`ImageStore.tag` with ``tag="*"``). ``... images proxy`` is an HTTPS proxy that
+answers every registry host from that registry (TLS ended with a local CA), for programs
+that look images up themselves: Tekton's controller reads the entrypoint of a step image
+that has no ``command``.
 
 Why not ``ctr images import``: an image named without a tag or with ``:latest`` is always
 pulled, and that needs a registry. Why not go-containerregistry's ``crane registry
@@ -17,6 +20,7 @@ standard library and the folder survives restarts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import http.server
@@ -26,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +47,7 @@ __all__ = [
     "SITE_PACKAGES",
     "ImageStore",
     "Layer",
+    "proxy",
     "python_layer",
     "registry_server",
     "serve",
@@ -463,15 +469,83 @@ def serve(root: Path, port: int, host: str = "127.0.0.1") -> None:
         server.serve_forever()
 
 
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _tunnel(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    registry_port: int,
+    context: ssl.SSLContext,
+) -> None:
+    """One proxy client: ``CONNECT <host>:443`` becomes TLS ended here (a certificate of
+    the local CA) and plain HTTP to the registry; anything else is refused."""
+    try:
+        head = await client_reader.readuntil(b"\r\n\r\n")
+    except (ConnectionError, asyncio.IncompleteReadError):  # a port probe
+        client_writer.close()
+        return
+    try:
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT" or not target.endswith(":443"):
+            print(f"refused {method} {target}", flush=True)
+            client_writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            await client_writer.drain()
+            client_writer.close()
+            return
+        print(f"CONNECT {target} -> registry", flush=True)
+        client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await client_writer.drain()
+        await client_writer.start_tls(context)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", registry_port)
+    except (ConnectionError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        print(f"tunnel failed: {exc!r}", flush=True)
+        client_writer.close()
+        return
+    await asyncio.gather(_pipe(client_reader, up_writer), _pipe(up_reader, client_writer))
+
+
+async def proxy(port: int, registry_port: int, cert: Path, key: Path) -> None:
+    """An HTTPS proxy on 127.0.0.1 that answers every registry host from the local
+    registry, for clients that look images up themselves (Tekton's controller reads a
+    step image's entrypoint). Runs until cancelled."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await asyncio.start_server(
+        lambda r, w: _tunnel(r, w, registry_port, context), "127.0.0.1", port
+    )
+    print(f"proxying registries to 127.0.0.1:{registry_port} on 127.0.0.1:{port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m customtask_sdk.testing.images serve --root DIR --port N``."""
+    """``python -m customtask_sdk.testing.images serve --root DIR --port N``, or
+    ``... proxy --port N --registry-port N --cert FILE --key FILE``."""
     parser = argparse.ArgumentParser(prog="python -m customtask_sdk.testing.images")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve an image folder on loopback")
     serve_parser.add_argument("--root", type=Path, required=True)
     serve_parser.add_argument("--port", type=int, required=True)
+    proxy_parser = commands.add_parser("proxy", help="HTTPS proxy to the loopback registry")
+    proxy_parser.add_argument("--port", type=int, required=True)
+    proxy_parser.add_argument("--registry-port", type=int, required=True)
+    proxy_parser.add_argument("--cert", type=Path, required=True)
+    proxy_parser.add_argument("--key", type=Path, required=True)
     args = parser.parse_args(argv)
-    serve(args.root, args.port)
+    if args.command == "serve":
+        serve(args.root, args.port)
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(proxy(args.port, args.registry_port, args.cert, args.key))
 
 
 if __name__ == "__main__":

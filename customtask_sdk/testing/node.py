@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
+from customtask_sdk.testing.certs import CertificateAuthority
 from customtask_sdk.testing.controlplane import (
     NODE_CONTROLLERS,
     SERVICE_CIDR,
@@ -58,6 +59,23 @@ _PODS = Resource("", "v1", "pods", "Pod")
 _SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 _STORAGE_CLASSES = Resource("storage.k8s.io", "v1", "storageclasses", "", namespaced=False)
 _MIRRORED = ("docker.io", "mirror.gcr.io", "gcr.io", "ghcr.io", "quay.io", "_default")
+# Registry hosts the HTTPS proxy answers for (Tekton's entrypoint lookups).
+_PROXIED_HOSTS = (
+    "index.docker.io",
+    "registry-1.docker.io",
+    "docker.io",
+    "*.docker.io",
+    "mirror.gcr.io",
+    "gcr.io",
+    "*.gcr.io",
+    "*.pkg.dev",
+    "ghcr.io",
+    "quay.io",
+    "registry.k8s.io",
+    "cgr.dev",
+    "public.ecr.aws",
+    LOCAL_REGISTRY,
+)
 # Kernel settings the kubelet, kube-proxy or the CNI bridge plugin may change.
 _SYSCTLS = (
     "net/ipv4/ip_forward",
@@ -359,6 +377,7 @@ class Node(AsyncService):
         self._host.create_bridge()
         self._write_configs()
         await self._start_registry()
+        proxy_env = await self._start_registry_proxy()
         # Images are built while the control plane starts; nothing pulls before the kubelet.
         await asyncio.gather(
             self.control_plane.start(),
@@ -376,7 +395,9 @@ class Node(AsyncService):
         self.timings["kubelet-to-ready"] = time.monotonic() - kubelet_started
         await self._create_storage_class()
         if self.tekton:
-            await self.control_plane.start_tekton_controller(images=self.tekton_images)
+            await self.control_plane.start_tekton_controller(
+                images=self.tekton_images, environment=proxy_env
+            )
             mark("tekton")
         self.timings["total"] = time.monotonic() - started
 
@@ -620,6 +641,36 @@ class Node(AsyncService):
         await self._wait(
             "registry", lambda: _port_open("127.0.0.1", self.registry_port), process, 20.0
         )
+
+    async def _start_registry_proxy(self) -> dict[str, str]:
+        """Start the HTTPS proxy to the registry; the environment that sends a Go program's
+        registry lookups through it (and nothing else anywhere)."""
+        folder = self.workdir / "registry-proxy"
+        folder.mkdir()
+        ca = CertificateAuthority("customtask-sdk-registry-ca")
+        (folder / "ca.crt").write_bytes(ca.cert_pem)
+        ca.issue_serving(_PROXIED_HOSTS).write(folder / "tls.crt", folder / "tls.key")
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "customtask_sdk.testing.images",
+            "proxy",
+            f"--port={port}",
+            f"--registry-port={self.registry_port}",
+            f"--cert={folder / 'tls.crt'}",
+            f"--key={folder / 'tls.key'}",
+        ]
+        process = await self._start_process("registry-proxy", argv)
+        await self._wait("registry-proxy", lambda: _port_open("127.0.0.1", port), process, 20.0)
+        url = f"http://127.0.0.1:{port}"
+        return {
+            "HTTPS_PROXY": url,
+            "HTTP_PROXY": url,  # plain HTTP (a cloud metadata probe) is refused there
+            "NO_PROXY": f"{self.network.host_ip},127.0.0.1,localhost",
+            "SSL_CERT_FILE": str(folder / "ca.crt"),
+            "GOOGLE_APPLICATION_CREDENTIALS": str(folder / "none.json"),  # no gcloud lookup
+        }
 
     async def _start_containerd(self) -> None:
         config = self.workdir / "containerd" / "config.toml"

@@ -149,6 +149,36 @@ async def test_pipelinerun_of_three_tasks_passing_results_with_finally(
     assert children == {"first", "second", "third", "check"}
 
 
+async def test_step_without_command_runs_the_image_entrypoint(
+    node: Node, node_namespace: str
+) -> None:
+    # Tekton's controller looks the image's entrypoint up in its registry itself: through
+    # the node's HTTPS proxy, that is the local registry.
+    version = node.binaries.versions.kubernetes
+    task_spec = {
+        "results": [{"name": "version"}],
+        "steps": [
+            {"name": "shell", "image": "ubuntu:24.04", "args": ["-c", "echo -n hi"]},
+            {
+                "name": "kubectl",
+                "image": node.image("kubectl", version),
+                "args": ["version", "--client", "-o", "yaml"],
+            },
+            {
+                "name": "result",
+                "image": "busybox",
+                "args": ["-c", f"echo -n {version} > $(results.version.path)"],
+            },
+        ],
+    }
+    name = await create(node.client, TASK_RUNS, node_namespace, {"taskSpec": task_spec})
+
+    run = await wait_for(node.client, TASK_RUNS, node_namespace, name, done, timeout=90)
+
+    assert outcome(run)[0] == "True", run["status"]
+    assert run["status"]["results"] == [{"name": "version", "type": "string", "value": version}]
+
+
 SLEEPER = {"steps": [{"name": "sleep", "image": "busybox", "command": ["sleep", "300"]}]}
 
 
