@@ -216,13 +216,17 @@ class _HostState:
         created_here = (_HOSTPATH_PV_DIR, _CONTAINER_LOGS, _NETNS_DIR, _CNI_CACHE, _SHIM_SOCKETS)
         self.existed = {path: path.exists() for path in created_here}
 
+    def check_free(self) -> None:
+        """Raise unless the bridge is free (another node would own it)."""
+        bridge = self.network.bridge
+        if Path(f"/sys/class/net/{bridge}").exists():
+            raise NodeError(
+                f"interface {bridge} exists: another node runs here, or one was not "
+                f"stopped (remove it with `ip link del {bridge}`)"
+            )
+
     def create_bridge(self) -> None:
         net = self.network
-        if Path(f"/sys/class/net/{net.bridge}").exists():
-            raise NodeError(
-                f"interface {net.bridge} exists: another node runs here, or one was not "
-                f"stopped (remove it with `ip link del {net.bridge}`)"
-            )
         _sh("ip", "link", "add", net.bridge, "type", "bridge")
         _sh("ip", "addr", "add", f"{net.host_ip}/{net.prefix}", "dev", net.bridge)
         _sh("ip", "link", "set", net.bridge, "up")
@@ -373,8 +377,10 @@ class Node(AsyncService):
         def mark(phase: str) -> None:
             self.timings[phase] = time.monotonic() - started
 
-        self._host = _HostState(self.network)
-        self._host.create_bridge()
+        host = _HostState(self.network)
+        host.check_free()
+        self._host = host  # from here on, stop() undoes what start() did
+        host.create_bridge()
         self._write_configs()
         await self._start_registry()
         proxy_env = await self._start_registry_proxy()
