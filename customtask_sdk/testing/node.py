@@ -28,10 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -279,7 +278,7 @@ def _restore_iptables(binary: str, before: dict[str, set[str]]) -> list[str]:
     for table, lines in after.items():
         added = [line for line in lines if line not in before[table]]
         for rule in (line for line in added if line.startswith("-A ")):
-            _sh(binary, "-w", "-t", table, "-D", *_split_rule(rule[3:]), check=False)
+            _sh(binary, "-w", "-t", table, "-D", *shlex.split(rule[3:]), check=False)
         chains = [line.split()[1] for line in added if line.startswith("-N ")]
         for chain in chains:
             _sh(binary, "-w", "-t", table, "-F", chain, check=False)
@@ -291,10 +290,6 @@ def _restore_iptables(binary: str, before: dict[str, set[str]]) -> list[str]:
         for table, lines in left.items()
         for line in sorted(lines - before[table])
     ]
-
-
-def _split_rule(rule: str) -> list[str]:
-    return shlex.split(rule)
 
 
 class Node(AsyncService):
@@ -416,7 +411,7 @@ class Node(AsyncService):
         for name in ("kubelet", "kube-proxy", "kube-scheduler"):
             if name in self._processes:
                 await self._processes.pop(name).stop()
-        if self._host is not None and "kube-proxy" not in self._processes:
+        if self._host is not None:  # kube-proxy's own rule removal, before ours
             _sh(str(self.node_binaries.kube_proxy), "--cleanup", check=False)
         if "containerd" in self._processes:
             self._remove_containers()
@@ -685,7 +680,9 @@ class Node(AsyncService):
         process = await self._start_process("containerd", argv, env)
         await self._wait("containerd", self._socket.exists, process, 30.0)
 
-    async def _wait(self, name: str, ready: Any, process: ManagedProcess, timeout: float) -> None:
+    async def _wait(
+        self, name: str, ready: Callable[[], bool], process: ManagedProcess, timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             try:
