@@ -97,7 +97,7 @@ async def main(pods: int, taskruns: int) -> None:
         runs = [await timed_taskrun(node) for _ in range(taskruns)]
         print(f"one-step TaskRun create->Succeeded: {summary(runs)}")
         for name in ("kubelet", "containerd", "kube-scheduler", "kube-proxy", "registry"):
-            pid = node._processes[name].pid
+            pid = node.process(name).pid
             if pid is not None:
                 print(f"RSS {name}: {rss_mib(pid):.0f} MiB")
         for name in ("kube-apiserver", "etcd", "kube-controller-manager", "tekton"):

@@ -434,6 +434,12 @@ class Node(AsyncService):
         if problems:
             raise NodeError("the node left behind: " + "; ".join(problems))
 
+    def process(self, name: str) -> ManagedProcess:
+        """A node component's process: ``kubelet``, ``containerd``, ``kube-scheduler``,
+        ``kube-proxy``, ``registry``, ``registry-proxy`` (the control plane's are
+        ``node.control_plane.process(name)``)."""
+        return self._processes[name]
+
     def log_tails(self, lines: int = 30) -> str:
         """The last lines of every component's log, for a failing test's report."""
         return "\n".join(
