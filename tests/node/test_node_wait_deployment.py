@@ -2,7 +2,7 @@
 
 Its image is built here from this checkout (the SDK, the controller module and this
 Python), its name set with kustomize as a platform team would. Two replicas, both ready,
-one Lease holder; the sample pipeline succeeds; when the leader's Pod is deleted another
+one Lease holder; the samples of hack/up.sh succeed; when the leader's Pod is deleted another
 replica takes over and runs still complete.
 """
 
@@ -114,10 +114,13 @@ async def test_wait_controller_from_its_manifests_elects_a_leader_and_fails_over
     )
     leader = lease["spec"]["holderIdentity"]
 
-    await apply_manifests(
-        node.client, [ROOT / "examples" / "wait" / "pipelinerun.yaml"], node_namespace
-    )
-    await wait_for(node.client, PIPELINE_RUNS, node_namespace, "wait-demo", succeeded, 120)
+    # The samples of hack/up.sh: Wait custom tasks, and Tekton tasks in Pods beside them.
+    samples = [
+        ROOT / "examples" / "wait" / f for f in ("pipelinerun.yaml", "pipelinerun-node.yaml")
+    ]
+    await apply_manifests(node.client, samples, node_namespace)
+    for name in ("wait-demo", "wait-and-build"):
+        await wait_for(node.client, PIPELINE_RUNS, node_namespace, name, succeeded, 120)
 
     await node.client.delete(PODS.path(NAMESPACE, leader))
     # The leader releases the Lease on SIGTERM; the standby or the leader's replacement,
