@@ -373,6 +373,9 @@ class ControlPlane(AsyncService):
             METRICS_DOMAIN="tekton.dev/pipeline",
             KUBERNETES_MIN_VERSION="v1.28.0",
             PROFILING_PORT=str(free_port()),
+            # knative's metrics server: loopback and a free port, not every interface's 9090.
+            METRICS_PROMETHEUS_HOST="127.0.0.1",
+            METRICS_PROMETHEUS_PORT=str(free_port()),
             KNATIVE_HEALTH_PROBES_PORT=str(free_port()),  # see testbin's knative overlay
         )
         env.update(environment or {})
