@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +160,12 @@ def _component_dir(name: str, version: str) -> Path:
     return cache_dir() / "testbin" / f"{name}-{version}"
 
 
+def _missing(executables: Iterable[Path], folder: Path) -> list[str]:
+    """Which of ``executables`` are not executable files, and ``folder`` if it is none."""
+    missing = [str(path) for path in executables if not os.access(path, os.X_OK)]
+    return missing if folder.is_dir() else [*missing, str(folder)]
+
+
 def locate(versions: Versions = PINNED) -> Binaries:
     """Find every binary, preferring ``KUBEBUILDER_ASSETS`` for etcd and the kube binaries.
 
@@ -185,13 +191,8 @@ def locate(versions: Versions = PINNED) -> Binaries:
         tekton_config=tekton / "config",
         versions=versions,
     )
-    missing = [
-        str(path)
-        for path in (etcd, apiserver, kcm, binaries.tekton_controller, binaries.tekton_entrypoint)
-        if not os.access(path, os.X_OK)
-    ]
-    if not (binaries.tekton_config / "300-crds").is_dir():
-        missing.append(str(binaries.tekton_config / "300-crds"))
+    executables = (etcd, apiserver, kcm, binaries.tekton_controller, binaries.tekton_entrypoint)
+    missing = _missing(executables, binaries.tekton_config / "300-crds")
     if missing:
         raise TestbinMissingError(
             "control-plane binaries are missing: "
@@ -230,13 +231,8 @@ def locate_node(versions: Versions = PINNED) -> NodeBinaries:
         tekton_workingdirinit=images / "workingdirinit",
         tekton_sidecarlogresults=images / "sidecarlogresults",
     )
-    missing = [
-        str(path)
-        for path in vars(node).values()
-        if isinstance(path, Path) and path != node.cni_bin_dir and not os.access(path, os.X_OK)
-    ]
-    if not (node.cni_bin_dir / "bridge").exists():
-        missing.append(str(node.cni_bin_dir / "bridge"))
+    executables = [p for p in vars(node).values() if isinstance(p, Path) and p != node.cni_bin_dir]
+    missing = _missing([*executables, node.cni_bin_dir / "bridge"], node.cni_bin_dir)
     if missing:
         raise NodeMissingError(
             "node binaries are missing: "
