@@ -22,9 +22,9 @@ from customtask_sdk.client import (
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.base import EventSink
 from customtask_sdk.reconciler.lifecycle import finalize_run, is_done, matches, step
 from customtask_sdk.reconciler.owned import owned_kinds
-from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
 __all__ = ["Controller"]
@@ -83,7 +83,7 @@ class Controller:
         *,
         namespace: str | None = None,
         workers: int = 16,
-        events: EventRecorder | None = None,
+        events: EventSink | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.reconciler = reconciler

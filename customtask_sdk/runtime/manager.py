@@ -204,8 +204,10 @@ class Manager:
                 log.info("starting %d controller(s)", len(self.controllers))
                 workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
                 self._workers = list(workers)
-                ended = [asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)]
-                await _first(stopping, self._aborted.wait(), *(ended if workers else []))
+                ended = (
+                    [asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)] if workers else []
+                )
+                await _first(stopping, self._aborted.wait(), *ended)
         finally:
             await self._shutdown(background, stopping, elector)
         for task in workers:
