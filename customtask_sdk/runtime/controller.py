@@ -4,7 +4,6 @@ written through ``/status`` with optimistic concurrency, only when it changed.""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 import time
@@ -25,18 +24,12 @@ from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.reconciler.base import EventSink
 from customtask_sdk.reconciler.lifecycle import finalize_run, is_done, matches, step
-from customtask_sdk.reconciler.owned import Owned, owned_kinds
+from customtask_sdk.reconciler.owned import owned_kinds
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
 __all__ = ["Controller"]
 
 log = logging.getLogger("customtask_sdk.controller")
-
-
-def _cached_form(kind: Owned, obj: JSON) -> JSON:
-    """What the cache keeps of an owned object: ``kind``'s projection, compacted."""
-    kept: JSON = compact(kind.project(obj))
-    return kept
 
 
 def _key(obj: JSON) -> str:
@@ -45,24 +38,6 @@ def _key(obj: JSON) -> str:
 
 
 _STUB_METADATA = ("name", "namespace", "resourceVersion", "finalizers")
-_SHARED_STRING = 64  # longest string value the cache shares between objects
-
-
-def compact(value: Any) -> Any:
-    """A copy of decoded JSON with every map key and short string interned.
-
-    Each decoded object has its own copy of every key (``metadata``, ``name``...) and
-    value (the namespace, kinds, a name repeated in labels and ownerReferences), so a
-    cache of thousands of objects holds the same strings thousands of times; interned,
-    they are shared: a pending CustomRun and its owned object take 40% of the memory.
-    """
-    if isinstance(value, dict):
-        return {sys.intern(k): compact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [compact(v) for v in value]
-    if isinstance(value, str) and len(value) <= _SHARED_STRING:
-        return sys.intern(value)
-    return value
 
 
 def _finished_stub(obj: JSON) -> JSON:
@@ -129,7 +104,7 @@ class Controller:
                 namespace=namespace,
                 label_selector=kind.selector,
                 field_selector=kind.field_selector,
-                transform=functools.partial(_cached_form, kind),
+                transform=kind.project,
             )
             for kind in owned_kinds(reconciler.owns)
         }
@@ -153,8 +128,7 @@ class Controller:
             return None
         if is_done(obj) and not self._holds_finalizer(obj):
             return _finished_stub(obj)
-        result: JSON = compact(obj)
-        return result
+        return obj
 
     def _holds_finalizer(self, obj: JSON) -> bool:
         return self.finalizer is not None and self.finalizer in (
