@@ -13,6 +13,7 @@ which response is checked in the apiserver by the admission policies in
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -79,9 +80,11 @@ class Approval(Reconciler[ApprovalParams]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notifier = notify.Notifier()
-        # The newest ApprovalTask this controller wrote, by uid: its own writes are newer
-        # than the cache until their watch events arrive.
-        self._written: dict[str, JSON] = {}
+        # The newest ApprovalTask this controller wrote, by uid, as its version and compact
+        # JSON (as the SDK's cache stores objects: thousands of them pile up while the
+        # watch lags behind a burst of gates, and a decoded copy is ~40 small objects):
+        # its own writes are newer than the cache until their watch events arrive.
+        self._written: dict[str, tuple[int, bytes]] = {}
 
     # -- the gate's object -------------------------------------------------------------
 
@@ -94,13 +97,16 @@ class Approval(Reconciler[ApprovalParams]):
         uid = task["metadata"]["uid"]
         written = self._written.get(uid)
         if written is not None:
-            if _version(written) > _version(task):
-                return written
+            version, data = written
+            if version > _version(task):
+                decoded: JSON = json.loads(data)
+                return decoded
             del self._written[uid]  # the cache has caught up: keep one copy
         return task
 
     def _remember(self, task: JSON) -> None:
-        self._written[task["metadata"]["uid"]] = GATES.project(task)
+        data = json.dumps(GATES.project(task), separators=(",", ":")).encode()
+        self._written[task["metadata"]["uid"]] = (_version(task), data)
 
     async def _find(self, run: Run[ApprovalParams]) -> JSON | None:
         """This run's ApprovalTask: from the cache, else (once one was created) read."""
