@@ -243,6 +243,19 @@ async def _events(
             await asyncio.sleep(0.1)
 
 
+async def test_no_events_turns_off_the_response_events_too(
+    kube: KubeClient, team: str, users: Users, controller_kubeconfig: Path
+) -> None:
+    async with serving(controller_kubeconfig, team, events=False):
+        name = await open_gate(kube, team, approvers=["alice"])
+        await gate_where(kube, team, name, state_is("pending"))
+        await respond(await users("alice"), team, name, "alice", "approve", "lgtm")
+        await finished(kube, team, name)
+    # The manager has stopped (the barrier): nothing was queued for the apiserver.
+    selector = {"fieldSelector": f"involvedObject.name={name}"}
+    assert (await kube.get(EVENTS.path(team), selector))["items"] == []
+
+
 async def test_a_rejection_vetoes_and_closes_the_gate(
     kube: KubeClient, team: str, users: Users, controller_kubeconfig: Path
 ) -> None:
