@@ -143,7 +143,8 @@ class Reconciler(Generic[P]):
         """Start background work (a notification sender...); default: nothing.
 
         Called once before the workers start, i.e. when this replica begins to lead.
-        Raising stops the manager with that error.
+        Raising stops the manager with that error, and :meth:`stop` is not called: undo
+        what was started before raising.
         """
 
     async def stop(self) -> None:
