@@ -186,3 +186,21 @@ async def test_cancel_closes_the_gate_even_before_the_cache_has_it() -> None:
     fresh = approval(api)  # e.g. a new leader whose cache lags
     await step(fresh, run, FakeClock().now(), lambda resource, uid: [])
     assert api.tasks["gate"]["status"]["state"] == "cancelled"
+
+
+async def test_its_own_newer_write_is_counted_from_while_the_cache_lags() -> None:
+    api = FakeApi()
+    reconciler = approval(api)
+    run = custom_run(approvers=["alice"])
+    cache: list[JSON] = []
+    first = await step(reconciler, run, FakeClock().now(), lambda resource, uid: cache)
+    assert first.error is None, first.error
+    run["status"] = first.status
+    created = copy.deepcopy(api.tasks["gate"])  # the watch has delivered only the create
+    created["metadata"]["resourceVersion"] = str(int(created["metadata"]["resourceVersion"]) - 1)
+    del created["status"]
+    cache.append(created)
+    api.calls.clear()
+    again = await step(reconciler, run, FakeClock().now(), lambda resource, uid: cache)
+    assert api.calls == []  # its own write (state pending) is newer: nothing to write again
+    assert (again.error, again.status) == (None, None)  # and the run's status stands
