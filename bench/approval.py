@@ -234,15 +234,19 @@ async def memory(cp: ControlPlane, kubeconfig: Path, gates: int) -> None:
     await namespace_for_approvers(kube, namespace)
     proc = start_controller(cp, kubeconfig, namespace)
     await proc.start()
+    assert proc.pid is not None
     try:
+        await open_gates(kube, namespace, 1, "first")  # the controller is up and serving
+        await until_pending(kube, namespace, 1)
+        idle = rss_mb(proc.pid)
         started = time.monotonic()
         await open_gates(kube, namespace, gates, "mem")
-        await until_pending(kube, namespace, gates)
+        await until_pending(kube, namespace, gates + 1)
         elapsed = time.monotonic() - started
-        assert proc.pid is not None
         print(
             f"memory: {gates} gates pending after {elapsed:.0f} s "
-            f"({gates / elapsed:.0f} gates/s opened); controller RSS {rss_mb(proc.pid):.0f} MB"
+            f"({gates / elapsed:.0f} gates/s opened); controller RSS {rss_mb(proc.pid):.0f} MB "
+            f"({idle:.0f} MB with one)"
         )
     finally:
         await proc.stop()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
 
-from customtask_sdk.client import KubeClient, Resource
+from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.reconciler.outcome import Outcome
 from customtask_sdk.reconciler.owned import Owned
 from customtask_sdk.reconciler.run import Params, Run
 
-__all__ = ["Clock", "NoParams", "Reconciler", "SystemClock"]
+__all__ = ["Clock", "EventSink", "NoParams", "Reconciler", "SystemClock"]
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -32,6 +32,14 @@ class SystemClock:
     def now(self) -> datetime.datetime:
         """``datetime.now(UTC)``."""
         return datetime.datetime.now(datetime.UTC)
+
+
+class EventSink(Protocol):
+    """Where Events go: the manager's ``EventRecorder`` (buffered, never blocking)."""
+
+    def record(self, obj: JSON, type_: str, reason: str, message: str) -> None:
+        """Queue an Event about ``obj``."""
+        ...
 
 
 class NoParams(Params):
@@ -91,6 +99,7 @@ class Reconciler(Generic[P]):
                     cls.params_model = model
 
     _client: KubeClient | None = None
+    _events: EventSink | None = None
 
     def __init__(self, clock: Clock | None = None) -> None:
         if clock is not None:
@@ -111,9 +120,40 @@ class Reconciler(Generic[P]):
             )
         return self._client
 
-    def attach(self, client: KubeClient) -> None:
-        """Give the reconciler its API client (the Controller running it does this)."""
+    def attach(self, client: KubeClient, events: EventSink | None = None) -> None:
+        """Give the reconciler its API client and Event recorder (the Controller running
+        it does this; ``events=None`` when Events are off)."""
         self._client = client
+        self._events = events
+
+    def record_event(
+        self, obj: JSON, type_: Literal["Normal", "Warning"], reason: str, message: str
+    ) -> None:
+        """Record a Kubernetes Event about ``obj`` (``run.obj``, or an object it owns).
+
+        Returns at once: Events go through the manager's recorder, the one the SDK uses
+        for the runs' own Events (bounded buffer, drops counted in
+        ``customtask_events_dropped_total``). Does nothing when Events are off
+        (``--no-events``, ``Manager(events=False)``) or before :meth:`attach`.
+        """
+        if self._events is not None:
+            self._events.record(obj, type_, reason, message)
+
+    async def start(self) -> None:
+        """Start background work (a notification sender...); default: nothing.
+
+        Called once before the workers start, i.e. when this replica begins to lead.
+        Raising stops the manager with that error, and :meth:`stop` is not called: undo
+        what was started before raising.
+        """
+
+    async def stop(self) -> None:
+        """End every background task :meth:`start` or a reconcile started; default: nothing.
+
+        Called once after the workers stopped (on shutdown, once in-flight reconciles
+        finished; at once when leadership is lost), before pending Events are flushed,
+        so Events recorded here are sent. Cancelled past ``reconcile_timeout``.
+        """
 
     @property
     def name(self) -> str:

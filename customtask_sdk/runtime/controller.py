@@ -22,9 +22,9 @@ from customtask_sdk.client import (
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.base import EventSink
 from customtask_sdk.reconciler.lifecycle import finalize_run, is_done, matches, step
 from customtask_sdk.reconciler.owned import owned_kinds
-from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
 __all__ = ["Controller"]
@@ -83,11 +83,11 @@ class Controller:
         *,
         namespace: str | None = None,
         workers: int = 16,
-        events: EventRecorder | None = None,
+        events: EventSink | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.reconciler = reconciler
-        reconciler.attach(client)
+        reconciler.attach(client, events)
         self.client = client
         self.workers = workers
         self.name = reconciler.name
@@ -156,10 +156,25 @@ class Controller:
                 self.queue.add(f"{namespace}/{ref['name']}")
 
     async def run_workers(self) -> None:
-        """Process the queue with ``workers`` concurrent tasks until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self.workers):
-                group.create_task(self._worker())
+        """``reconciler.start()``, then process the queue with ``workers`` concurrent tasks
+        until it shuts down or this is cancelled, then ``reconciler.stop()``.
+
+        Each hook gets ``reconcile_timeout``; a failing ``start`` raises (no worker
+        runs), a failing ``stop`` is logged.
+        """
+        limit = self.reconciler.reconcile_timeout.total_seconds()
+        async with asyncio.timeout(limit):
+            await self.reconciler.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.workers):
+                    group.create_task(self._worker())
+        finally:
+            try:
+                async with asyncio.timeout(limit):
+                    await self.reconciler.stop()
+            except Exception:  # the workers' own outcome (or cancellation) matters more
+                log.exception("%s.stop() failed", type(self.reconciler).__name__)
 
     async def _worker(self) -> None:
         while True:

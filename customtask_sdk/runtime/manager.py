@@ -52,12 +52,15 @@ class Manager:
     - ``/healthz`` fails when a watch has gone quiet past its inactivity timeout,
       ``/readyz`` until every cache has synced, ``/metrics`` serves Prometheus metrics.
     - :meth:`run` returns after ``stop`` is set (SIGTERM in the CLI): the queues stop
-      handing out work, in-flight reconciles get ``shutdown_grace`` seconds to finish (the
-      rest are simply picked up again by the next leader: status is the only state),
+      handing out work, in-flight reconciles then each reconciler's ``stop()`` get
+      ``shutdown_grace`` seconds to finish (the rest are simply picked up again by the
+      next leader: status is the only state), pending Events are flushed,
       the lease is released and connections closed.
     - When leadership is lost (not renewed by the renew deadline, or the elector failed)
-      every reconcile and event write is cancelled at once, with no grace, and
-      :meth:`run` raises. The elector has a client (and connections) of its own.
+      every reconcile and event write is cancelled at once, with no grace (each
+      reconciler's ``stop()`` still runs), and :meth:`run` raises. The elector has a
+      client (and connections) of its own.
+    - A reconciler's ``start()`` that raises stops the manager; :meth:`run` raises it.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class Manager:
             self._events_task = asyncio.create_task(self.events.run(), name="events")
             background.append(self._events_task)
         elector: asyncio.Task[None] | None = None
+        workers: list[asyncio.Task[None]] = []
         stopping = asyncio.create_task(stop.wait())
         try:
             synced = asyncio.gather(*(i.synced.wait() for i in self.informers))
@@ -198,10 +202,18 @@ class Manager:
                 if self.elector is not None:
                     self.metrics.leader.labels(name=self.elector.name).set(1)
                 log.info("starting %d controller(s)", len(self.controllers))
-                self._workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
-                await _first(stopping, self._aborted.wait())
+                workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
+                self._workers = list(workers)
+                ended = (
+                    [asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)] if workers else []
+                )
+                await _first(stopping, self._aborted.wait(), *ended)
         finally:
             await self._shutdown(background, stopping, elector)
+        for task in workers:
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None:  # a reconciler's start() failed
+                raise error
         if self._aborted.is_set() and not stop.is_set():
             cause = None
             if elector is not None and elector.done() and not elector.cancelled():

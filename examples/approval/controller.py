@@ -12,17 +12,17 @@ which response is checked in the apiserver by the admission policies in
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import json
 import logging
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from customtask_sdk import (
     Failed,
     Outcome,
+    Owned,
     Reconciler,
     RetryLater,
     Run,
@@ -33,7 +33,6 @@ from customtask_sdk import (
 from customtask_sdk.client import JSON, ConflictError, NotFoundError, Resource
 from customtask_sdk.reconciler import CANCELLED, TIMED_OUT
 from customtask_sdk.reconciler.run import format_time
-from customtask_sdk.runtime.events import EventRecorder
 from examples.approval import notify
 from examples.approval.model import (
     DECIDED,
@@ -51,6 +50,11 @@ log = logging.getLogger("customtask_sdk.approval")
 
 GROUP = "approval.customtask.dev"
 APPROVAL_TASKS = Resource(GROUP, "v1alpha1", "approvaltasks", "ApprovalTask")
+#: The label naming a gate's CustomRun; every gate this controller creates carries it.
+CUSTOM_RUN_LABEL = f"{GROUP}/customRun"
+#: What the controller caches: only gates it created (those with the CustomRun label,
+#: gates created before any selector included), and of each only what it reads.
+GATES = Owned(APPROVAL_TASKS, label_selector=CUSTOM_RUN_LABEL, fields=("spec", "status"))
 #: Who created the PipelineRun (or standalone CustomRun), stamped by the admission policy.
 REQUESTER_ANNOTATION = f"{GROUP}/requester"
 _HOW_TO_STAMP = (
@@ -71,16 +75,16 @@ class Approval(Reconciler[ApprovalParams]):
 
     api_version = os.environ.get("APPROVAL_API_VERSION", f"{GROUP}/v1alpha1")
     kind = "ApprovalTask"
-    owns = (APPROVAL_TASKS,)
+    owns = (GATES,)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notifier = notify.Notifier()
-        # The newest ApprovalTask this controller wrote, by uid: its own writes are newer
-        # than the cache until their watch events arrive.
-        self._written: dict[str, JSON] = {}
-        self._sending: set[asyncio.Task[None]] = set()
-        self._identity = socket.gethostname()
+        # The newest ApprovalTask this controller wrote, by uid, as its version and compact
+        # JSON (as the SDK's cache stores objects: thousands of them pile up while the
+        # watch lags behind a burst of gates, and a decoded copy is ~40 small objects):
+        # its own writes are newer than the cache until their watch events arrive.
+        self._written: dict[str, tuple[int, bytes]] = {}
 
     # -- the gate's object -------------------------------------------------------------
 
@@ -93,14 +97,16 @@ class Approval(Reconciler[ApprovalParams]):
         uid = task["metadata"]["uid"]
         written = self._written.get(uid)
         if written is not None:
-            if _version(written) > _version(task):
-                return written
+            version, data = written
+            if version > _version(task):
+                decoded: JSON = json.loads(data)
+                return decoded
             del self._written[uid]  # the cache has caught up: keep one copy
         return task
 
     def _remember(self, task: JSON) -> None:
-        task["metadata"].pop("managedFields", None)
-        self._written[task["metadata"]["uid"]] = task
+        data = json.dumps(GATES.project(task), separators=(",", ":")).encode()
+        self._written[task["metadata"]["uid"]] = (_version(task), data)
 
     async def _find(self, run: Run[ApprovalParams]) -> JSON | None:
         """This run's ApprovalTask: from the cache, else (once one was created) read."""
@@ -152,19 +158,14 @@ class Approval(Reconciler[ApprovalParams]):
             spec["approvalsPerGroup"] = params.approvalsPerGroup
         if params.notifyURL:
             spec["notifyURL"] = params.notifyURL
-        labels = {f"{GROUP}/customRun": run.name}
+        labels = {CUSTOM_RUN_LABEL: run.name}
         for key in ("tekton.dev/pipelineRun", "tekton.dev/pipelineTask"):
             if key in run.labels:
                 labels[key] = run.labels[key]
         body: JSON = {
             "apiVersion": APPROVAL_TASKS.api_version,
             "kind": APPROVAL_TASKS.kind,
-            "metadata": {
-                "name": run.name,
-                "namespace": run.namespace,
-                "labels": labels,
-                "ownerReferences": [run.owner_reference()],
-            },
+            "metadata": GATES.metadata(run, name=run.name, namespace=run.namespace, labels=labels),
             "spec": spec,
         }
         path = APPROVAL_TASKS.path(run.namespace)
@@ -325,18 +326,18 @@ class Approval(Reconciler[ApprovalParams]):
 
     # -- audit Events and notifications -------------------------------------------------
 
+    async def stop(self) -> None:
+        """Deliver the notifications in flight (a few seconds at most), cancel the rest."""
+        await self.notifier.close(timeout=5.0)
+
     def _announce(self, task: JSON, before: JSON, after: JSON) -> None:
-        """An Event per new audit record (sent in the background), and the decision's
-        notification (the run's own Event, recorded by the SDK, reports the decision)."""
+        """An Event per new audit record, and the decision's notification (the run's own
+        Event, recorded by the SDK, reports the decision). Neither waits for delivery."""
         state = after.get("state")
         url = task["spec"].get("notifyURL")
         if url and state != before.get("state") and state in DECIDED:
             self.notifier.send(url, notify.decided(task, state, after.get("message") or ""))
-        added = (after.get("responses") or [])[len(before.get("responses") or ()) :]
-        if not added:
-            return
-        recorder = EventRecorder(self.client, "approval-controller", self._identity)
-        for record in added:
+        for record in (after.get("responses") or [])[len(before.get("responses") or ()) :]:
             groups = ", ".join(record.get("groups") or ()) or "none"
             text = f"{record['user']} (groups: {groups}) {record['decision']}"
             if record.get("message"):
@@ -346,16 +347,4 @@ class Approval(Reconciler[ApprovalParams]):
             reason = {"approve": "Approved", "reject": "Rejected"}.get(
                 record["decision"], "Withdrawn"
             )
-            recorder.record(task, "Normal", f"Response{reason}", text)
-        sending = asyncio.create_task(_send(recorder), name="approval-events")
-        self._sending.add(sending)
-        sending.add_done_callback(self._sending.discard)
-
-
-async def _send(recorder: EventRecorder) -> None:
-    """Deliver the Events ``recorder`` holds, then stop."""
-    sender = asyncio.create_task(recorder.run())
-    try:
-        await recorder.flush(timeout=30.0)
-    finally:
-        sender.cancel()
+            self.record_event(task, "Normal", f"Response{reason}", text)

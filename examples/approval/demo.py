@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from customtask_sdk.client import KubeClient
-from customtask_sdk.testing import ControlPlane
+from customtask_sdk.client import JSON, KubeClient
+from customtask_sdk.testing import ControlPlane, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.devenv import PIPELINE_RUNS, follow
 from examples.approval import cli
-from examples.approval.controller import Approval
+from examples.approval.controller import APPROVAL_TASKS, Approval
 from examples.approval.install import (
     CONTROLLER,
     CONTROLLER_GROUPS,
@@ -68,7 +68,7 @@ async def main(auto: bool, keep_running: bool) -> bool:
                 print(f"  {person}: KUBECONFIG={path} kubectl approval list")
             print(f"  approve: KUBECONFIG=... kubectl approval approve {gate} -n {NAMESPACE}")
             print(f"  admin:   export KUBECONFIG={cp.kubeconfig}")
-            deciding = asyncio.create_task(_approve(configs, gate)) if auto else None
+            deciding = asyncio.create_task(_approve(client, configs, gate)) if auto else None
             ok = await follow(client, NAMESPACE, [name], sys.stdout, timeout=3600)
             if deciding is not None:
                 await deciding
@@ -78,13 +78,18 @@ async def main(auto: bool, keep_running: bool) -> bool:
             return ok
 
 
-async def _approve(configs: dict[str, Path], gate: str) -> None:
+async def _approve(client: KubeClient, configs: dict[str, Path], gate: str) -> None:
+    """Alice then carol approve, once the gate is open (Tekton may take a while)."""
+    await wait_for(client, APPROVAL_TASKS, NAMESPACE, gate, _pending, timeout=600)
     for person in ("alice", "carol"):
-        await asyncio.sleep(2)
         out = io.StringIO()
         argv = ["--kubeconfig", str(configs[person]), "approve", gate, "-n", NAMESPACE]
         await cli.run([*argv, "-m", f"{person} says go"], out)
         print(out.getvalue(), end="", flush=True)
+
+
+def _pending(task: JSON) -> bool:
+    return (task.get("status") or {}).get("state") == "pending"
 
 
 if __name__ == "__main__":

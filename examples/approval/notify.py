@@ -41,10 +41,14 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Wait for every notification in flight (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the notifications in flight, then cancel the
+        rest: none is left running."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
         retrying = AsyncRetrying(

@@ -107,16 +107,17 @@ async def team(installed: None, kube: KubeClient, namespace: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serving(kubeconfig: Path, namespace: str) -> AsyncIterator[Approval]:
+async def serving(
+    kubeconfig: Path, namespace: str, **manager_options: Any
+) -> AsyncIterator[Approval]:
     """Approval (and Wait, for pipelines) in this process, as the controller's user."""
     approval = Approval()
     approval.notifier.backoff = 0.05
     async with (
         await KubeClient.from_kubeconfig(str(kubeconfig)) as client,
-        running(client, approval, Wait(), namespace=namespace),
+        running(client, approval, Wait(), namespace=namespace, **manager_options),
     ):
         yield approval
-        await approval.notifier.drain()
 
 
 def wait_task(name: str, **extra: Any) -> JSON:
@@ -240,6 +241,19 @@ async def _events(
             if len(items) >= count:
                 return items
             await asyncio.sleep(0.1)
+
+
+async def test_no_events_turns_off_the_response_events_too(
+    kube: KubeClient, team: str, users: Users, controller_kubeconfig: Path
+) -> None:
+    async with serving(controller_kubeconfig, team, events=False):
+        name = await open_gate(kube, team, approvers=["alice"])
+        await gate_where(kube, team, name, state_is("pending"))
+        await respond(await users("alice"), team, name, "alice", "approve", "lgtm")
+        await finished(kube, team, name)
+    # The manager has stopped (the barrier): nothing was queued for the apiserver.
+    selector = {"fieldSelector": f"involvedObject.name={name}"}
+    assert (await kube.get(EVENTS.path(team), selector))["items"] == []
 
 
 async def test_a_rejection_vetoes_and_closes_the_gate(
@@ -556,8 +570,9 @@ async def test_notifications_on_open_and_decision_are_retried(
             assert f"kubectl approval approve {name} -n {team}" in received[0]["text"]
             await respond(await users("alice"), team, name, "alice", "approve")
             await finished(kube, team, name)
-        # serving() drained the notifier on exit
+        # the manager's stop ran Approval.stop: what was in flight is delivered, nothing runs
         assert [r["event"] for r in received] == ["opened", "decided"]
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notify ")]
         assert "approved" in received[1]["text"]
     finally:
         await runner.cleanup()

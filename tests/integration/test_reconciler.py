@@ -243,6 +243,56 @@ async def test_events_are_recorded_on_transitions(kube: KubeClient, namespace: s
     assert reasons(waiting) == [("Normal", "Started"), ("Normal", "Succeeded")]
 
 
+class Announcer(Reconciler[NoParams]):
+    """Records an Event of its own per run; ``start`` launches a background task that
+    ``stop`` ends, recording an Event on the last run it saw."""
+
+    api_version = API
+    kind = "Announcer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: list[str] = []
+        self.background: asyncio.Task[None] | None = None
+        self.last: JSON | None = None
+
+    async def start(self) -> None:
+        self.hooks.append("start")
+        self.background = asyncio.create_task(asyncio.sleep(3600), name="announcer")
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        self.record_event(run.obj, "Normal", "Announced", f"{run.name} seen")
+        self.last = run.obj
+        return Succeeded()
+
+    async def stop(self) -> None:
+        self.hooks.append("stop")
+        assert self.background is not None
+        self.background.cancel()
+        if self.last is not None:
+            self.record_event(self.last, "Normal", "Stopping", "the controller stops")
+
+
+@pytest.mark.parametrize("events", [True, False])
+async def test_a_reconcilers_events_and_hooks_on_the_real_apiserver(
+    kube: KubeClient, namespace: str, events: bool
+) -> None:
+    announcer = Announcer()
+    async with running(kube, announcer, namespace=namespace, events=events):
+        run = await create_custom_run(kube, namespace, API, "Announcer")
+        await finish(kube, namespace, run)
+        assert announcer.hooks == ["start"]
+    # The manager has stopped: stop() ran after the workers, its Event was flushed, and
+    # nothing the reconciler started is left running.
+    assert announcer.hooks == ["start", "stop"]
+    assert announcer.background is not None
+    assert announcer.background.cancelled()
+    selector = {"fieldSelector": f"involvedObject.name={run['metadata']['name']}"}
+    found = (await kube.get(f"/api/v1/namespaces/{namespace}/events", selector))["items"]
+    reasons = sorted(e["reason"] for e in found)
+    assert reasons == (["Announced", "Stopping", "Succeeded"] if events else [])
+
+
 async def test_leader_election_failover(kube: KubeClient, namespace: str) -> None:
     election = LeaderElection(
         f"probe-{namespace}",

@@ -19,7 +19,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.tasks: dict[str, JSON] = {}
         self.calls: list[str] = []
-        self.events: list[JSON] = []
+        self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         self.conflict_next_patch = False
         self.version = 10
 
@@ -29,9 +29,6 @@ class FakeApi:
         return copy.deepcopy(obj)
 
     async def create(self, path: str, body: JSON) -> JSON:
-        if path.endswith("/events"):  # audit Events, sent in the background
-            self.events.append(body)
-            return body
         self.calls.append(f"create {path}")
         obj = copy.deepcopy(body)
         obj["metadata"]["uid"] = "gate-uid"
@@ -46,6 +43,10 @@ class FakeApi:
         obj = self.tasks[path.split("/")[-2]]
         obj["status"] = {k: v for k, v in body["status"].items() if v is not None}
         return self._stamp(obj)
+
+    def record(self, obj: JSON, type_: str, reason: str, message: str) -> None:
+        """The manager's Event recorder."""
+        self.events.append((obj["metadata"]["name"], type_, reason, message))
 
     async def get_or_none(self, path: str) -> JSON | None:
         self.calls.append(f"get {path}")
@@ -73,7 +74,7 @@ def custom_run(annotations: dict[str, str] | None = None, **params: Any) -> JSON
 
 def approval(api: FakeApi) -> Approval:
     reconciler = Approval(FakeClock())
-    reconciler.attach(cast(KubeClient, api))
+    reconciler.attach(cast(KubeClient, api), events=api)
     return reconciler
 
 
@@ -123,6 +124,10 @@ async def test_quorum_reached_decides_the_gate_then_the_run() -> None:
     assert done.status is not None
     cond = succeeded_condition({"status": done.status}) or {}
     assert (cond["status"], cond["reason"]) == ("True", "Approved")
+    assert api.events == [  # one per response, through the manager's recorder
+        ("gate", "Normal", "ResponseApproved", "alice (groups: none) approve: ok"),
+        ("gate", "Normal", "ResponseApproved", "bob (groups: none) approve"),
+    ]
     results = {r["name"]: r["value"] for r in done.status["results"]}
     assert results["decision"] == "approved"
     assert results["approvedBy"] == '["alice","bob"]'
@@ -181,3 +186,21 @@ async def test_cancel_closes_the_gate_even_before_the_cache_has_it() -> None:
     fresh = approval(api)  # e.g. a new leader whose cache lags
     await step(fresh, run, FakeClock().now(), lambda resource, uid: [])
     assert api.tasks["gate"]["status"]["state"] == "cancelled"
+
+
+async def test_its_own_newer_write_is_counted_from_while_the_cache_lags() -> None:
+    api = FakeApi()
+    reconciler = approval(api)
+    run = custom_run(approvers=["alice"])
+    cache: list[JSON] = []
+    first = await step(reconciler, run, FakeClock().now(), lambda resource, uid: cache)
+    assert first.error is None, first.error
+    run["status"] = first.status
+    created = copy.deepcopy(api.tasks["gate"])  # the watch has delivered only the create
+    created["metadata"]["resourceVersion"] = str(int(created["metadata"]["resourceVersion"]) - 1)
+    del created["status"]
+    cache.append(created)
+    api.calls.clear()
+    again = await step(reconciler, run, FakeClock().now(), lambda resource, uid: cache)
+    assert api.calls == []  # its own write (state pending) is newer: nothing to write again
+    assert (again.error, again.status) == (None, None)  # and the run's status stands

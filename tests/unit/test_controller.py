@@ -219,10 +219,22 @@ class Cleaning(Task):
         self.api.log.append("finalize")
 
 
+class Recorder:
+    """The manager's EventRecorder, in memory: (run, type, reason) in recording order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def record(self, obj: JSON, type_: str, reason: str, message: str) -> None:
+        self.events.append((obj["metadata"]["name"], type_, reason))
+
+
 @asynccontextmanager
-async def serving(reconciler: Task, **queue: Any) -> AsyncIterator[Controller]:
+async def serving(
+    reconciler: Task, events: Recorder | None = None, **queue: Any
+) -> AsyncIterator[Controller]:
     """The controller running its informer and two workers (``queue``: WorkQueue options)."""
-    controller = Controller(reconciler, reconciler.api, workers=2)
+    controller = Controller(reconciler, reconciler.api, workers=2, events=events)
     if queue:
         controller.queue = WorkQueue(controller.name, **queue)
     tasks = [
@@ -462,3 +474,92 @@ def test_status_patch_turns_the_current_status_into_the_desired_one(
     current: JSON, desired: JSON
 ) -> None:
     assert merge(current, status_patch(current, desired)) == desired
+
+
+class Announcing(Task):
+    """Records an Event of its own on each run it reconciles."""
+
+    async def reconcile(self, run: Run[TaskParams]) -> Outcome:
+        self.record_event(run.obj, "Warning", "Looked", f"looked at {run.name}")
+        return await super().reconcile(run)
+
+
+@pytest.mark.parametrize("events", [True, False])
+async def test_a_reconcilers_events_go_through_the_controllers_recorder(
+    api: FakeApi, clock: FakeClock, events: bool
+) -> None:
+    recorder = Recorder()
+    reconciler = Announcing(api, Succeeded(), clock=clock)
+    async with serving(reconciler, recorder if events else None):
+        await api.add("r", {})
+        await api.wait_until(settled(api, "r", "Succeeded"))
+    expected = [("r", "Warning", "Looked"), ("r", "Normal", "Succeeded")]
+    assert recorder.events == (expected if events else [])  # none at all with events off
+
+
+class Hooked(Task):
+    """Starts a background task in ``start`` and ends it in ``stop``, logging both."""
+
+    reconcile_timeout = datetime.timedelta(seconds=0.2)
+
+    def __init__(self, api: FakeApi, *script: Outcome | Exception, clock: FakeClock) -> None:
+        super().__init__(api, *script, clock=clock)
+        self.background: asyncio.Task[None] | None = None
+        self.hang_in_stop = False
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        self.api.log.append("start")
+        self.started.set()
+        self.background = asyncio.create_task(asyncio.sleep(3600))
+
+    async def stop(self) -> None:
+        self.api.log.append("stop")
+        assert self.background is not None
+        self.background.cancel()
+        if self.hang_in_stop:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.api.log.append("stop cancelled")
+                raise
+
+
+async def test_start_comes_before_the_first_reconcile_and_stop_after_the_last(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    reconciler = Hooked(api, Succeeded(), clock=clock)
+    async with serving(reconciler):
+        await api.add("r", {})
+        await api.wait_until(settled(api, "r", "Succeeded"))
+        assert api.log == ["start", "status:Succeeded"]
+    assert api.log == ["start", "status:Succeeded", "stop"]
+    assert reconciler.background is not None
+    assert reconciler.background.cancelled()
+
+
+async def test_a_hung_stop_is_cancelled_after_reconcile_timeout(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    reconciler = Hooked(api, clock=clock)
+    reconciler.hang_in_stop = True
+    controller = Controller(reconciler, api, workers=1)
+    workers = asyncio.create_task(controller.run_workers())
+    await asyncio.wait_for(reconciler.started.wait(), GUARD)
+    controller.queue.shutdown()
+    await asyncio.wait_for(workers, GUARD)  # returns: the stop's failure is only logged
+    assert api.log == ["start", "stop", "stop cancelled"]
+
+
+async def test_a_failing_start_runs_no_worker(api: FakeApi, clock: FakeClock) -> None:
+    class Broken(Task):
+        async def start(self) -> None:
+            raise ValueError("no notification endpoint")
+
+    reconciler = Broken(api, clock=clock)
+    controller = Controller(reconciler, api, workers=1)
+    await api.add("r", {})
+    controller.queue.add("ns/r")
+    with pytest.raises(ValueError, match="no notification endpoint"):
+        await asyncio.wait_for(controller.run_workers(), GUARD)
+    assert reconciler.calls == []

@@ -32,7 +32,8 @@ ELECTION = LeaderElection(
 
 class FakeCluster(FakeLeases):
     """The Lease, plus CustomRuns (one run; a watch that stays silent; status patches
-    answered with the run) and ``/hang``, which never answers."""
+    answered with the run), Events (recorded by reason) and ``/hang``, which never
+    answers."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if "/leases" in request.path:
@@ -40,6 +41,9 @@ class FakeCluster(FakeLeases):
         if request.path == "/hang":
             self.record("HANG")
             await asyncio.sleep(3600)
+        if request.path.endswith("/events"):
+            self.record(f"EVENT {(await request.json())['reason']}")
+            return web.json_response({})
         if request.method == "PATCH":
             return web.json_response(RUN | {"status": (await request.json())["status"]})
         if request.query.get("watch") == "true":
@@ -60,6 +64,13 @@ class Slow(Reconciler[NoParams]):
         self.seconds = seconds
         self.started = asyncio.Event()
         self.ended: list[tuple[str, float]] = []  # ("finished" | "cancelled", when)
+        self.hooks: list[tuple[str, float]] = []  # ("start" | "stop", when)
+
+    async def start(self) -> None:
+        self.hooks.append(("start", time.monotonic()))
+
+    async def stop(self) -> None:
+        self.hooks.append(("stop", time.monotonic()))
 
     async def reconcile(self, run: Run[NoParams]) -> Outcome:
         self.started.set()
@@ -79,9 +90,13 @@ async def cluster(fake_api: Start) -> tuple[FakeCluster, KubeClient]:
 
 
 def manager(client: KubeClient, *reconcilers: Reconciler[Any], **options: Any) -> Manager:
-    defaults: dict[str, Any] = {"leader_election": ELECTION, "identity": "me", "health_port": None}
-    options = defaults | options
-    return Manager(client, reconcilers, events=False, **options)
+    defaults: dict[str, Any] = {
+        "leader_election": ELECTION,
+        "identity": "me",
+        "health_port": None,
+        "events": False,
+    }
+    return Manager(client, reconcilers, **(defaults | options))
 
 
 async def test_losing_leadership_cancels_in_flight_reconciles_at_once(
@@ -97,6 +112,7 @@ async def test_losing_leadership_cancels_in_flight_reconciles_at_once(
     [(how, when)] = slow.ended
     assert how == "cancelled"
     assert when < last_write(api, "me") + ELECTION.lease_duration  # before any takeover
+    assert [hook for hook, _ in slow.hooks] == ["start", "stop"]  # stopped all the same
 
 
 class Dying(LeaderElector):
@@ -154,6 +170,9 @@ async def test_a_graceful_stop_lets_reconciles_finish_then_releases_the_lease(
     stop.set()
     await asyncio.wait_for(task, 10)
     assert [how for how, _ in slow.ended] == ["finished"]
+    [(_, finished)] = slow.ended
+    assert [hook for hook, _ in slow.hooks] == ["start", "stop"]
+    assert slow.hooks[1][1] >= finished  # stopped once its reconcile was over
     assert api.lease is not None
     assert api.lease["spec"]["holderIdentity"] == ""
 
@@ -170,5 +189,46 @@ async def test_a_standby_does_no_work_and_stops_quietly(
     stop.set()
     await asyncio.wait_for(task, 10)
     assert not slow.started.is_set()
+    assert slow.hooks == []  # never started: it never led
     assert api.lease is not None
     assert api.lease["spec"]["holderIdentity"] == "other"
+
+
+async def test_a_failing_start_stops_the_manager_with_its_error(
+    cluster: tuple[FakeCluster, KubeClient],
+) -> None:
+    api, client = cluster
+
+    class Misconfigured(Slow):
+        async def start(self) -> None:
+            raise ValueError("NOTIFY_URL is not a URL")
+
+    broken = Misconfigured()
+    with pytest.raises(ValueError, match="NOTIFY_URL"):
+        await asyncio.wait_for(manager(client, broken).run(), 10)
+    assert not broken.started.is_set()
+    assert api.lease is not None
+    assert api.lease["spec"]["holderIdentity"] == ""  # released on the way out
+
+
+class Noticing(Slow):
+    """Records an Event of its own about each run, then keeps it running."""
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        self.record_event(run.obj, "Normal", "Noticed", "seen")
+        return await super().reconcile(run)
+
+
+@pytest.mark.parametrize("events", [True, False])
+async def test_reconcilers_record_events_through_the_managers_recorder_unless_off(
+    cluster: tuple[FakeCluster, KubeClient], events: bool
+) -> None:
+    api, client = cluster
+    noticing = Noticing(seconds=0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager(client, noticing, events=events).run(stop))
+    await asyncio.wait_for(noticing.started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)  # the recorder was flushed on the way out
+    posted = [method for method, _ in api.requests if method.startswith("EVENT")]
+    assert posted == (["EVENT Noticed", "EVENT Started"] if events else [])
