@@ -1,0 +1,55 @@
+"""Nothing the node starts is reachable from other machines: every listening socket of
+its processes is on loopback or the bridge's own address."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from customtask_sdk.testing.node import Node
+
+LISTENER = re.compile(
+    r"^\S+\s+\S+\s+\S+\s+\S+\s+(?P<address>\S+):(?P<port>\d+|\*)\s+\S+\s+(?P<users>.*)$"
+)
+
+
+def node_processes(node: Node) -> set[int]:
+    """Every process whose command line names the node's folder (components, shims)."""
+    marker = f"{node.workdir}/".encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def listeners() -> list[tuple[str, str, set[int]]]:
+    """Every listening TCP and UDP socket on the host: (program, address, PIDs)."""
+    out = subprocess.run(
+        ["ss", "-H", "-l", "-t", "-u", "-n", "-p"], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        match = LISTENER.match(line)
+        assert match, line
+        users = match["users"]
+        pids = {int(pid) for pid in re.findall(r"pid=(\d+)", users)}
+        program = next(iter(re.findall(r'"([^"]+)"', users)), "?")
+        found.append((program, match["address"].strip("[]").split("%")[0], pids))
+    return found
+
+
+def test_every_listener_of_the_node_is_on_loopback_or_the_bridge(node: Node) -> None:
+    local = {"127.0.0.1", "::1", node.network.host_ip}
+    pids = node_processes(node)
+
+    ours = [(program, address) for program, address, owners in listeners() if owners & pids]
+
+    assert [(program, address) for program, address in ours if address not in local] == []
+    # The check saw the servers that matter (so it cannot pass by finding nothing).
+    programs = {program for program, _ in ours}
+    assert {"kube-apiserver", "kubelet", "controller", "etcd"} <= programs, ours
