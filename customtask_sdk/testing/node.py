@@ -6,7 +6,9 @@ kube-scheduler, containerd (its own config, root, state and socket), the kubelet
 kube-proxy, a registry of images built here (see :mod:`customtask_sdk.testing.images`)
 and Tekton's controller using those images. It needs root. Stopping leaves nothing
 behind: processes (container shims too), mounts, network namespaces, the bridge,
-iptables rules, cgroups; kernel settings changed are restored.
+iptables rules, cgroups; kernel settings changed are restored. One node runs on a machine
+at a time (:data:`LOCK_PATH`): others wait, and the next one removes what a node whose
+process died left behind.
 
 Networking sends nothing off the machine: the bridge has no masquerade, Pods have routes
 to the bridge's subnet and the Service range only, forwarding between the bridge and any
@@ -364,8 +366,8 @@ class _HostState:
         bridge = self.network.bridge
         if Path(f"/sys/class/net/{bridge}").exists():
             raise NodeError(
-                f"interface {bridge} exists but no node of this library made it (no record "
-                f"in {_STATE_PATH}): remove it with `ip link del {bridge}`"
+                f"interface {bridge} exists but no node recorded it in {_STATE_PATH}: a node "
+                f"of an older version runs, or it was made by hand (`ip link del {bridge}`)"
             )
 
     def create_bridge(self) -> None:
