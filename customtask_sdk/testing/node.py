@@ -57,7 +57,15 @@ from customtask_sdk.testing.processes import (
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
 from customtask_sdk.testing.waiting import condition, wait_for
 
-__all__ = ["LOCAL_REGISTRY", "LOCK_PATH", "Node", "NodeError", "NodeNetwork", "lock_holder"]
+__all__ = [
+    "LOCAL_REGISTRY",
+    "LOCK_PATH",
+    "Node",
+    "NodeError",
+    "NodeNetwork",
+    "lock_holder",
+    "processes_mentioning",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -229,8 +237,9 @@ def _kill_and_reap(pids: set[int], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _processes_mentioning(marker: str) -> set[int]:
-    """The processes whose command line contains ``marker`` (a node's folder or socket)."""
+def processes_mentioning(marker: str) -> set[int]:
+    """The processes whose command line contains ``marker``: ``f"{node.workdir}/"`` finds
+    every process of a node (components and container shims), running or left behind."""
     found = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
@@ -930,7 +939,7 @@ class Node(AsyncService):
 
     def _kill_shims(self) -> None:
         """SIGKILL container shims started by this node's containerd (by its socket)."""
-        _kill_and_reap(_processes_mentioning(str(self._socket)))
+        _kill_and_reap(processes_mentioning(str(self._socket)))
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -955,7 +964,7 @@ def _remove_dead_node(kube_proxy: Path) -> None:
         return
     workdir = Path(state["workdir"])
     _log.warning("removing what the dead node in %s left behind", workdir)
-    _kill_and_reap(_processes_mentioning(f"{workdir}/"))  # every command line names it
+    _kill_and_reap(processes_mentioning(f"{workdir}/"))  # every command line names it
     _sh(str(kube_proxy), "--cleanup", check=False)
     problems = _HostState.from_json(state["host"]).restore(workdir)
     if state["own_workdir"]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from customtask_sdk.testing.node import Node, NodeError, lock_holder
+from customtask_sdk.testing.node import Node, NodeError, lock_holder, processes_mentioning
 from customtask_sdk.testing.processes import child_pids
 from customtask_sdk.testing.pytest_plugin import _located
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
@@ -105,19 +105,6 @@ def host_state() -> dict[str, object]:
     }
 
 
-def processes_in(folder: Path) -> list[int]:
-    """The processes whose command line names ``folder`` (every component, shims too)."""
-    marker = f"{folder}/".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 class LogSeen(logging.Handler):
     """Sets :attr:`seen` once a record containing ``text`` is logged."""
 
@@ -153,7 +140,7 @@ async def test_node_starts_after_one_killed_and_leaves_the_machine_clean(
     async with Node(*binaries, tekton=False) as node:
         await assert_ready(node)
         assert not dead_workdir.exists()
-        assert processes_in(dead_workdir) == []
+        assert processes_mentioning(f"{dead_workdir}/") == set()
 
     assert host_state() == before
     assert lock_holder() is None

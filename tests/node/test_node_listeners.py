@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
-from customtask_sdk.testing.node import Node
+from customtask_sdk.testing.node import Node, processes_mentioning
 
 LISTENER = re.compile(
     r"^\S+\s+\S+\s+\S+\s+\S+\s+(?P<address>\S+):(?P<port>\d+|\*)\s+\S+\s+(?P<users>.*)$"
 )
-
-
-def node_processes(node: Node) -> set[int]:
-    """Every process whose command line names the node's folder (components, shims)."""
-    marker = f"{node.workdir}/".encode()
-    found = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                found.add(int(proc.name))
-        except OSError:
-            continue
-    return found
 
 
 def listeners() -> list[tuple[str, str, set[int]]]:
@@ -45,7 +31,7 @@ def listeners() -> list[tuple[str, str, set[int]]]:
 
 def test_every_listener_of_the_node_is_on_loopback_or_the_bridge(node: Node) -> None:
     local = {"127.0.0.1", "::1", node.network.host_ip}
-    pids = node_processes(node)
+    pids = processes_mentioning(f"{node.workdir}/")
 
     ours = [(program, address) for program, address, owners in listeners() if owners & pids]
 
