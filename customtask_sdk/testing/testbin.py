@@ -429,8 +429,8 @@ def _tekton_listeners_from_env(work: Path, env: dict[str, str], log: Log) -> Non
     _patch(health, '\t"strconv"\n', '\t"os"\n\t"strconv"\n', 1)
     _patch(health, 'Addr: ":" + ', f'Addr: {_LISTEN_HOST}":" + ')
     _patch(
-        knative / "profiling" / "server.go",
-        'Addr:              ":" + ',
+        knative / "observability" / "runtime" / "pprof.go",
+        'Addr:    ":" + ',
         f'Addr: {_LISTEN_HOST}":" + ',
     )
     tekton = _writable_copy("github.com/tektoncd/pipeline", work, env, log)
