@@ -3,6 +3,7 @@ its processes is on loopback or the bridge's own address."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 
@@ -29,8 +30,25 @@ def listeners() -> list[tuple[str, str, set[int]]]:
     return found
 
 
-def test_every_listener_of_the_node_is_on_loopback_or_the_bridge(node: Node) -> None:
+async def wait_listening(port: int) -> None:
+    """Wait until something accepts connections on ``port`` on loopback (wildcard too)."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+
+
+async def test_every_listener_of_the_node_is_on_loopback_or_the_bridge(node: Node) -> None:
     local = {"127.0.0.1", "::1", node.network.host_ip}
+    # The barrier: Tekton's controller opens some servers after its informers sync.
+    environment = node.control_plane.process("tekton").env or {}
+    for name in ("PROBES_PORT", "PROFILING_PORT", "KNATIVE_HEALTH_PROBES_PORT"):
+        await wait_listening(int(environment[name]))
     pids = processes_mentioning(f"{node.workdir}/")
 
     ours = [(program, address) for program, address, owners in listeners() if owners & pids]
