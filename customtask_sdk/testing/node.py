@@ -291,16 +291,26 @@ class _MachineLock:
         """Take the lock, waiting up to ``timeout`` seconds for the node holding it."""
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            await self._wait(fd, timeout)
+        except BaseException:  # timed out or cancelled
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    async def _wait(fd: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         waiting = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode().strip() or "?"
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     raise NodeError(
                         f"another node runs on this machine (process {holder} holds "
                         f"{LOCK_PATH}); waited {timeout:g}s for it to stop"
@@ -309,9 +319,6 @@ class _MachineLock:
                     _log.info("waiting up to %gs for the node of process %s", timeout, holder)
                     waiting = True
                 await asyncio.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
 
     def release(self) -> None:
         """Let the next node start."""
