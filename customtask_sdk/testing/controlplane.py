@@ -22,7 +22,7 @@ import yaml
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.testing.certs import CertificateAuthority, KeyPair
 from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
-from customtask_sdk.testing.testbin import Binaries, locate
+from customtask_sdk.testing.testbin import LISTEN_HOST_ENV, Binaries, locate
 
 __all__ = [
     "DEFAULT_CONTROLLERS",
@@ -377,6 +377,8 @@ class ControlPlane(AsyncService):
             METRICS_PROMETHEUS_HOST="127.0.0.1",
             METRICS_PROMETHEUS_PORT=str(free_port()),
             KNATIVE_HEALTH_PROBES_PORT=str(free_port()),  # see testbin's knative overlay
+            # Its probe, knative probe and profiling servers: loopback, not every interface.
+            **{LISTEN_HOST_ENV: "127.0.0.1"},
         )
         env.update(environment or {})
         argv = [

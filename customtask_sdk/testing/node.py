@@ -6,7 +6,9 @@ kube-scheduler, containerd (its own config, root, state and socket), the kubelet
 kube-proxy, a registry of images built here (see :mod:`customtask_sdk.testing.images`)
 and Tekton's controller using those images. It needs root. Stopping leaves nothing
 behind: processes (container shims too), mounts, network namespaces, the bridge,
-iptables rules, cgroups; kernel settings changed are restored.
+iptables rules, cgroups; kernel settings changed are restored. One node runs on a machine
+at a time (:data:`LOCK_PATH`): others wait, and the next one removes what a node whose
+process died left behind.
 
 Networking sends nothing off the machine: the bridge has no masquerade, Pods have routes
 to the bridge's subnet and the Service range only, forwarding between the bridge and any
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -29,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -43,11 +47,27 @@ from customtask_sdk.testing.controlplane import (
     ControlPlaneError,
 )
 from customtask_sdk.testing.images import ImageStore
-from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
+from customtask_sdk.testing.processes import (
+    AsyncService,
+    ManagedProcess,
+    free_port,
+    has_exited,
+    tail_file,
+)
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
 from customtask_sdk.testing.waiting import condition, wait_for
 
-__all__ = ["LOCAL_REGISTRY", "Node", "NodeError", "NodeNetwork"]
+__all__ = [
+    "LOCAL_REGISTRY",
+    "LOCK_PATH",
+    "Node",
+    "NodeError",
+    "NodeNetwork",
+    "lock_holder",
+    "processes_mentioning",
+]
+
+_log = logging.getLogger(__name__)
 
 #: The registry name of images built here (any name works: containerd sends every
 #: registry to the local one).
@@ -98,6 +118,10 @@ _HOSTPATH_PV_DIR = Path("/tmp/hostpath_pv")  # kube-controller-manager's hostPat
 _CONTAINER_LOGS = Path("/var/log/containers")  # fixed in the kubelet
 _CNI_CACHE = Path("/var/lib/cni")  # libcni's cache, fixed in containerd 1.6
 _SHIM_SOCKETS = Path("/run/containerd")  # shims' sockets, fixed in containerd 1.6
+#: The machine-wide lock a running node's process holds (``flock``); its PID is inside.
+LOCK_PATH = Path("/run/customtask-sdk/node.lock")
+# What the running node changed, to undo if its process dies before stopping.
+_STATE_PATH = LOCK_PATH.with_name("node-state.json")
 
 
 _CONTAINERD_CONFIG = """version = 2
@@ -203,25 +227,163 @@ def _remove_cgroup_tree(path: Path) -> None:
         path.rmdir()
 
 
+def _kill_and_reap(pids: set[int], timeout: float = 10.0) -> None:
+    """SIGKILL ``pids`` and wait until they have exited (zombies count)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    deadline = time.monotonic() + timeout
+    while any(not has_exited(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def processes_mentioning(marker: str) -> set[int]:
+    """The processes whose command line contains ``marker``: ``f"{node.workdir}/"`` finds
+    every process of a node (components and container shims), running or left behind."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (proc / "cmdline").read_bytes():
+                    found.add(int(proc.name))
+    return found
+
+
+def _kill_cgroup_processes(cgroups: set[Path]) -> None:
+    """SIGKILL every process in ``cgroups`` and below (containers whose shim is gone)."""
+    pids: set[int] = set()
+    for cgroup in cgroups:
+        for procs in cgroup.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                pids.update(int(pid) for pid in procs.read_text().split())
+    _kill_and_reap(pids)
+
+
+def lock_holder() -> int | None:
+    """The PID of the process running a node on this machine, or ``None``."""
+    try:
+        fd = os.open(LOCK_PATH, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class _MachineLock:
+    """:data:`LOCK_PATH`, held (``flock``) from a node's start to the end of its stop.
+
+    The kernel drops it when the holding process dies, however it dies: a free lock with
+    a state file left means the node that wrote it is dead.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    async def acquire(self, timeout: float) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for the node holding it."""
+        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            await self._wait(fd, timeout)
+        except BaseException:  # timed out or cancelled
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    async def _wait(fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode().strip() or "?"
+                if time.monotonic() >= deadline:
+                    raise NodeError(
+                        f"another node runs on this machine (process {holder} holds "
+                        f"{LOCK_PATH}); waited {timeout:g}s for it to stop"
+                    ) from None
+                if not waiting:
+                    _log.info("waiting up to %gs for the node of process %s", timeout, holder)
+                    waiting = True
+                await asyncio.sleep(0.2)
+
+    def release(self) -> None:
+        """Let the next node start."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the only descriptor drops the lock
+            self._fd = None
+
+
+@dataclass
 class _HostState:
     """What the node changes on the host, recorded on start and undone on stop."""
 
-    def __init__(self, network: NodeNetwork) -> None:
-        self.network = network
-        self.sysctls = _read_sysctls()
-        self.iptables = {b: _iptables_state(b) for b in ("iptables", "ip6tables")}
-        self.netns = set(os.listdir(_NETNS_DIR)) if _NETNS_DIR.exists() else set()
-        self.cgroups = _cgroup_dirs("kubepods")
+    network: NodeNetwork
+    sysctls: dict[str, str]
+    iptables: dict[str, dict[str, set[str]]]
+    netns: set[str]
+    cgroups: set[Path]
+    existed: dict[Path, bool]
+
+    @classmethod
+    def capture(cls, network: NodeNetwork) -> _HostState:
+        """The host as it is now."""
         created_here = (_HOSTPATH_PV_DIR, _CONTAINER_LOGS, _NETNS_DIR, _CNI_CACHE, _SHIM_SOCKETS)
-        self.existed = {path: path.exists() for path in created_here}
+        return cls(
+            network=network,
+            sysctls=_read_sysctls(),
+            iptables={b: _iptables_state(b) for b in ("iptables", "ip6tables")},
+            netns=set(os.listdir(_NETNS_DIR)) if _NETNS_DIR.exists() else set(),
+            cgroups=_cgroup_dirs("kubepods"),
+            existed={path: path.exists() for path in created_here},
+        )
+
+    def to_json(self) -> JSON:
+        """The record as JSON (the state file's ``host``)."""
+        return {
+            "network": asdict(self.network),
+            "sysctls": self.sysctls,
+            "iptables": {
+                b: {t: sorted(r) for t, r in ts.items()} for b, ts in self.iptables.items()
+            },
+            "netns": sorted(self.netns),
+            "cgroups": sorted(map(str, self.cgroups)),
+            "existed": {str(path): existed for path, existed in self.existed.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: JSON) -> _HostState:
+        """The record :meth:`to_json` wrote."""
+        return cls(
+            network=NodeNetwork(**data["network"]),
+            sysctls=data["sysctls"],
+            iptables={b: {t: set(r) for t, r in ts.items()} for b, ts in data["iptables"].items()},
+            netns=set(data["netns"]),
+            cgroups=set(map(Path, data["cgroups"])),
+            existed={Path(path): existed for path, existed in data["existed"].items()},
+        )
 
     def check_free(self) -> None:
         """Raise unless the bridge is free (another node would own it)."""
         bridge = self.network.bridge
         if Path(f"/sys/class/net/{bridge}").exists():
             raise NodeError(
-                f"interface {bridge} exists: another node runs here, or one was not "
-                f"stopped (remove it with `ip link del {bridge}`)"
+                f"interface {bridge} exists but no node recorded it in {_STATE_PATH}: a node "
+                f"of an older version runs, or it was made by hand (`ip link del {bridge}`)"
             )
 
     def create_bridge(self) -> None:
@@ -239,6 +401,7 @@ class _HostState:
     def restore(self, node_dir: Path) -> list[str]:
         """Undo everything; returns what could not be undone."""
         problems: list[str] = []
+        _kill_cgroup_processes(_cgroup_dirs("kubepods") - self.cgroups)
         for point in _mount_points_under(node_dir):
             _sh("umount", "-l", point, check=False)
             if Path(point).is_mount():
@@ -315,6 +478,8 @@ class Node(AsyncService):
         name: the node's name.
         kubelet_port: the kubelet's API port on the node's address.
         tekton: start Tekton's controller with the local images.
+        lock_timeout: seconds to wait for another process's node to stop (one node runs
+            on a machine at a time: :data:`LOCK_PATH`).
     """
 
     def __init__(
@@ -327,6 +492,7 @@ class Node(AsyncService):
         name: str = "customtask-node",
         kubelet_port: int = 10250,
         tekton: bool = True,
+        lock_timeout: float = 1800.0,
     ) -> None:
         self.binaries = binaries or locate()
         self.node_binaries = node_binaries or locate_node(self.binaries.versions)
@@ -337,6 +503,8 @@ class Node(AsyncService):
         self.name = name
         self.kubelet_port = kubelet_port
         self.tekton = tekton
+        self.lock_timeout = lock_timeout
+        self._lock = _MachineLock()
         self.log_dir = self.workdir / "logs"
         self.control_plane = ControlPlane(
             self.binaries,
@@ -373,9 +541,21 @@ class Node(AsyncService):
         def mark(phase: str) -> None:
             self.timings[phase] = time.monotonic() - started
 
-        host = _HostState(self.network)
+        await self._lock.acquire(self.lock_timeout)
+        _remove_dead_node(self.node_binaries.kube_proxy)
+        host = _HostState.capture(self.network)
         host.check_free()
         self._host = host  # from here on, stop() undoes what start() did
+        _write_atomically(
+            _STATE_PATH,
+            json.dumps(
+                {
+                    "workdir": str(self.workdir),
+                    "own_workdir": self._own_workdir,
+                    "host": host.to_json(),
+                }
+            ),
+        )
         host.create_bridge()
         self._write_configs()
         await self._start_registry()
@@ -424,6 +604,9 @@ class Node(AsyncService):
         if self._host is not None:
             problems = self._host.restore(self.workdir)
             self._host = None
+            if not problems:  # else the next node retries from the record
+                _STATE_PATH.unlink(missing_ok=True)
+        self._lock.release()
         if self._own_workdir and not os.environ.get("CUSTOMTASK_SDK_KEEP_WORKDIR"):
             for _attempt in range(3):  # a lazily unmounted folder can be busy a moment
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -763,16 +946,36 @@ class Node(AsyncService):
 
     def _kill_shims(self) -> None:
         """SIGKILL container shims started by this node's containerd (by its socket)."""
-        marker = str(self._socket).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if marker in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), 9)
+        _kill_and_reap(processes_mentioning(str(self._socket)))
 
 
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _remove_dead_node(kube_proxy: Path) -> None:
+    """Undo what a node left when its process died before stopping (the state file it
+    wrote is still there; holding the lock, we know it is dead): its processes (container
+    shims and containers too), mounts, bridge, iptables rules, cgroups, kernel settings."""
+    try:
+        state = json.loads(_STATE_PATH.read_text())
+    except FileNotFoundError:
+        return
+    workdir = Path(state["workdir"])
+    _log.warning("removing what the dead node in %s left behind", workdir)
+    _kill_and_reap(processes_mentioning(f"{workdir}/"))  # every command line names it
+    _sh(str(kube_proxy), "--cleanup", check=False)
+    problems = _HostState.from_json(state["host"]).restore(workdir)
+    if state["own_workdir"]:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if problems:
+        raise NodeError(f"the dead node in {workdir} left behind: " + "; ".join(problems))
+    _STATE_PATH.unlink()

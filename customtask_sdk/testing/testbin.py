@@ -54,7 +54,8 @@ _RECIPES = {
     "etcd": "static",
     "kubernetes": "static, version stamped",
     "kubernetes-node": "static, version stamped",
-    "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT",
+    "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen host from "
+    "CUSTOMTASK_SDK_LISTEN_HOST",
     "tekton-images": "static",
     "pause": "static, v1",
 }
@@ -381,36 +382,60 @@ def _install_etcd(version: str, log: Log) -> None:
 
 
 _PROBES_CONST = "const HealthCheckDefaultPort = 8080"
+#: Where the patched Tekton controller's probe and profiling servers listen (all
+#: interfaces when unset, as upstream).
+LISTEN_HOST_ENV = "CUSTOMTASK_SDK_LISTEN_HOST"
+_LISTEN_HOST = f'os.Getenv("{LISTEN_HOST_ENV}") + '
 
 
-def _knative_probes_port_from_env(work: Path, env: dict[str, str], log: Log) -> None:
-    """Let ``KNATIVE_HEALTH_PROBES_PORT`` move the probe server knative always puts on :8080.
+def _patch(path: Path, old: str, new: str, count: int = -1) -> None:
+    source = path.read_text()
+    if old not in source:
+        raise RuntimeError(f"{path} changed upstream; update its patch in testbin.py")
+    path.write_text(source.replace(old, new, count))
 
-    Tekton's controller (knative sharedmain) binds :8080 unconditionally, so two control
-    planes on one machine would collide. The build uses a copy of the resolved
-    ``knative.dev/pkg`` with that one line changed (``replace`` in the throwaway go.mod).
-    """
-    out = _run(["go", "list", "-m", "-json", "knative.dev/pkg"], work, env, log)
-    copy = work / "knative-pkg"
+
+def _writable_copy(module: str, work: Path, env: dict[str, str], log: Log) -> Path:
+    """A writable copy of the resolved ``module``, used by the build through ``replace``."""
+    out = _run(["go", "list", "-m", "-json", module], work, env, log)
+    copy = work / module.replace("/", "_")
     shutil.copytree(json.loads(out)["Dir"], copy)
     for item in copy.rglob("*"):
         item.chmod(0o755 if item.is_dir() else 0o644)  # the module cache is read-only
     copy.chmod(0o755)
-    path = copy / "injection" / "health_check.go"
-    source = path.read_text()
-    if _PROBES_CONST not in source or '\t"strconv"\n' not in source:
-        raise RuntimeError(
-            f"{path} changed upstream; update the knative probes-port patch in testbin.py"
-        )
-    patched = source.replace(
+    with (work / "go.mod").open("a") as gomod:
+        gomod.write(f"\nreplace {module} => ./{copy.name}\n")
+    return copy
+
+
+def _tekton_listeners_from_env(work: Path, env: dict[str, str], log: Log) -> None:
+    """Let the environment choose where Tekton's controller listens.
+
+    knative always puts its probe server on :8080 and, like Tekton's own probe server and
+    knative's profiling server, on every interface: two control planes on one machine would
+    collide, and the servers would be reachable from other machines. The build uses copies
+    of ``knative.dev/pkg`` and Tekton with ``KNATIVE_HEALTH_PROBES_PORT`` read for that port
+    and ``CUSTOMTASK_SDK_LISTEN_HOST`` prefixed to the three listen addresses.
+    """
+    knative = _writable_copy("knative.dev/pkg", work, env, log)
+    health = knative / "injection" / "health_check.go"
+    _patch(
+        health,
         _PROBES_CONST,
         "var HealthCheckDefaultPort = func() int {\n"
         '\tif p, err := strconv.Atoi(os.Getenv("KNATIVE_HEALTH_PROBES_PORT")); err == nil {\n'
         "\t\treturn p\n\t}\n\treturn 8080\n}()",
-    ).replace('\t"strconv"\n', '\t"os"\n\t"strconv"\n', 1)
-    path.write_text(patched)
-    with (work / "go.mod").open("a") as gomod:
-        gomod.write("\nreplace knative.dev/pkg => ./knative-pkg\n")
+    )
+    _patch(health, '\t"strconv"\n', '\t"os"\n\t"strconv"\n', 1)
+    _patch(health, 'Addr: ":" + ', f'Addr: {_LISTEN_HOST}":" + ')
+    _patch(
+        knative / "observability" / "runtime" / "pprof.go",
+        'Addr:    ":" + ',
+        f'Addr: {_LISTEN_HOST}":" + ',
+    )
+    tekton = _writable_copy("github.com/tektoncd/pipeline", work, env, log)
+    main = tekton / "cmd" / "controller" / "main.go"
+    _patch(main, 'http.ListenAndServe(":"+port, ', f'http.ListenAndServe({_LISTEN_HOST}":"+port, ')
 
 
 def _install_tekton(version: str, log: Log) -> None:
@@ -425,7 +450,7 @@ def _install_tekton(version: str, log: Log) -> None:
             packages,
             dest,
             log,
-            prepare=_knative_probes_port_from_env,
+            prepare=_tekton_listeners_from_env,
             recipe=_RECIPES["tekton"],
         )
     if not (dest / "config" / "300-crds").is_dir():
