@@ -5,9 +5,15 @@
 # adds a sample whose Tekton tasks run in Pods beside the Wait custom tasks.
 # Extra arguments go to `customtask-sdk dev up` (e.g. --keep-running to keep the control
 # plane up and use it with KUBECONFIG).
+#   bash hack/up.sh --approval [--auto]   runs the Approval walk-through instead
+#   (examples/approval/demo.py: a gate that alice and carol decide; --auto decides it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
+if [ "${1:-}" = "--approval" ]; then
+  shift
+  exec .venv/bin/python -m examples.approval.demo "$@"
+fi
 samples=(-f examples/wait/pipelinerun.yaml)
 if [ "$(id -u)" = 0 ]; then
   samples+=(-f examples/wait/pipelinerun-node.yaml)
