@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from customtask_sdk import Params
 
 __all__ = [
-    "EmbeddedRun",
     "Param",
     "ParamSpec",
     "ParamValue",
@@ -276,20 +275,12 @@ class Timeouts(_Tekton):
     finally_: str | None = Field(None, alias="finally")
 
 
-class EmbeddedRun(_Tekton):
-    """What an embedded ``customSpec.spec`` may hold besides params."""
-
-    pipelineRef: PipelineRef | None = None
-    pipelineSpec: PipelineSpec | None = None
-    workspaces: list[WorkspaceBinding] = Field(default_factory=list)
-    timeouts: Timeouts | None = None
-
-
 class PipelineInPodInput(Params):
     """The run's input: pipeline params, plus (embedded spec) the pipeline and bindings.
 
     ``spec.params`` and any field of ``customSpec.spec`` other than ``pipelineRef``,
-    ``pipelineSpec``, ``workspaces`` and ``timeouts`` are the Pipeline's params.
+    ``pipelineSpec``, ``workspaces``, ``timeouts`` and ``podTemplate`` are the Pipeline's
+    params.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
@@ -298,6 +289,7 @@ class PipelineInPodInput(Params):
     pipelineSpec: PipelineSpec | None = None
     workspaces: list[WorkspaceBinding] = Field(default_factory=list)
     timeouts: Timeouts | None = None
+    podTemplate: dict[str, Any] | None = None
 
     @property
     def params(self) -> dict[str, ParamValue]:
