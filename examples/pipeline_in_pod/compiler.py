@@ -935,6 +935,8 @@ def compile_pipeline(
             continue
         waits = [last_posts[d] for d in live]
         root = not waits
+        if root and has_sidecars:  # released once the sidecars are ready
+            waits = [f"{DOWNWARD_DIR}/ready"]
         steps = compile_task(
             ptask,
             spec,
