@@ -467,7 +467,7 @@ def test_workspaces_bound_by_the_run_to_a_pvc_with_sub_path() -> None:
     volumes = {v["name"]: v for v in plan.pod_spec["volumes"]}
     assert volumes["ws-data"]["persistentVolumeClaim"] == {"claimName": "pvc"}
     c = containers(plan)["step-t-unnamed-0"]
-    assert [m for m in c["volumeMounts"] if m["name"] == "ws-data"][0]["subPath"] == "r/x"
+    assert next(m for m in c["volumeMounts"] if m["name"] == "ws-data")["subPath"] == "r/x"
     assert command(c) == ["echo", "pvc"]
 
 
