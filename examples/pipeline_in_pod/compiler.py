@@ -788,6 +788,7 @@ def barrier_script(
         '  [ "$s" != Succeeded ] && [ "$agg" = Succeeded ] && agg=Completed',
         "done",
         f'printf %s "$agg" > "$out/{_status_file(None)}"',
+        f"mkdir -p {RUN_DIR}/{BARRIER_CONTAINER}",
         f"touch {RUN_DIR}/{BARRIER_CONTAINER}/out",
     ]
     return "\n".join(lines) + "\n"

@@ -254,6 +254,13 @@ def read_pod(plan: Plan, pod: JSON) -> PodView:
     barrier = statuses.get(BARRIER_CONTAINER, {}).get("state", {})
     if "terminated" in barrier:
         states[BARRIER_CONTAINER] = "done"
+        if barrier["terminated"].get("exitCode"):  # finally would wait forever: say so now
+            meta = pod.get("metadata", {})
+            why = (
+                "the finally barrier failed: kubectl logs -n "
+                f"{meta.get('namespace', '')} {meta.get('name', '')} -c {BARRIER_CONTAINER}"
+            )
+            return PodView([], Verdict(False, "FinallyBarrierFailed", why), False)
     tasks: list[JSON] = []
     results: dict[str, dict[str, ParamValue]] = {}
     for task in plan.tasks:

@@ -594,7 +594,6 @@ def test_the_barrier_script_computes_tekton_statuses(
         "/tekton/run", f"{tmp_path}/run"
     )
     (tmp_path / "status").mkdir()
-    (tmp_path / "run" / BARRIER_CONTAINER).mkdir()
     subprocess.run(["sh", "-c", script], check=True, timeout=10)
     read = {p.name: p.read_text() for p in (tmp_path / "status").iterdir()}
     aggregate, a, b, c = expected

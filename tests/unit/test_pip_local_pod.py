@@ -1,0 +1,350 @@
+"""Compiled Pods run for real (Tekton's entrypoint, busybox) as local processes.
+
+No node: each container is a chrooted process (static busybox for every image) in a mount
+namespace with its volumes bind-mounted; init containers one after another, then every
+container at once, as a kubelet runs a Pod. What this proves is the compiler's wiring under
+Tekton's own entrypoint: order, skips after a failure, results between tasks at run time,
+``when`` on results, finally with statuses, onError, step timeouts. Root only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from customtask_sdk.testing.testbin import cache_dir
+from examples.pipeline_in_pod.compiler import Images, Plan, RunContext, compile_pipeline
+from examples.pipeline_in_pod.model import PipelineSpec
+from examples.pipeline_in_pod.status import PodView, read_pod
+
+# -- a tiny kubelet: each container a chrooted process in a mount namespace ----------
+
+JSON = dict[str, Any]
+APPLETS = [
+    "sh",
+    "cat",
+    "echo",
+    "printf",
+    "sleep",
+    "touch",
+    "true",
+    "false",
+    "test",
+    "[",
+    "mkdir",
+    "tr",
+    "ls",
+    "env",
+    "grep",
+    "wc",
+    "head",
+    "rm",
+    "cp",
+]
+
+
+def entrypoint_binary() -> Path | None:
+    """Tekton's entrypoint as the control plane's testbin built it, if it did."""
+    found = sorted(cache_dir().glob("testbin/tekton-*/entrypoint"))
+    return found[-1] if found else None
+
+
+def usable() -> str | None:
+    """Why local Pods cannot run here, or ``None``."""
+    if os.geteuid() != 0:
+        return "local Pods need root (mount namespaces, chroot)"
+    if shutil.which("busybox") is None or shutil.which("unshare") is None:
+        return "local Pods need busybox and unshare"
+    if entrypoint_binary() is None:
+        return "Tekton's entrypoint is not built (bash hack/testbin.sh)"
+    return None
+
+
+def _root(base: Path, name: str) -> Path:
+    root = base / "roots" / name
+    (root / "bin").mkdir(parents=True)
+    (root / "ko-app").mkdir()
+    shutil.copy(shutil.which("busybox") or "", root / "bin" / "busybox")
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    entrypoint = entrypoint_binary()
+    assert entrypoint is not None
+    shutil.copy(entrypoint, root / "ko-app" / "entrypoint")
+    (root / "tmp").mkdir()
+    return root
+
+
+def _start(base: Path, container: JSON, volumes: dict[str, Path]) -> subprocess.Popen[bytes]:
+    root = _root(base, container["name"])
+    (root / "dev").mkdir()
+    lines = ["set -e", f"mount --rbind /dev {shlex.quote(str(root / 'dev'))}"]
+    for mount in container.get("volumeMounts") or []:
+        source = volumes[mount["name"]]
+        if mount.get("subPath"):
+            source = source / mount["subPath"]
+            source.mkdir(parents=True, exist_ok=True)
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))}")
+    termination = container.get("terminationMessagePath")
+    if termination:
+        path = root / termination.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    env = ["PATH=/bin:/usr/bin", "HOME=/tmp"]
+    env += [f"{e['name']}={e.get('value', '')}" for e in container.get("env") or []]
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    workdir = container.get("workingDir") or "/"
+    (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    inner = " ".join(shlex.quote(a) for a in ["cd", workdir])
+    inner += " && exec " + " ".join(shlex.quote(a) for a in ["env", "-i", *env, *argv])
+    lines.append(f"exec chroot {shlex.quote(str(root))} /bin/sh -c {shlex.quote(inner)}")
+    log = open(base / f"{container['name']}.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def run_pod(
+    pod_spec: JSON, base: Path, *, timeout: float = 60, annotations: JSON | None = None
+) -> JSON:
+    """Run the Pod to the end; its ``status`` (``containerStatuses``) as a kubelet reports."""
+    volumes: dict[str, Path] = {}
+    for volume in pod_spec.get("volumes") or []:
+        folder = base / "volumes" / volume["name"]
+        folder.mkdir(parents=True)
+        for item in (volume.get("downwardAPI") or {}).get("items") or []:
+            key = item["fieldRef"]["fieldPath"].split("'")[1]
+            (folder / item["path"]).write_text((annotations or {}).get(key, ""))
+        volumes[volume["name"]] = folder
+    for container in pod_spec.get("initContainers") or []:
+        process = _start(base, container, volumes)
+        assert process.wait(timeout) == 0, (base / f"{container['name']}.log").read_text()
+    processes = {c["name"]: (c, _start(base, c, volumes)) for c in pod_spec["containers"]}
+    statuses = []
+    for name, (container, process) in processes.items():
+        if name.startswith("sidecar-"):
+            continue
+        code = process.wait(timeout)
+        message = ""
+        if container.get("terminationMessagePath"):
+            message = (
+                base / "roots" / name / container["terminationMessagePath"].lstrip("/")
+            ).read_text()
+        statuses.append(
+            {"name": name, "state": {"terminated": {"exitCode": code, "message": message}}}
+        )
+    for name, (_, process) in processes.items():
+        if name.startswith("sidecar-"):
+            process.kill()
+            process.wait()
+            statuses.append({"name": name, "state": {"terminated": {"exitCode": 137}}})
+    return {"phase": "Succeeded", "containerStatuses": statuses}
+
+
+def log(base: Path, container: str) -> str:
+    """A container's output."""
+    return (base / f"{container}.log").read_text()
+
+
+def pod(pod_spec: JSON, status: JSON) -> JSON:
+    """A Pod object around a spec and status (for ``read_pod``)."""
+    return {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": pod_spec,
+        "status": json.loads(json.dumps(status)),
+    }
+
+
+# -- tests ----------------------------------------------------------------------------
+
+pytestmark = pytest.mark.skipif(usable() is not None, reason=str(usable()))
+
+CTX = RunContext(name="run", namespace="ns", uid="u", pipeline="pl", pipeline_run="pr")
+
+
+def run(
+    tmp_path: Path, pipeline: dict[str, Any], values: dict[str, Any] | None = None
+) -> tuple[Plan, PodView]:
+    spec = PipelineSpec.model_validate(pipeline)
+    tasks = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
+    plan = compile_pipeline(spec, tasks, values or {}, [], CTX, Images("ep", "nop", "sh"))
+    status = run_pod(plan.pod_spec, tmp_path)
+    return plan, read_pod(plan, pod(plan.pod_spec, status))
+
+
+def states(view: PodView) -> dict[str, str]:
+    return {t["name"]: t["state"] for t in view.tasks}
+
+
+def sh(script: str, **fields: Any) -> dict[str, Any]:
+    return {"image": "busybox", "script": script, **fields}
+
+
+def test_results_flow_between_tasks_at_run_time_into_args_env_and_scripts(tmp_path: Path) -> None:
+    plan, view = run(
+        tmp_path,
+        {
+            "params": [{"name": "who", "default": "pod"}],
+            "workspaces": [{"name": "shared"}],
+            "tasks": [
+                {
+                    "name": "make",
+                    "workspaces": [{"name": "w", "workspace": "shared"}],
+                    "taskSpec": {
+                        "workspaces": [{"name": "w"}],
+                        "results": [{"name": "word"}, {"name": "list", "type": "array"}],
+                        "steps": [
+                            sh(
+                                "printf hello-$(params.who) > $(results.word.path)\n"
+                                'printf \'["a","b"]\' > $(results.list.path)\n'
+                                "echo data > $(workspaces.w.path)/file"
+                            )
+                        ],
+                    },
+                },
+                {
+                    "name": "use",
+                    "params": [{"name": "v", "value": "$(tasks.make.results.word)"}],
+                    "workspaces": [{"name": "w", "workspace": "shared"}],
+                    "taskSpec": {
+                        "params": [{"name": "v"}],
+                        "workspaces": [{"name": "w"}],
+                        "results": [{"name": "seen"}],
+                        "steps": [
+                            {
+                                "image": "busybox",
+                                "command": [
+                                    "sh",
+                                    "-c",
+                                    'printf "%s|%s|$(params.v)" "$E" "$1" > $(results.seen.path)',
+                                    "--",
+                                ],
+                                "args": ["$(tasks.make.results.list[*])"],
+                                "env": [{"name": "E", "value": "$(tasks.make.results.word)"}],
+                            },
+                            sh(
+                                'printf "%s:%s" "$(tasks.make.results.word)"'
+                                ' "$(cat $(workspaces.w.path)/file)" >> $(results.seen.path)'
+                            ),
+                        ],
+                    },
+                },
+            ],
+            "results": [
+                {"name": "seen", "value": "$(tasks.use.results.seen)"},
+                {"name": "list", "value": "$(tasks.make.results.list[*])"},
+            ],
+        },
+    )
+    assert states(view) == {"make": "succeeded", "use": "succeeded"}, view.tasks
+    assert view.verdict is not None
+    assert view.verdict.succeeded
+    assert view.verdict.results == {
+        "seen": "hello-pod|a|hello-podhello-pod:data",
+        "list": ["a", "b"],
+    }
+    del plan
+
+
+def test_a_failure_skips_its_dependants_and_finally_sees_the_statuses(tmp_path: Path) -> None:
+    plan, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {"name": "bad", "taskSpec": {"steps": [sh("exit 3"), sh("echo never")]}},
+                {"name": "after", "runAfter": ["bad"], "taskSpec": {"steps": [sh("echo no")]}},
+                {"name": "apart", "taskSpec": {"steps": [sh("echo yes")]}},
+                {
+                    "name": "tolerant",
+                    "taskSpec": {"steps": [sh("exit 1", onError="continue"), sh("true")]},
+                },
+            ],
+            "finally": [
+                {
+                    "name": "report",
+                    "params": [{"name": "all", "value": "$(tasks.status)"}],
+                    "taskSpec": {
+                        "params": [{"name": "all"}],
+                        "results": [{"name": "r"}],
+                        "steps": [
+                            sh(
+                                'printf "$(params.all) $(tasks.bad.status) $(tasks.after.status) '
+                                '$(tasks.apart.status)" > $(results.r.path)'
+                            )
+                        ],
+                    },
+                }
+            ],
+            "results": [{"name": "report", "value": "$(tasks.report.results.r)"}],
+        },
+    )
+    assert states(view) == {
+        "bad": "failed",
+        "after": "skipped",
+        "apart": "succeeded",
+        "tolerant": "succeeded",
+        "report": "succeeded",
+    }, view.tasks
+    bad = next(t for t in view.tasks if t["name"] == "bad")
+    assert bad["steps"][0]["exitCode"] == 3
+    assert bad["steps"][0]["logs"] == f"kubectl logs -n ns p -c {bad['steps'][0]['container']}"
+    assert view.verdict is not None
+    assert (view.verdict.succeeded, view.verdict.reason) == (False, "Failed")
+    assert "'bad'" in view.verdict.message
+    report = next(t for t in view.tasks if t["name"] == "report")
+    assert report["results"] == {"r": "Failed Failed None Succeeded"}
+    del plan
+
+
+def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path: Path) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "decide",
+                    "taskSpec": {
+                        "results": [{"name": "go"}],
+                        "steps": [sh("printf no > $(results.go.path)")],
+                    },
+                },
+                {
+                    "name": "maybe",
+                    "when": [
+                        {"input": "$(tasks.decide.results.go)", "operator": "in", "values": ["yes"]}
+                    ],
+                    "taskSpec": {"steps": [sh("exit 1")]},
+                },
+                {
+                    "name": "surely",
+                    "when": [
+                        {
+                            "input": "$(tasks.decide.results.go)",
+                            "operator": "notin",
+                            "values": ["yes"],
+                        }
+                    ],
+                    "taskSpec": {"steps": [sh("true")]},
+                },
+                {"name": "slow", "taskSpec": {"steps": [sh("sleep 30", timeout="1s")]}},
+            ]
+        },
+    )
+    assert states(view) == {
+        "decide": "succeeded",
+        "maybe": "skipped",
+        "surely": "succeeded",
+        "slow": "timedOut",
+    }, view.tasks
+    assert view.verdict is not None
+    assert not view.verdict.succeeded
