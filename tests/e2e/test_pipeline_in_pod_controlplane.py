@@ -1,0 +1,342 @@
+"""Pipeline-in-Pod's controller on the local control plane (no node: the test writes the
+Pod's container states where a kubelet would, through the Pod's ``/status``).
+
+The controller's side of the contract: the Pipeline and Tasks resolved by name and frozen,
+one Pod owned by the run and labelled, per-task status as containers end, the outcome and
+pipeline results, a Pipeline edited mid-run that changes nothing, cancellation deleting
+the Pod, clear fast failures, and a PipelineRun whose Tekton controller runs a
+PipelineInPod task and reads its results.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.testing import condition, wait_deleted, wait_for
+from customtask_sdk.testing.controllers import running
+from customtask_sdk.testing.pytest_plugin import Cluster
+from examples.pipeline_in_pod.compiler import Images
+from examples.pipeline_in_pod.controller import MANAGED, PIPELINES, PODS, TASKS, PipelineInPod
+
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+IMAGES = Images("ep:1", "nop:1", "shell:1")
+
+
+@pytest.fixture
+def reconciler() -> PipelineInPod:
+    return PipelineInPod(images=IMAGES)
+
+
+def done(obj: JSON) -> bool:
+    found = condition(obj)
+    return found is not None and found.get("status") in ("True", "False")
+
+
+def outcome(obj: JSON) -> tuple[str, str]:
+    found = condition(obj) or {}
+    return found.get("status", ""), found.get("reason", "")
+
+
+async def create_run(kube: KubeClient, namespace: str, spec: JSON) -> str:
+    name = f"pip-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    await kube.create(CUSTOM_RUNS.path(namespace), body)
+    return name
+
+
+def ref(name: str) -> JSON:
+    return {
+        "customRef": {
+            "apiVersion": PipelineInPod.api_version,
+            "kind": "PipelineInPod",
+            "name": name,
+        }
+    }
+
+
+async def create(
+    kube: KubeClient, resource: Resource, namespace: str, name: str, spec: JSON
+) -> None:
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": resource.kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    await kube.create(resource.path(namespace), body)
+
+
+def terminated(
+    name: str, code: int = 0, results: dict[str, str] | None = None, reason: str = ""
+) -> JSON:
+    entries = [{"key": "StartedAt", "value": "2026-01-01T00:00:00.000Z", "type": 3}]
+    if reason:
+        entries.append({"key": "Reason", "value": reason, "type": 3})
+    entries += [{"key": k, "value": v, "type": 1} for k, v in (results or {}).items()]
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "busybox",
+        "imageID": "",
+        "state": {
+            "terminated": {
+                "exitCode": code,
+                "message": json.dumps(entries),
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": "2026-01-01T00:00:00Z",
+                "finishedAt": "2026-01-01T00:00:01Z",
+            }
+        },
+    }
+
+
+def started(name: str) -> JSON:
+    return {
+        "name": name,
+        "ready": True,
+        "restartCount": 0,
+        "image": "busybox",
+        "imageID": "",
+        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+    }
+
+
+def waiting(name: str, reason: str) -> JSON:
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "busybox",
+        "imageID": "",
+        "state": {"waiting": {"reason": reason, "message": "back-off pulling image"}},
+    }
+
+
+async def kubelet(kube: KubeClient, namespace: str, pod: str, statuses: list[JSON]) -> None:
+    """Write container states as the kubelet would."""
+    await kube.patch(
+        PODS.path(namespace, pod, "status"),
+        {"status": {"phase": "Running", "containerStatuses": statuses}},
+    )
+
+
+def tasks_state(run: JSON) -> dict[str, str]:
+    fields = run.get("status", {}).get("extraFields") or {}
+    return {t["name"]: t["state"] for t in fields.get("tasks") or []}
+
+
+def made(run: JSON) -> bool:
+    return tasks_state(run).get("make") == "succeeded"
+
+
+PIPELINE = {
+    "params": [{"name": "word", "default": "hi"}],
+    "tasks": [
+        {
+            "name": "make",
+            "taskRef": {"name": "maker"},
+            "params": [{"name": "w", "value": "$(params.word)"}],
+        },
+        {
+            "name": "use",
+            "params": [{"name": "v", "value": "$(tasks.make.results.out)"}],
+            "taskSpec": {
+                "params": [{"name": "v"}],
+                "steps": [{"image": "busybox", "command": ["echo", "$(params.v)"]}],
+            },
+        },
+    ],
+    "results": [{"name": "made", "value": "$(tasks.make.results.out)"}],
+}
+MAKER = {
+    "params": [{"name": "w"}],
+    "results": [{"name": "out"}],
+    "steps": [
+        {"name": "say", "image": "busybox", "script": "printf $(params.w) > $(results.out.path)"}
+    ],
+}
+
+
+async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    await create(kube, TASKS, namespace, "maker", MAKER)
+    await create(kube, PIPELINES, namespace, "build", PIPELINE)
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(
+            kube, namespace, {**ref("build"), "params": [{"name": "word", "value": "yo"}]}
+        )
+        run = await wait_for(
+            kube,
+            CUSTOM_RUNS,
+            namespace,
+            name,
+            lambda o: "pod" in (o.get("status", {}).get("extraFields") or {}),
+        )
+        pod_name = run["status"]["extraFields"]["pod"]
+        pod = await wait_for(kube, PODS, namespace, pod_name, lambda o: True)
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+        labels = pod["metadata"]["labels"]
+        assert labels.items() >= {**MANAGED, "tekton.dev/customRun": name}.items()
+        containers = [c["name"] for c in pod["spec"]["containers"]]
+        assert containers == ["step-make-say", "step-use-unnamed-0"]
+        # The Pipeline and Task change mid-run: the frozen spec holds.
+        await kube.patch(
+            TASKS.path(namespace, "maker"),
+            {"spec": {"steps": [{"name": "other", "image": "x", "command": ["x"]}]}},
+        )
+        await kubelet(
+            kube,
+            namespace,
+            pod_name,
+            [terminated("step-make-say", results={"out": "yo"}), started("step-use-unnamed-0")],
+        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, made)
+        assert tasks_state(run) == {"make": "succeeded", "use": "running"}
+        await kubelet(
+            kube,
+            namespace,
+            pod_name,
+            [terminated("step-make-say", results={"out": "yo"}), terminated("step-use-unnamed-0")],
+        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+    assert outcome(run) == ("True", "Succeeded")
+    assert run["status"]["results"] == [{"name": "made", "value": "yo"}]
+    assert tasks_state(run) == {"make": "succeeded", "use": "succeeded"}
+    frozen = run["status"]["extraFields"]["spec"]
+    assert frozen["tasks"]["make"]["steps"][0]["name"] == "say"
+
+
+async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    spec = {
+        "pipelineSpec": {
+            "tasks": [{"name": "t", "taskSpec": {"steps": [{"image": "nope", "command": ["x"]}]}}]
+        }
+    }
+    embedded = {
+        "customSpec": {
+            "apiVersion": PipelineInPod.api_version,
+            "kind": "PipelineInPod",
+            "spec": spec,
+        }
+    }
+    async with running(kube, reconciler, namespace=namespace):
+        cancelled = await create_run(kube, namespace, embedded)
+        pulled = await create_run(kube, namespace, embedded)
+        for name in (cancelled, pulled):
+            await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        await kube.patch(
+            CUSTOM_RUNS.path(namespace, cancelled), {"spec": {"status": "RunCancelled"}}
+        )
+        await kubelet(
+            kube, namespace, f"{pulled}-pod", [waiting("step-t-unnamed-0", "ImagePullBackOff")]
+        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, cancelled, done)
+        assert outcome(run) == ("False", "CustomRunCancelled")
+        await wait_deleted(kube, PODS, namespace, f"{cancelled}-pod")
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, pulled, done)
+    assert outcome(run) == ("False", "ImagePullBackOff")
+    assert "task 't'" in condition(run)["message"]  # type: ignore[index]
+
+
+async def test_what_one_pod_cannot_run_fails_at_the_start_naming_the_field(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    spec = {
+        "pipelineSpec": {
+            "tasks": [
+                {
+                    "name": "t",
+                    "retries": 2,
+                    "taskSpec": {"steps": [{"image": "b", "command": ["x"]}]},
+                }
+            ]
+        }
+    }
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(
+            kube,
+            namespace,
+            {
+                "customSpec": {
+                    "apiVersion": PipelineInPod.api_version,
+                    "kind": "PipelineInPod",
+                    "spec": spec,
+                }
+            },
+        )
+        missing = await create_run(kube, namespace, ref("no-such-pipeline"))
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+        gone = await wait_for(kube, CUSTOM_RUNS, namespace, missing, done)
+    assert outcome(run) == ("False", "Unsupported")
+    assert condition(run)["message"].startswith("tasks[t].retries:")  # type: ignore[index]
+    assert outcome(gone) == ("False", "PipelineNotFound")
+
+
+async def test_a_pipelinerun_runs_a_pipeline_in_pod_task_and_reads_its_results(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    await create(kube, TASKS, namespace, "maker", MAKER)
+    await create(kube, PIPELINES, namespace, "inner", PIPELINE)
+    outer = {
+        "pipelineSpec": {
+            "tasks": [
+                {
+                    "name": "grouped",
+                    "taskRef": {
+                        "apiVersion": PipelineInPod.api_version,
+                        "kind": "PipelineInPod",
+                        "name": "inner",
+                    },
+                    "params": [{"name": "word", "value": "hey"}],
+                }
+            ],
+            "results": [{"name": "made", "value": "$(tasks.grouped.results.made)"}],
+        }
+    }
+    pr = f"pr-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": pr},
+        "spec": outer,
+    }
+    async with running(kube, reconciler, namespace=namespace):
+        await kube.create(PIPELINE_RUNS.path(namespace), body)
+
+        def child(obj: JSON) -> bool:
+            return bool(obj.get("status", {}).get("childReferences"))
+
+        listed = await wait_for(kube, PIPELINE_RUNS, namespace, pr, child)
+        run_name = listed["status"]["childReferences"][0]["name"]
+        pod = await wait_for(kube, PODS, namespace, f"{run_name}-pod", lambda o: True)
+        labels = pod["metadata"]["labels"]
+        assert (labels["tekton.dev/pipelineRun"], labels["tekton.dev/pipelineTask"]) == (
+            pr,
+            "grouped",
+        )
+        await kubelet(
+            kube,
+            namespace,
+            pod["metadata"]["name"],
+            [terminated("step-make-say", results={"out": "hey"}), terminated("step-use-unnamed-0")],
+        )
+        result = await wait_for(kube, PIPELINE_RUNS, namespace, pr, done, timeout=60)
+    assert outcome(result) == ("True", "Succeeded")
+    assert result["status"]["results"] == [{"name": "made", "value": "hey"}]
