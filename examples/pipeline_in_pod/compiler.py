@@ -119,6 +119,7 @@ class TaskPlan:
     results: tuple[str, ...]
     deps: tuple[str, ...]
     skipped: str | None = None
+    timeout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1011,6 +1012,7 @@ def _plan(
         sidecars,
         tuple(r.name for r in spec.results),
         tuple(deps),
+        timeout=ptask.timeout,
     )
 
 

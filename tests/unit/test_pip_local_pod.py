@@ -337,6 +337,7 @@ def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path:
                     "taskSpec": {"steps": [sh("true")]},
                 },
                 {"name": "slow", "taskSpec": {"steps": [sh("sleep 30", timeout="1s")]}},
+                {"name": "bounded", "timeout": "1s", "taskSpec": {"steps": [sh("sleep 30")]}},
             ]
         },
     )
@@ -344,7 +345,8 @@ def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path:
         "decide": "succeeded",
         "maybe": "skipped",
         "surely": "succeeded",
-        "slow": "timedOut",
+        "slow": "failed",  # a step's timeout fails its task, as in Tekton
+        "bounded": "timedOut",  # the task's own timeout
     }, view.tasks
     assert view.verdict is not None
     assert not view.verdict.succeeded
