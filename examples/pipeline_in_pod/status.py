@@ -141,11 +141,11 @@ def _task_state(
                 if code != 0 and terminated == 1 and not state:
                     state, reason = "skipped", "ParentTasksFailed"
             elif why == "TimeoutExceeded" and not state:
-                state, reason, message = (
-                    "timedOut",
-                    "TaskRunTimeout",
-                    f"step {plan.name!r} timed out",
-                )
+                # The task's own timeout, or a step's (the TaskRun then just fails).
+                timed_out = task.timeout is not None
+                state = "timedOut" if timed_out else "failed"
+                reason = "TaskRunTimeout" if timed_out else "StepTimeout"
+                message = f"step {plan.name!r} timed out"
             elif why == "Cancelled" and not state:
                 state, reason = "cancelled", "TaskRunCancelled"
             elif not readable and not state:
