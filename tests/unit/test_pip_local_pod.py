@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from customtask_sdk.testing.testbin import cache_dir
 from examples.pipeline_in_pod.compiler import Images, Plan, RunContext, compile_pipeline
-from examples.pipeline_in_pod.model import PipelineSpec
+from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
 # -- a tiny kubelet: each container a chrooted process in a mount namespace ----------
@@ -350,3 +351,16 @@ def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path:
     }, view.tasks
     assert view.verdict is not None
     assert not view.verdict.succeeded
+
+
+def test_the_sample_build_and_test_pipeline_runs(tmp_path: Path) -> None:
+    sample = Path(__file__).parents[2] / "examples" / "pipeline_in_pod" / "pipelinerun.yaml"
+    docs = {d["metadata"].get("name"): d for d in yaml.safe_load_all(sample.read_text())}
+    spec = PipelineSpec.model_validate(docs["build-and-test"]["spec"])
+    compile_task = TaskSpec.model_validate(docs["compile"]["spec"])
+    tasks = {t.name: t.taskSpec or compile_task for t in [*spec.tasks, *spec.finally_]}
+    plan = compile_pipeline(spec, tasks, {"revision": "v1"}, [], CTX, Images("ep", "nop", "sh"))
+    view = read_pod(plan, pod(plan.pod_spec, run_pod(plan.pod_spec, tmp_path)))
+    assert all(t["state"] == "succeeded" for t in view.tasks), view.tasks
+    assert view.verdict is not None
+    assert view.verdict.results == {"image": "registry.local/app-v1"}
