@@ -69,6 +69,8 @@ DEFAULT_SHEBANG = "#!/bin/sh\nset -e\n"
 #: The ``$(steps.<name>...)`` name under which the finally barrier publishes statuses.
 STATUS_REF = "pip-status"
 BARRIER_CONTAINER = "pip-finally-barrier"
+SCHEDULER_CONTAINER = "pip-scheduler"
+GATE_DIR = f"{RUN_DIR}/pip-gate"
 #: The annotation the controller sets to ``READY`` once the sidecars are ready.
 READY_ANNOTATION = "tekton.dev/ready"
 
@@ -795,6 +797,35 @@ def barrier_script(
     return "\n".join(lines) + "\n"
 
 
+def scheduler_script(gates: Mapping[str, Sequence[str]]) -> str:
+    """Shell: open each task's gate once its dependencies have ended, as Tekton schedules:
+    ``<gate>`` to go, ``<gate>.err`` once any step has failed (the pipeline is stopping:
+    no new task starts, and the entrypoint skips the task)."""
+    lines = [f"mkdir -p {GATE_DIR}", f"pending='{' '.join(gates)}'", 'while [ -n "$pending" ]; do']
+    lines += [
+        "  failed=",
+        f'  for f in {RUN_DIR}/*/*/out.err; do [ -e "$f" ] && failed=.err; done',
+        "  next=",
+        "  for t in $pending; do",
+        "    case $t in",
+    ]
+    for task, posts in gates.items():
+        ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
+        lines.append(
+            f'      {task}) if {ended}; then touch "{GATE_DIR}/{task}$failed"; '
+            'else next="$next $t"; fi ;;'
+        )
+    lines += [
+        "    esac",
+        "  done",
+        "  pending=${next# }",
+        '  [ -n "$pending" ] && sleep 0.1',
+        "done",
+        "exit 0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # -- the Pod ------------------------------------------------------------------------
 
 
@@ -928,6 +959,7 @@ def compile_pipeline(
     build = _Build()
     by_name = {ptask.name: ptask for ptask in pipeline.tasks}
     last_posts: dict[str, str] = {}
+    gates: dict[str, list[str]] = {}
     for name in order(deps):
         ptask = by_name[name]
         spec = tasks[name]
@@ -939,6 +971,9 @@ def compile_pipeline(
         root = not waits
         if root and has_sidecars:  # released once the sidecars are ready
             waits = [f"{DOWNWARD_DIR}/ready"]
+        elif not root:  # and once the scheduler says the pipeline is not stopping
+            gates[name] = list(waits)
+            waits.append(f"{GATE_DIR}/{name}")
         steps = compile_task(
             ptask,
             spec,
@@ -951,10 +986,13 @@ def compile_pipeline(
         )
         last_posts[name] = post_file(name, len(steps) - 1)
         build.plans.append(_plan(ptask, spec, False, steps, build, deps[name]))
-    barrier: list[JSON] = []
+    helpers: list[JSON] = []
+    if gates:
+        helpers.append(_helper(SCHEDULER_CONTAINER, images.shell, scheduler_script(gates)))
     finals = [p for p in pipeline.finally_ if p.name not in skipped]
     if finals:
-        barrier = [_barrier(images.shell, deps, last_posts, skipped)]
+        script = barrier_script(deps, last_posts, skipped)
+        helpers.append(_helper(BARRIER_CONTAINER, images.shell, script, status=True))
         build.volumes["pip-status"] = {"name": "pip-status", "emptyDir": {}}
     for ptask in pipeline.finally_:
         spec = tasks[ptask.name]
@@ -987,7 +1025,7 @@ def compile_pipeline(
         {name: depth.get(name, final_depth) for name in build.containers},
     )
     return Plan(
-        pod_spec=_pod_spec(ctx, images, build, barrier, volumes, has_sidecars),
+        pod_spec=_pod_spec(ctx, images, build, helpers, volumes, has_sidecars),
         tasks=tuple(build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
@@ -1024,20 +1062,16 @@ def _skipped_plan(
     )
 
 
-def _barrier(
-    image: str,
-    deps: Mapping[str, Sequence[str]],
-    last_posts: Mapping[str, str],
-    skipped: Mapping[str, str],
-) -> JSON:
+def _helper(name: str, image: str, script: str, *, status: bool = False) -> JSON:
+    """A shell container beside the steps: the scheduler, or the finally barrier."""
+    mounts = [_mount("tekton-internal-run", RUN_DIR)]
+    if status:
+        mounts.append(_mount("pip-status", "/pip/status"))
     return {
-        "name": BARRIER_CONTAINER,
+        "name": name,
         "image": image,
-        "command": ["sh", "-c", barrier_script(deps, last_posts, skipped)],
-        "volumeMounts": [
-            _mount("tekton-internal-run", RUN_DIR),
-            _mount("pip-status", "/pip/status"),
-        ],
+        "command": ["sh", "-c", script],
+        "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "0", "memory": "0"}},
     }
 
@@ -1046,7 +1080,7 @@ def _pod_spec(
     ctx: RunContext,
     images: Images,
     build: _Build,
-    barrier: list[JSON],
+    helpers: list[JSON],
     workspaces: Mapping[str, JSON],
     has_sidecars: bool,
 ) -> JSON:
@@ -1079,7 +1113,7 @@ def _pod_spec(
     spec: JSON = {
         "restartPolicy": "Never",
         "initContainers": init,
-        "containers": [*_dag_first(build, barrier), *build.sidecars],
+        "containers": [*_dag_first(build, helpers), *build.sidecars],
         "volumes": volumes,
     }
     if ctx.service_account:
@@ -1101,12 +1135,12 @@ def _pod_spec(
     return spec
 
 
-def _dag_first(build: _Build, barrier: list[JSON]) -> list[JSON]:
-    """Step containers in order: DAG tasks, then the barrier, then finally tasks."""
+def _dag_first(build: _Build, helpers: list[JSON]) -> list[JSON]:
+    """Containers in order: DAG tasks' steps, the helpers, then finally tasks' steps."""
     out: list[JSON] = []
     for plan in build.plans:
-        if plan.is_finally and barrier:
-            out += barrier
-            barrier = []
+        if plan.is_finally and helpers:
+            out += helpers
+            helpers = []
         out += build.containers.get(plan.name, [])
-    return out + barrier
+    return out + helpers

@@ -14,7 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from examples.pipeline_in_pod.compiler import BARRIER_CONTAINER, Plan, TaskPlan
+from examples.pipeline_in_pod.compiler import (
+    BARRIER_CONTAINER,
+    SCHEDULER_CONTAINER,
+    Plan,
+    TaskPlan,
+)
 from examples.pipeline_in_pod.model import ParamValue
 
 __all__ = ["FATAL_WAITING", "PodView", "Verdict", "read_pod"]
@@ -251,16 +256,18 @@ def read_pod(plan: Plan, pod: JSON) -> PodView:
     status = pod.get("status") or {}
     statuses = {c["name"]: c for c in status.get("containerStatuses") or []}
     states: dict[str, str] = {}
-    barrier = statuses.get(BARRIER_CONTAINER, {}).get("state", {})
-    if "terminated" in barrier:
-        states[BARRIER_CONTAINER] = "done"
-        if barrier["terminated"].get("exitCode"):  # finally would wait forever: say so now
+    for helper in (SCHEDULER_CONTAINER, BARRIER_CONTAINER):
+        ended = statuses.get(helper, {}).get("state", {}).get("terminated")
+        if ended is None:
+            continue
+        states[helper] = "done"
+        if ended.get("exitCode"):  # the tasks it releases would wait forever: say so now
             meta = pod.get("metadata", {})
             why = (
-                "the finally barrier failed: kubectl logs -n "
-                f"{meta.get('namespace', '')} {meta.get('name', '')} -c {BARRIER_CONTAINER}"
+                f"{helper} failed: kubectl logs -n "
+                f"{meta.get('namespace', '')} {meta.get('name', '')} -c {helper}"
             )
-            return PodView([], Verdict(False, "FinallyBarrierFailed", why), False)
+            return PodView([], Verdict(False, "HelperFailed", why), False)
     tasks: list[JSON] = []
     results: dict[str, dict[str, ParamValue]] = {}
     for task in plan.tasks:

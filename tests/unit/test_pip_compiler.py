@@ -13,6 +13,7 @@ import pytest
 
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
+    SCHEDULER_CONTAINER,
     CompileError,
     Images,
     Plan,
@@ -20,6 +21,7 @@ from examples.pipeline_in_pod.compiler import (
     barrier_script,
     compile_pipeline,
     quantity,
+    scheduler_script,
 )
 from examples.pipeline_in_pod.dag import order
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec, WorkspaceBinding
@@ -61,6 +63,13 @@ def flag(container: dict[str, Any], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
 
+def waited(container: dict[str, Any]) -> str | None:
+    """The ``-wait_file`` list without the scheduler's gate (tested on its own)."""
+    files = (flag(container, "-wait_file") or "").split(",")
+    kept = [f for f in files if f and not f.startswith("/tekton/run/pip-gate/")]
+    return ",".join(kept) or None
+
+
 def command(container: dict[str, Any]) -> list[str]:
     """What the entrypoint runs: after ``-entrypoint``, without the ``--``."""
     args = container["args"]
@@ -87,9 +96,9 @@ def test_sequential_tasks_wait_on_the_previous_tasks_last_step() -> None:
         ]
     )
     c = containers(plan)
-    assert flag(c["step-a-unnamed-0"], "-wait_file") is None
-    assert flag(c["step-a-unnamed-1"], "-wait_file") == "/tekton/run/a/0/out"
-    assert flag(c["step-b-unnamed-0"], "-wait_file") == "/tekton/run/a/1/out"
+    assert waited(c["step-a-unnamed-0"]) is None
+    assert waited(c["step-a-unnamed-1"]) == "/tekton/run/a/0/out"
+    assert waited(c["step-b-unnamed-0"]) == "/tekton/run/a/1/out"
     assert flag(c["step-a-unnamed-1"], "-post_file") == "/tekton/run/a/1/out"
 
 
@@ -104,10 +113,10 @@ def test_fan_out_branches_wait_only_on_their_own_predecessors_and_fan_in_waits_o
         ]
     )
     c = containers(plan)
-    assert flag(c["step-b-unnamed-0"], "-wait_file") == "/tekton/run/a/0/out"
-    assert flag(c["step-c-unnamed-0"], "-wait_file") == "/tekton/run/a/0/out"
-    assert flag(c["step-d-unnamed-0"], "-wait_file") == "/tekton/run/b/0/out,/tekton/run/c/0/out"
-    assert flag(c["step-e-unnamed-0"], "-wait_file") is None  # a parallel root
+    assert waited(c["step-b-unnamed-0"]) == "/tekton/run/a/0/out"
+    assert waited(c["step-c-unnamed-0"]) == "/tekton/run/a/0/out"
+    assert waited(c["step-d-unnamed-0"]) == "/tekton/run/b/0/out,/tekton/run/c/0/out"
+    assert waited(c["step-e-unnamed-0"]) is None  # a parallel root
     assert [t.name for t in plan.tasks] == ["a", "e", "b", "c", "d"]
 
 
@@ -119,7 +128,7 @@ def test_a_result_reference_implies_order() -> None:
         ]
     )
     assert plan.task("b").deps == ("a",)
-    assert flag(containers(plan)["step-b-unnamed-0"], "-wait_file") == "/tekton/run/a/0/out"
+    assert waited(containers(plan)["step-b-unnamed-0"]) == "/tekton/run/a/0/out"
 
 
 @pytest.mark.parametrize(
@@ -514,7 +523,7 @@ def test_when_false_on_params_skips_the_task_before_the_pod_and_its_result_users
     assert plan.task("d").skipped is None
     c = containers(plan)
     assert set(c) == {"step-b-unnamed-0", "step-d-unnamed-0"}
-    assert flag(c["step-b-unnamed-0"], "-wait_file") is None  # runAfter a skipped task: runs
+    assert waited(c["step-b-unnamed-0"]) is None  # runAfter a skipped task: runs
 
 
 def test_when_on_a_result_is_decided_in_the_pod_by_the_entrypoint() -> None:
@@ -554,9 +563,15 @@ def test_finally_waits_on_a_barrier_that_waits_on_every_task_and_reads_statuses(
     )
     c = containers(plan)
     names = [x["name"] for x in plan.pod_spec["containers"]]
-    assert names == ["step-a-unnamed-0", "step-b-unnamed-0", BARRIER_CONTAINER, "step-f-unnamed-0"]
+    assert names == [
+        "step-a-unnamed-0",
+        "step-b-unnamed-0",
+        SCHEDULER_CONTAINER,
+        BARRIER_CONTAINER,
+        "step-f-unnamed-0",
+    ]
     final = c["step-f-unnamed-0"]
-    assert flag(final, "-wait_file") == f"/tekton/run/{BARRIER_CONTAINER}/out"
+    assert waited(final) == f"/tekton/run/{BARRIER_CONTAINER}/out"
     assert command(final) == [
         "echo",
         "$(steps.pip-status.results.aggregate)",
@@ -636,9 +651,9 @@ def test_sidecars_run_beside_and_root_steps_wait_for_the_ready_annotation() -> N
     assert "command" not in c["sidecar-t-db"]
     assert plan.waits_for_ready
     root = c["step-t-unnamed-0"]
-    assert flag(root, "-wait_file") == "/tekton/downward/ready"
+    assert waited(root) == "/tekton/downward/ready"
     assert "-wait_file_content" in root["args"]
-    assert flag(c["step-u-unnamed-0"], "-wait_file") == "/tekton/run/t/0/out"
+    assert waited(c["step-u-unnamed-0"]) == "/tekton/run/t/0/out"
     assert plan.task("t").sidecars == ("sidecar-t-db",)
     volumes = {v["name"] for v in plan.pod_spec["volumes"]}
     assert "tekton-internal-downward" in volumes
@@ -731,3 +746,28 @@ def test_a_matrix_from_results_says_why_it_is_impossible() -> None:
 def test_compiling_is_deterministic() -> None:
     tasks = [task("a", {"image": "b", "script": "echo"}), task("b", runAfter=["a"])]
     assert build(tasks).pod_spec == build(tasks).pod_spec
+
+
+def test_tasks_after_the_first_wait_on_a_gate_the_scheduler_opens() -> None:
+    plan = build([task("a"), task("b", runAfter=["a"]), task("c")])
+    c = containers(plan)
+    assert flag(c["step-b-unnamed-0"], "-wait_file") == "/tekton/run/a/0/out,/tekton/run/pip-gate/b"
+    assert flag(c["step-c-unnamed-0"], "-wait_file") is None  # a root starts at once
+    assert c[SCHEDULER_CONTAINER]["image"] == "shell:1"
+    assert SCHEDULER_CONTAINER not in containers(build([task("a"), task("c")]))
+
+
+@pytest.mark.parametrize(
+    ("ended", "gate"),
+    [({"a/0/out": "", "x/0/out": ""}, "b"), ({"a/0/out": "", "x/0/out.err": ""}, "b.err")],
+)
+def test_the_scheduler_opens_a_gate_once_the_deps_end_and_stops_after_a_failure(
+    tmp_path: Path, ended: dict[str, str], gate: str
+) -> None:
+    """b waits on a; x (failed or not) is elsewhere in the pipeline."""
+    for path in ended:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    script = scheduler_script({"b": ["/tekton/run/a/0/out"]}).replace("/tekton/run", str(tmp_path))
+    subprocess.run(["sh", "-c", script], check=True, timeout=10)
+    assert sorted(p.name for p in (tmp_path / "pip-gate").iterdir()) == [gate]

@@ -364,3 +364,17 @@ def test_the_sample_build_and_test_pipeline_runs(tmp_path: Path) -> None:
     assert all(t["state"] == "succeeded" for t in view.tasks), view.tasks
     assert view.verdict is not None
     assert view.verdict.results == {"image": "registry.local/app-v1"}
+
+
+def test_once_a_task_fails_no_new_task_starts_as_tekton_stops_a_pipeline(tmp_path: Path) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {"name": "fails", "taskSpec": {"steps": [sh("exit 1")]}},
+                {"name": "running", "taskSpec": {"steps": [sh("sleep 2")]}},
+                {"name": "next", "runAfter": ["running"], "taskSpec": {"steps": [sh("true")]}},
+            ]
+        },
+    )
+    assert states(view) == {"fails": "failed", "running": "succeeded", "next": "skipped"}
