@@ -73,6 +73,9 @@ SCHEDULER_CONTAINER = "pip-scheduler"
 GATE_DIR = f"{RUN_DIR}/pip-gate"
 #: The annotation the controller sets to ``READY`` once the sidecars are ready.
 READY_ANNOTATION = "tekton.dev/ready"
+#: The annotation the controller sets to ``CANCEL`` to stop every running DAG step
+#: (Tekton's ``keep-pod-on-cancel`` mechanism; finally steps do not watch it).
+CANCEL_ANNOTATION = "tekton.dev/cancel"
 
 _RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)]+)\)")
 _STATUS_REF = re.compile(r"\$\(tasks\.(?:([a-z0-9][-a-z0-9]*)\.)?status\)")
@@ -867,6 +870,7 @@ def compile_task(
     wait_content: bool,
     when: Sequence[JSON],
     mounts: Sequence[JSON],
+    ptask_is_finally: bool = False,
 ) -> list[StepPlan]:
     """The containers of one task: its steps (wired one after another) and sidecars."""
     where = f"tasks[{ptask.name}]"
@@ -887,7 +891,7 @@ def compile_task(
         name = container_name("step", ptask.name, step.name or f"unnamed-{index}", build.taken)
         container = step_container(f"{where}.steps[{index}]", name, step, scope, build.scripts)
         container["volumeMounts"] = [*common, *container["volumeMounts"]]
-        if wait_content and index == 0:
+        if not ptask_is_finally:  # the entrypoint watches <downward>/cancel while it runs
             container["volumeMounts"].append(_mount("tekton-internal-downward", DOWNWARD_DIR, True))
         last = index == count - 1
         command = container["command"]
@@ -1008,6 +1012,7 @@ def compile_pipeline(
             wait_content=False,
             when=when_flag(ptask, outer) if verdicts[ptask.name] is None else (),
             mounts=mounts[ptask.name],
+            ptask_is_finally=True,
         )
         build.plans.append(_plan(ptask, spec, True, steps, build, ()))
     produced = {
@@ -1025,7 +1030,7 @@ def compile_pipeline(
         {name: depth.get(name, final_depth) for name in build.containers},
     )
     return Plan(
-        pod_spec=_pod_spec(ctx, images, build, helpers, volumes, has_sidecars),
+        pod_spec=_pod_spec(ctx, images, build, helpers, volumes),
         tasks=tuple(build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
@@ -1082,7 +1087,6 @@ def _pod_spec(
     build: _Build,
     helpers: list[JSON],
     workspaces: Mapping[str, JSON],
-    has_sidecars: bool,
 ) -> JSON:
     init = [prepare(images.entrypoint)]
     if build.scripts:
@@ -1094,22 +1098,11 @@ def _pod_spec(
         *build.volumes.values(),
         *workspaces.values(),
     ]
-    if has_sidecars:
-        volumes.append(
-            {
-                "name": "tekton-internal-downward",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": "ready",
-                            "fieldRef": {
-                                "fieldPath": f"metadata.annotations['{READY_ANNOTATION}']"
-                            },
-                        }
-                    ]
-                },
-            }
-        )
+    items = [
+        {"path": path, "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}
+        for path, annotation in (("ready", READY_ANNOTATION), ("cancel", CANCEL_ANNOTATION))
+    ]
+    volumes.append({"name": "tekton-internal-downward", "downwardAPI": {"items": items}})
     spec: JSON = {
         "restartPolicy": "Never",
         "initContainers": init,

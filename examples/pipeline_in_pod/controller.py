@@ -37,7 +37,11 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
+from customtask_sdk.reconciler import format_go_duration, parse_go_duration
+from customtask_sdk.reconciler.run import parse_time
 from examples.pipeline_in_pod.compiler import (
+    BARRIER_CONTAINER,
+    CANCEL_ANNOTATION,
     READY_ANNOTATION,
     CompileError,
     Images,
@@ -63,6 +67,17 @@ TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
 _TEKTON = "ghcr.io/tektoncd/pipeline/cmd"
+#: Tekton's reason for a PipelineRun past one of its timeouts.
+TIMEOUT = "PipelineRunTimeout"
+
+
+def _container(pod: JSON, name: str) -> JSON:
+    """The state of container ``name`` in ``pod`` (``{}`` before it has one)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status["name"] == name:
+            state: JSON = status.get("state") or {}
+            return state
+    return {}
 
 
 def images_from_env(env: Mapping[str, str] = os.environ) -> Images:
@@ -218,16 +233,19 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 extra_fields={"spec": frozen, "pod": name, "tasks": []},
                 requeue_after=datetime.timedelta(seconds=30),
             )
-        view = read_pod(plan, pod)
-        fields = {"spec": frozen, "pod": name, "tasks": view.tasks}
+        limits = self._timeouts(run)
+        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
+        view = read_pod(plan, pod, timed_out=timed_out)
+        fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
         if view.verdict is None:
-            running = [t["name"] for t in view.tasks if t["state"] == "running"]
-            message = f"running {', '.join(running)}" if running else "waiting"
-            return Running(message=message, extra_fields=fields)
+            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
         await self._stop_sidecars(pod)
         verdict = view.verdict
+        if timed_out and not verdict.succeeded:
+            fields["tasksTimedOut"] = True
+            return Failed(TIMEOUT, f"timeouts.tasks passed; {verdict.message}", extra_fields=fields)
         if verdict.succeeded:
             return Succeeded(
                 results=verdict.results,
@@ -236,6 +254,68 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 extra_fields=fields,
             )
         return Failed(verdict.reason, verdict.message, extra_fields=fields)
+
+    def _timeouts(self, run: Run[PipelineInPodInput]) -> dict[str, datetime.timedelta]:
+        """``timeouts.pipeline``, ``tasks`` and ``finally`` that are set (0: none)."""
+        limits: dict[str, datetime.timedelta] = {}
+        given = run.params.timeouts
+        for key in ("pipeline", "tasks", "finally"):
+            text = getattr(given, "finally_" if key == "finally" else key) if given else None
+            if not text:
+                continue
+            try:
+                limit = parse_go_duration(text)
+            except ValueError as exc:
+                raise _input_error("InvalidTimeouts", f"timeouts.{key}: {exc}") from None
+            if limit > datetime.timedelta(0):
+                limits[key] = limit
+        return limits
+
+    async def _running(
+        self,
+        run: Run[PipelineInPodInput],
+        pod: JSON,
+        tasks: list[JSON],
+        fields: JSON,
+        limits: Mapping[str, datetime.timedelta],
+        timed_out: bool,
+    ) -> Outcome:
+        """Act on the pipeline's own timeouts while it runs; else wait for the Pod."""
+        now, wake = run.now, []
+        ends = {key: run.started_at + limit for key, limit in limits.items()}
+        barrier = _container(pod, BARRIER_CONTAINER).get("terminated") or {}
+        if "finally" in limits and barrier.get("finishedAt"):
+            ends["finally"] = parse_time(barrier["finishedAt"]) + limits["finally"]
+        elif "finally" in ends:
+            del ends["finally"]  # counted from when the finally tasks start
+        for key in ("pipeline", "finally"):
+            if key in ends and now >= ends[key]:
+                await self._delete_pod(run)
+                unfinished = {"pending", "running"}
+                for task in tasks:
+                    if task["state"] in unfinished:
+                        task.update(state="timedOut", reason="TaskRunTimeout")
+                limit = format_go_duration(limits[key])
+                return Failed(TIMEOUT, f"timeouts.{key} ({limit}) passed", extra_fields=fields)
+        dag_done = all(
+            t["state"] not in ("pending", "running") for t in tasks if not t.get("finally")
+        )
+        if "tasks" in ends and now >= ends["tasks"] and not dag_done and not timed_out:
+            meta = pod["metadata"]
+            await self.client.patch(
+                PODS.path(meta["namespace"], meta["name"]),
+                {"metadata": {"annotations": {CANCEL_ANNOTATION: "CANCEL"}}},
+            )
+            timed_out = True
+        if timed_out:
+            fields["tasksTimedOut"] = True
+        wake = [end - now for end in ends.values() if end > now]
+        running = [t["name"] for t in tasks if t["state"] == "running"]
+        return Running(
+            message=f"running {', '.join(running)}" if running else "waiting",
+            extra_fields=fields,
+            requeue_after=min(wake) if wake else None,
+        )
 
     async def _mark_ready(self, pod: JSON) -> None:
         """Release the steps once every sidecar is ready (Tekton's ``tekton.dev/ready``)."""

@@ -106,6 +106,7 @@ def _task_state(
     statuses: Mapping[str, JSON],
     states: Mapping[str, str],
     pod: JSON,
+    timed_out: bool,
 ) -> tuple[JSON, dict[str, ParamValue]]:
     meta = pod.get("metadata", {})
     entry: JSON = {"name": task.name}
@@ -147,12 +148,16 @@ def _task_state(
                     state, reason = "skipped", "ParentTasksFailed"
             elif why == "TimeoutExceeded" and not state:
                 # The task's own timeout, or a step's (the TaskRun then just fails).
-                timed_out = task.timeout is not None
-                state = "timedOut" if timed_out else "failed"
-                reason = "TaskRunTimeout" if timed_out else "StepTimeout"
+                own = task.timeout is not None
+                state = "timedOut" if own else "failed"
+                reason = "TaskRunTimeout" if own else "StepTimeout"
                 message = f"step {plan.name!r} timed out"
-            elif why == "Cancelled" and not state:
-                state, reason = "cancelled", "TaskRunCancelled"
+            elif why == "Cancelled" and not state:  # by the controller: timeouts.tasks
+                state, reason = (
+                    ("timedOut", "TaskRunTimeout")
+                    if timed_out
+                    else ("cancelled", "TaskRunCancelled")
+                )
             elif not readable and not state:
                 state, reason = "failed", "TerminationMessageUnreadable"
                 message = (
@@ -251,8 +256,11 @@ def _resolve(
     return None if missing else text
 
 
-def read_pod(plan: Plan, pod: JSON) -> PodView:
-    """Each task's status from ``pod``, and the verdict once every step has ended."""
+def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
+    """Each task's status from ``pod``, and the verdict once every step has ended.
+
+    ``timed_out``: the controller stopped the DAG's steps for ``timeouts.tasks`` (a step
+    it cancelled timed out)."""
     status = pod.get("status") or {}
     statuses = {c["name"]: c for c in status.get("containerStatuses") or []}
     states: dict[str, str] = {}
@@ -271,7 +279,7 @@ def read_pod(plan: Plan, pod: JSON) -> PodView:
     tasks: list[JSON] = []
     results: dict[str, dict[str, ParamValue]] = {}
     for task in plan.tasks:
-        entry, kept = _task_state(task, statuses, states, pod)
+        entry, kept = _task_state(task, statuses, states, pod, timed_out)
         states[task.name] = entry["state"]
         results[task.name] = kept
         tasks.append(entry)

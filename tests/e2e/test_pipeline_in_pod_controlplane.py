@@ -190,7 +190,7 @@ async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
         labels = pod["metadata"]["labels"]
         assert labels.items() >= {**MANAGED, "tekton.dev/customRun": name}.items()
         containers = [c["name"] for c in pod["spec"]["containers"]]
-        assert containers == ["step-make-say", "step-use-unnamed-0"]
+        assert containers == ["step-make-say", "step-use-unnamed-0", "pip-scheduler"]
         # The Pipeline and Task change mid-run: the frozen spec holds.
         await kube.patch(
             TASKS.path(namespace, "maker"),

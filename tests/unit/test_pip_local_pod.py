@@ -307,7 +307,7 @@ def test_a_failure_skips_its_dependants_and_finally_sees_the_statuses(tmp_path: 
     del plan
 
 
-def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path: Path) -> None:
+def test_when_on_a_result_is_decided_in_the_pod(tmp_path: Path) -> None:
     _, view = run(
         tmp_path,
         {
@@ -337,8 +337,6 @@ def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path:
                     ],
                     "taskSpec": {"steps": [sh("true")]},
                 },
-                {"name": "slow", "taskSpec": {"steps": [sh("sleep 30", timeout="1s")]}},
-                {"name": "bounded", "timeout": "1s", "taskSpec": {"steps": [sh("sleep 30")]}},
             ]
         },
     )
@@ -346,9 +344,21 @@ def test_when_on_a_result_skips_in_the_pod_and_step_timeouts_end_steps(tmp_path:
         "decide": "succeeded",
         "maybe": "skipped",
         "surely": "succeeded",
-        "slow": "failed",  # a step's timeout fails its task, as in Tekton
-        "bounded": "timedOut",  # the task's own timeout
     }, view.tasks
+
+
+def test_a_steps_timeout_fails_its_task_and_a_tasks_own_times_it_out(tmp_path: Path) -> None:
+    # Apart from other tasks: a failure stops the pipeline from starting new ones.
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {"name": "slow", "taskSpec": {"steps": [sh("sleep 30", timeout="1s")]}},
+                {"name": "bounded", "timeout": "1s", "taskSpec": {"steps": [sh("sleep 30")]}},
+            ]
+        },
+    )
+    assert states(view) == {"slow": "failed", "bounded": "timedOut"}
     assert view.verdict is not None
     assert not view.verdict.succeeded
 
