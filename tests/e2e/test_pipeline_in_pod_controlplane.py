@@ -340,3 +340,30 @@ async def test_a_pipelinerun_runs_a_pipeline_in_pod_task_and_reads_its_results(
         result = await wait_for(kube, PIPELINE_RUNS, namespace, pr, done, timeout=60)
     assert outcome(result) == ("True", "Succeeded")
     assert result["status"]["results"] == [{"name": "made", "value": "hey"}]
+
+
+async def test_timeouts_tasks_cancels_the_dags_steps_and_times_the_run_out(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    spec = {
+        "pipelineSpec": {
+            "tasks": [{"name": "t", "taskSpec": {"steps": [{"image": "b", "command": ["x"]}]}}]
+        },
+        "timeouts": {"tasks": "1s"},
+    }
+    custom = {"apiVersion": PipelineInPod.api_version, "kind": "PipelineInPod", "spec": spec}
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, {"customSpec": custom})
+
+        def cancelled(pod: JSON) -> bool:
+            annotations = pod["metadata"].get("annotations") or {}
+            return annotations.get("tekton.dev/cancel") == "CANCEL"
+
+        await wait_for(kube, PODS, namespace, f"{name}-pod", cancelled)
+        # The entrypoint, seeing the cancel file, ends the step as Cancelled.
+        step = terminated("step-t-unnamed-0", code=1, reason="Cancelled")
+        await kubelet(kube, namespace, f"{name}-pod", [step])
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+    assert outcome(run) == ("False", "PipelineRunTimeout")
+    assert tasks_state(run) == {"t": "timedOut"}
