@@ -911,6 +911,14 @@ def compile_task(
         containers.append(container)
         steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError))
     build.containers[ptask.name] = containers
+    for volume in spec.volumes:  # the Task's own volumes, for its steps' volumeMounts
+        known = build.volumes.setdefault(volume["name"], volume)
+        if known != volume:
+            raise CompileError(
+                f"{where}.volumes[{volume['name']}]",
+                "another task declares a different volume of this name; one Pod has one",
+                "Unsupported",
+            )
     for sidecar in spec.sidecars:
         name = container_name("sidecar", ptask.name, sidecar.name, build.taken)
         data = sidecar.model_dump(exclude_none=True, by_alias=True)

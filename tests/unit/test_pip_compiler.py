@@ -771,3 +771,15 @@ def test_the_scheduler_opens_a_gate_once_the_deps_end_and_stops_after_a_failure(
     script = scheduler_script({"b": ["/tekton/run/a/0/out"]}).replace("/tekton/run", str(tmp_path))
     subprocess.run(["sh", "-c", script], check=True, timeout=10)
     assert sorted(p.name for p in (tmp_path / "pip-gate").iterdir()) == [gate]
+
+
+def test_task_volumes_join_the_pod_and_a_clash_is_rejected() -> None:
+    mount = {"name": "cfg", "mountPath": "/cfg"}
+    one = {"volumes": [{"name": "cfg", "configMap": {"name": "a"}}]}
+    plan = build([task("t", step("ls", volumeMounts=[mount]), spec=one)])
+    assert {"name": "cfg", "configMap": {"name": "a"}} in plan.pod_spec["volumes"]
+    assert mount in containers(plan)["step-t-unnamed-0"]["volumeMounts"]
+    other = {"volumes": [{"name": "cfg", "configMap": {"name": "b"}}]}
+    with pytest.raises(CompileError) as caught:
+        build([task("t", spec=one), task("u", spec=other)])
+    assert caught.value.field == "tasks[u].volumes[cfg]"
