@@ -729,15 +729,17 @@ def size_requests(containers: Mapping[str, Sequence[JSON]], depth: Mapping[str, 
 
     Steps of a task run one after another (their largest request is the task's); tasks at
     the same depth may run together (they add up); depths run one after another. The Pod's
-    need, the largest over depths, goes on the first step; the other steps request 0.
+    need, the largest over depths, is requested by the first step (the rest by the next ones
+    where a step's limit caps it); the other steps request 0. Tekton v1.15 itself leaves
+    each step's request, so a TaskRun Pod asks for the sum.
     """
     need: dict[str, Decimal] = {}
     by_depth: dict[int, dict[str, Decimal]] = {}
     for task, steps in containers.items():
         largest: dict[str, Decimal] = {}
         for container in steps:
-            requests = (container.get("resources") or {}).get("requests") or {}
-            for resource, value in requests.items():
+            asked = (container.get("resources") or {}).get("requests") or {}
+            for resource, value in asked.items():
                 largest[resource] = max(largest.get(resource, Decimal(0)), quantity(value))
         level = by_depth.setdefault(depth[task], {})
         for resource, value in largest.items():
@@ -748,9 +750,16 @@ def size_requests(containers: Mapping[str, Sequence[JSON]], depth: Mapping[str, 
     if not need:
         return
     everything = [container for steps in containers.values() for container in steps]
-    for index, container in enumerate(everything):
+    for container in everything:  # first come first served, never over a step's limit
         resources = dict(container.get("resources") or {})
-        requests = {r: "0" for r in need} if index else {r: _format(v, r) for r, v in need.items()}
+        limits = resources.get("limits") or {}
+        requests: dict[str, str] = {}
+        for resource, remaining in need.items():
+            give = remaining
+            if resource in limits:
+                give = min(give, quantity(limits[resource]))
+            requests[resource] = _format(give, resource) if give else "0"
+            need[resource] = remaining - give
         resources["requests"] = requests
         container["resources"] = resources
 

@@ -148,9 +148,9 @@ def _task_state(
                     state, reason = "skipped", "ParentTasksFailed"
             elif why == "TimeoutExceeded" and not state:
                 # The task's own timeout, or a step's (the TaskRun then just fails).
-                own = task.timeout is not None
-                state = "timedOut" if own else "failed"
-                reason = "TaskRunTimeout" if own else "StepTimeout"
+                by_task = task.timeout is not None
+                state = "timedOut" if by_task else "failed"
+                reason = "TaskRunTimeout" if by_task else "StepTimeout"
                 message = f"step {plan.name!r} timed out"
             elif why == "Cancelled" and not state:  # by the controller: timeouts.tasks
                 state, reason = (

@@ -677,6 +677,13 @@ def test_requests_are_sized_for_what_runs_at_once() -> None:
     assert quantity("1.5Gi") == 1.5 * 2**30
 
 
+def test_requests_never_exceed_a_steps_limit() -> None:
+    capped = step("x", resources={"requests": {"cpu": "1"}, "limits": {"cpu": "500m"}})
+    plan = build([task("a", capped), task("b", step("y", resources={"requests": {"cpu": "1"}}))])
+    requests = [c["resources"]["requests"]["cpu"] for c in plan.pod_spec["containers"][:2]]
+    assert requests == ["500m", "1500m"]
+
+
 def test_pod_takes_the_service_account_and_pod_template() -> None:
     ctx = RunContext(
         name="r",
