@@ -34,6 +34,7 @@ from typing import Any
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
 from examples.pipeline_in_pod.model import (
     EnvVar,
+    Param,
     ParamSpec,
     ParamValue,
     PipelineSpec,
@@ -165,7 +166,8 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                         "containers are fixed when the Pod is created",
                         "Unsupported",
                     )
-                raise CompileError(f"{at}.matrix", "matrix is not supported yet", "Unsupported")
+            if where == "finally" and ptask.matrix is not None:
+                raise CompileError(f"{at}.matrix", "not supported yet in finally", "Unsupported")
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
@@ -187,6 +189,89 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                     spec.stepTemplate is None or not spec.stepTemplate.image
                 ):
                     raise CompileError(f"{at}.steps[{index}].image", "is required")
+
+
+# -- matrix -------------------------------------------------------------------------
+
+
+def combinations(ptask: PipelineTask, scope: Scope) -> list[dict[str, str]]:
+    """A matrix's combinations, as Tekton fans it out: the cross product of its params,
+    then each ``include``: added to the combinations its matrix params match (to every
+    one when it names none), else a combination of its own.
+
+    Raises:
+        CompileError: a matrix param is not an array.
+    """
+    assert ptask.matrix is not None
+    names: list[str] = []
+    combos: list[dict[str, str]] = [{}]
+    for param in ptask.matrix.params:
+        values = scope.value(param.value)
+        if not isinstance(values, list):
+            raise CompileError(
+                f"tasks[{ptask.name}].matrix.params[{param.name}]", "must be an array"
+            )
+        names.append(param.name)
+        combos = [{**combo, param.name: value} for combo in combos for value in values]
+    for include in ptask.matrix.include:
+        given = {p["name"]: scope.string(str(p["value"])) for p in include.get("params") or []}
+        keys = {k: v for k, v in given.items() if k in names}
+        matched = [c for c in combos if all(c.get(k) == v for k, v in keys.items())]
+        if matched:
+            for combo in matched:
+                combo.update({k: v for k, v in given.items() if k not in names})
+        else:
+            combos.append(dict(given))
+    return combos
+
+
+def expand_matrix(
+    pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec], scope: Scope
+) -> tuple[PipelineSpec, dict[str, TaskSpec]]:
+    """Each matrixed task as one task per combination (``<task>-<i>``); a dependant of the
+    matrixed task waits for all of them.
+
+    Raises:
+        CompileError: an instance's name is taken, or another task uses its results
+            (Tekton aggregates them into arrays: not yet).
+    """
+    fanned: dict[str, list[str]] = {}
+    expanded: list[PipelineTask] = []
+    specs = dict(tasks)
+    names = {p.name for p in [*pipeline.tasks, *pipeline.finally_]}
+    for ptask in pipeline.tasks:
+        if ptask.matrix is None:
+            expanded.append(ptask)
+            continue
+        instances = []
+        for index, combo in enumerate(combinations(ptask, scope)):
+            name = f"{ptask.name}-{index}"
+            if name in names:
+                raise CompileError(
+                    f"tasks[{name}]", f"is also an instance of matrix {ptask.name!r}"
+                )
+            params = [*ptask.params, *(Param(name=k, value=v) for k, v in combo.items())]
+            expanded.append(
+                ptask.model_copy(update={"name": name, "matrix": None, "params": params})
+            )
+            specs[name] = tasks[ptask.name]
+            instances.append(name)
+        fanned[ptask.name] = instances
+    if not fanned:
+        return pipeline, specs
+    for ptask in [*expanded, *pipeline.finally_]:
+        used = task_refs(_task_texts(ptask)) & fanned.keys()
+        if used:
+            raise CompileError(
+                f"tasks[{ptask.name}]",
+                f"uses results of the matrix {sorted(used)[0]!r}: not supported yet",
+                "Unsupported",
+            )
+    out = [
+        p.model_copy(update={"runAfter": [i for r in p.runAfter for i in fanned.get(r, [r])]})
+        for p in expanded
+    ]
+    return pipeline.model_copy(update={"tasks": out}), specs
 
 
 # -- params and context -------------------------------------------------------------
@@ -960,8 +1045,9 @@ def compile_pipeline(
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
     check_one_pod(pipeline, tasks)
-    deps = dependencies(pipeline)
     outer = pipeline_scope(pipeline, params, ctx)
+    pipeline, tasks = expand_matrix(pipeline, tasks, outer)
+    deps = dependencies(pipeline)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
     mounts: dict[str, list[JSON]] = {}

@@ -720,7 +720,6 @@ def test_container_names_are_unique_and_short() -> None:
     ("tasks", "field"),
     [
         ([task("t", retries=2)], "tasks[t].retries"),
-        ([task("t", matrix={"params": [{"name": "p", "value": ["a"]}]})], "tasks[t].matrix"),
         (
             [
                 task("a"),
@@ -790,3 +789,60 @@ def test_task_volumes_join_the_pod_and_a_clash_is_rejected() -> None:
     with pytest.raises(CompileError) as caught:
         build([task("t", spec=one), task("u", spec=other)])
     assert caught.value.field == "tasks[u].volumes[cfg]"
+
+
+def test_a_matrix_fans_out_from_params_with_include_and_dependants_wait_for_all() -> None:
+    plan = build(
+        [
+            task(
+                "m",
+                step("echo", "$(params.os)", "$(params.arch)", "$(params.flag)"),
+                matrix={
+                    "params": [
+                        {"name": "os", "value": "$(params.oses[*])"},
+                        {"name": "arch", "value": ["amd64", "arm64"]},
+                    ],
+                    "include": [
+                        {"name": "all", "params": [{"name": "flag", "value": "-v"}]},
+                        {
+                            "name": "extra",
+                            "params": [
+                                {"name": "os", "value": "plan9"},
+                                {"name": "arch", "value": "386"},
+                                {"name": "flag", "value": "-x"},
+                            ],
+                        },
+                    ],
+                },
+                spec={"params": [{"name": "os"}, {"name": "arch"}, {"name": "flag"}]},
+            ),
+            task("after", runAfter=["m"]),
+        ],
+        values={"oses": ["linux", "darwin"]},
+        params=[{"name": "oses", "type": "array"}],
+    )
+    c = containers(plan)
+    runs = [command(c[f"step-m-{i}-unnamed-0"])[1:] for i in range(5)]
+    assert runs == [
+        ["linux", "amd64", "-v"],
+        ["linux", "arm64", "-v"],
+        ["darwin", "amd64", "-v"],
+        ["darwin", "arm64", "-v"],
+        ["plan9", "386", "-x"],
+    ]
+    assert plan.task("after").deps == tuple(f"m-{i}" for i in range(5))
+
+
+def test_results_of_a_matrix_are_not_used_yet() -> None:
+    with pytest.raises(CompileError) as caught:
+        build(
+            [
+                task(
+                    "m",
+                    matrix={"params": [{"name": "p", "value": ["a", "b"]}]},
+                    spec={"params": [{"name": "p"}], "results": [{"name": "r"}]},
+                ),
+                task("u", params=[{"name": "v", "value": "$(tasks.m.results.r)"}]),
+            ]
+        )
+    assert caught.value.field == "tasks[u]"
