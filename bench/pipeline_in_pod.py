@@ -1,0 +1,169 @@
+"""Figures for Pipeline-in-Pod: compile time, and Tekton's PipelineRun vs one Pod on the node.
+
+    .venv/bin/python bench/pipeline_in_pod.py --compile-only     # no node, no root
+    sudo .venv/bin/python bench/pipeline_in_pod.py [--trials 3]  # the real node too
+
+Prints, side by side on the same node in one run: create -> Succeeded for pipelines of 1, 5
+and 10 sequential trivial tasks and of 5 parallel ones, run by Tekton's PipelineRun
+controller (one Pod per task) and by Pipeline-in-Pod (one Pod), with the Pods each made;
+then the compile time of a 100-task pipeline. Figures only: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.testing import condition, wait_for
+from customtask_sdk.testing.controllers import running
+from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
+from examples.pipeline_in_pod.controller import PODS, PipelineInPod
+from examples.pipeline_in_pod.model import PipelineSpec
+
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+NAMESPACE = "bench-pip"
+
+
+def trivial(name: str, after: str | None) -> JSON:
+    task: JSON = {
+        "name": name,
+        "taskSpec": {"steps": [{"name": "s", "image": "busybox", "command": ["true"]}]},
+    }
+    if after:
+        task["runAfter"] = [after]
+    return task
+
+
+def sequential(count: int) -> JSON:
+    return {"tasks": [trivial(f"t{i}", f"t{i - 1}" if i else None) for i in range(count)]}
+
+
+def parallel(count: int) -> JSON:
+    return {"tasks": [trivial(f"t{i}", None) for i in range(count)]}
+
+
+def compile_time(count: int, trials: int = 20) -> float:
+    """Median seconds to compile a pipeline of ``count`` tasks (a chain with fan-outs)."""
+    tasks = [
+        {
+            **trivial(f"t{i}", f"t{(i - 1) // 2}" if i else None),
+            "taskSpec": {
+                "params": [{"name": "p", "default": "x"}],
+                "results": [{"name": "r"}],
+                "steps": [
+                    {"image": "busybox", "script": "echo $(params.p) > $(results.r.path)"},
+                    {"image": "busybox", "command": ["echo", "$(params.p)"]},
+                ],
+            },
+        }
+        for i in range(count)
+    ]
+    spec = PipelineSpec.model_validate({"tasks": tasks})
+    specs = {t.name: t.taskSpec for t in spec.tasks if t.taskSpec is not None}
+    ctx = RunContext("r", "ns", "u", "p", "pr")
+    images = Images("ep", "nop", "sh")
+    times = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        compile_pipeline(spec, specs, {}, [], ctx, images)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def done(obj: JSON) -> bool:
+    return (condition(obj) or {}).get("status") in ("True", "False")
+
+
+async def tekton(kube: KubeClient, spec: JSON) -> float:
+    name = f"pr-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": {"pipelineSpec": spec},
+    }
+    started = time.monotonic()
+    await kube.create(PIPELINE_RUNS.path(NAMESPACE), body)
+    run = await wait_for(kube, PIPELINE_RUNS, NAMESPACE, name, done, timeout=600)
+    assert (condition(run) or {}).get("status") == "True", run["status"]
+    return time.monotonic() - started
+
+
+async def in_pod(kube: KubeClient, spec: JSON) -> float:
+    name = f"pip-{uuid.uuid4().hex[:6]}"
+    custom = {
+        "apiVersion": PipelineInPod.api_version,
+        "kind": "PipelineInPod",
+        "spec": {"pipelineSpec": spec},
+    }
+    body = {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "metadata": {"name": name},
+        "spec": {"customSpec": custom},
+    }
+    started = time.monotonic()
+    await kube.create(CUSTOM_RUNS.path(NAMESPACE), body)
+    run = await wait_for(kube, CUSTOM_RUNS, NAMESPACE, name, done, timeout=600)
+    assert (condition(run) or {}).get("status") == "True", run["status"]
+    return time.monotonic() - started
+
+
+async def pods(kube: KubeClient) -> int:
+    return len((await kube.get(PODS.path(NAMESPACE)))["items"])
+
+
+async def on_node(trials: int) -> None:
+    from customtask_sdk.testing.node import Node  # the node helper's, root only
+
+    async with Node() as node:
+        await node.control_plane.ensure_namespace(NAMESPACE, {})
+        await node.wait_service_account(NAMESPACE)
+        images = node.tekton_images
+        reconciler = PipelineInPod(
+            images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
+        )
+        cases: list[tuple[str, Any]] = [
+            ("1 sequential", sequential(1)),
+            ("5 sequential", sequential(5)),
+            ("10 sequential", sequential(10)),
+            ("5 parallel", parallel(5)),
+        ]
+        print(
+            f"{'pipeline':<14} {'Tekton s':>9} {'pods':>5} {'in Pod s':>9} {'pods':>5} {'ratio':>6}"
+        )
+        async with running(node.client, reconciler, namespace=NAMESPACE):
+            await in_pod(node.client, sequential(1))  # warm: images pulled, caches filled
+            await tekton(node.client, sequential(1))
+            for label, spec in cases:
+                ours, theirs = [], []
+                made_ours = made_theirs = 0
+                for _ in range(trials):
+                    before = await pods(node.client)
+                    theirs.append(await tekton(node.client, spec))
+                    middle = await pods(node.client)
+                    ours.append(await in_pod(node.client, spec))
+                    made_theirs, made_ours = middle - before, await pods(node.client) - middle
+                t, o = statistics.median(theirs), statistics.median(ours)
+                row = f"{label:<14} {t:>9.2f} {made_theirs:>5} {o:>9.2f} {made_ours:>5}"
+                print(f"{row} {t / o:>5.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--compile-only", action="store_true")
+    args = parser.parse_args()
+    for count in (10, 100):
+        print(f"compile {count:>3} tasks: {compile_time(count) * 1000:.1f} ms (median of 20)")
+    if not args.compile_only:
+        asyncio.run(on_node(args.trials))
+
+
+if __name__ == "__main__":
+    main()
