@@ -288,6 +288,9 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
     if fatal is not None:
         verdict = Verdict(False, fatal["reason"], f"task {fatal['name']!r}: {fatal['message']}")
         return PodView(tasks, verdict, steps_done)
+    init = _init_failure(pod)
+    if init is not None:
+        return PodView(tasks, init, steps_done)
     unschedulable = _unschedulable(status)
     if unschedulable is not None:
         return PodView(tasks, Verdict(False, "PodUnschedulable", unschedulable), steps_done)
@@ -297,6 +300,23 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
     if not steps_done:
         return PodView(tasks, None, False)
     return PodView(tasks, _verdict(plan, tasks, results), True)
+
+
+def _init_failure(pod: JSON) -> Verdict | None:
+    """An init container (``prepare``, ``place-scripts``) that cannot run or failed."""
+    meta = pod.get("metadata", {})
+    for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = (state.get("waiting") or {}).get("reason", "")
+        code = (state.get("terminated") or {}).get("exitCode", 0)
+        name = container["name"]
+        if waiting in FATAL_WAITING:
+            message = (state["waiting"].get("message") or "")[:512]
+            return Verdict(False, waiting, f"init container {name!r}: {message}")
+        if code:
+            logs = f"kubectl logs -n {meta.get('namespace', '')} {meta.get('name', '')} -c {name}"
+            return Verdict(False, "InitFailed", f"init container {name!r} exited {code}: {logs}")
+    return None
 
 
 def _unschedulable(status: JSON) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
@@ -122,12 +123,14 @@ def waiting(name: str, reason: str) -> JSON:
     }
 
 
-async def kubelet(kube: KubeClient, namespace: str, pod: str, statuses: list[JSON]) -> None:
+async def kubelet(
+    kube: KubeClient, namespace: str, pod: str, statuses: list[JSON], init: Sequence[JSON] = ()
+) -> None:
     """Write container states as the kubelet would."""
-    await kube.patch(
-        PODS.path(namespace, pod, "status"),
-        {"status": {"phase": "Running", "containerStatuses": statuses}},
-    )
+    status = {"phase": "Running", "containerStatuses": statuses}
+    if init:
+        status = {"phase": "Pending", "initContainerStatuses": list(init)}
+    await kube.patch(PODS.path(namespace, pod, "status"), {"status": status})
 
 
 def tasks_state(run: JSON) -> dict[str, str]:
@@ -237,7 +240,8 @@ async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
     async with running(kube, reconciler, namespace=namespace):
         cancelled = await create_run(kube, namespace, embedded)
         pulled = await create_run(kube, namespace, embedded)
-        for name in (cancelled, pulled):
+        broken = await create_run(kube, namespace, embedded)
+        for name in (cancelled, pulled, broken):
             await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
         await kube.patch(
             CUSTOM_RUNS.path(namespace, cancelled), {"spec": {"status": "RunCancelled"}}
@@ -248,9 +252,13 @@ async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
         run = await wait_for(kube, CUSTOM_RUNS, namespace, cancelled, done)
         assert outcome(run) == ("False", "CustomRunCancelled")
         await wait_deleted(kube, PODS, namespace, f"{cancelled}-pod")
+        await kubelet(kube, namespace, f"{broken}-pod", [], [waiting("prepare", "ErrImagePull")])
         run = await wait_for(kube, CUSTOM_RUNS, namespace, pulled, done)
+        init = await wait_for(kube, CUSTOM_RUNS, namespace, broken, done)
     assert outcome(run) == ("False", "ImagePullBackOff")
     assert "task 't'" in condition(run)["message"]  # type: ignore[index]
+    assert outcome(init) == ("False", "ErrImagePull")
+    assert "init container 'prepare'" in condition(init)["message"]  # type: ignore[index]
 
 
 async def test_what_one_pod_cannot_run_fails_at_the_start_naming_the_field(
