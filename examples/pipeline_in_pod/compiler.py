@@ -748,6 +748,7 @@ def entrypoint_args(
     timeout: str | None = None,
     on_error: str | None = None,
     when: Sequence[JSON] = (),
+    step_results: Sequence[str] = (),
 ) -> list[str]:
     """The entrypoint's flags for one step, then ``-entrypoint <cmd> -- <args>``."""
     args: list[str] = []
@@ -765,6 +766,8 @@ def entrypoint_args(
     ]
     if results:
         args += ["-results", ",".join(results)]
+    if step_results:
+        args += ["-step_results", ",".join(step_results)]
     if timeout:
         args += ["-timeout", timeout]
     if on_error:
@@ -772,6 +775,19 @@ def entrypoint_args(
     if when:
         args += ["-when_expressions", json.dumps(list(when), separators=(",", ":"))]
     return [*args, "-entrypoint", command[0], "--", *command[1:]]
+
+
+def step_result_mounts(task: str, container: JSON, earlier: Mapping[str, int]) -> list[JSON]:
+    """Mounts for ``$(steps.<s>.results.<r>)`` of an earlier step ``s`` of the same task:
+    its results folder, read-only, where the entrypoint reads it at step start."""
+    texts = [*container["command"], *(e.get("value", "") for e in container.get("env", []))]
+    mounts = []
+    for step, index in earlier.items():
+        if any(f"$(steps.{step}.results." in text for text in texts):
+            mount = _mount("tekton-internal-run", f"/tekton/steps/step-{step}/results", True)
+            mount["subPath"] = f"{task}/{index}/status/results"
+            mounts.append(mount)
+    return mounts
 
 
 def post_file(task: str, index: int) -> str:
@@ -980,11 +996,22 @@ def compile_task(
     steps: list[StepPlan] = []
     containers: list[JSON] = []
     count = len(spec.steps)
+    earlier: dict[str, int] = {}  # step name -> index, for $(steps.<s>.results.<r>)
     for index, raw in enumerate(spec.steps):
         step = merge_template(spec.stepTemplate, raw)
         name = container_name("step", ptask.name, step.name or f"unnamed-{index}", build.taken)
-        container = step_container(f"{where}.steps[{index}]", name, step, scope, build.scripts)
-        container["volumeMounts"] = [*common, *container["volumeMounts"]]
+        own = scope.child()
+        status_dir = post_file(ptask.name, index).rsplit("/", 1)[0] + "/status"
+        for result in step.results:
+            own.strings[f"step.results.{result.name}.path"] = f"{status_dir}/results/{result.name}"
+        container = step_container(f"{where}.steps[{index}]", name, step, own, build.scripts)
+        container["volumeMounts"] = [
+            *common,
+            *container["volumeMounts"],
+            *step_result_mounts(ptask.name, container, earlier),
+        ]
+        if step.name:
+            earlier[step.name] = index
         if not ptask_is_finally:  # the entrypoint watches <downward>/cancel while it runs
             container["volumeMounts"].append(_mount("tekton-internal-downward", DOWNWARD_DIR, True))
         last = index == count - 1
@@ -999,6 +1026,7 @@ def compile_task(
             timeout=step.timeout or (ptask.timeout if count == 1 else None),
             on_error=step.onError,
             when=when,
+            step_results=[r.name for r in step.results],
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"

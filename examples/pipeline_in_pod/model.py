@@ -168,6 +168,7 @@ class Step(_ContainerFields):
 
     name: str = ""
     script: str | None = None
+    results: list[TaskResult] = Field(default_factory=list)
     timeout: str | None = None
     onError: Literal["continue", "stopAndFail"] | None = None
     displayName: str | None = None

@@ -388,3 +388,41 @@ def test_once_a_task_fails_no_new_task_starts_as_tekton_stops_a_pipeline(tmp_pat
         },
     )
     assert states(view) == {"fails": "failed", "running": "succeeded", "next": "skipped"}
+
+
+def test_step_results_flow_to_later_steps_of_the_task(tmp_path: Path) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "t",
+                    "taskSpec": {
+                        "results": [{"name": "out"}],
+                        "steps": [
+                            sh(
+                                "printf hi > $(step.results.word.path)",
+                                name="make",
+                                results=[{"name": "word"}],
+                            ),
+                            {
+                                "name": "use",
+                                "image": "busybox",
+                                "command": [
+                                    "sh",
+                                    "-c",
+                                    'printf "$1:$W" > $(results.out.path)',
+                                    "--",
+                                ],
+                                "args": ["$(steps.make.results.word)"],
+                                "env": [{"name": "W", "value": "$(steps.make.results.word)"}],
+                            },
+                        ],
+                    },
+                }
+            ],
+            "results": [{"name": "out", "value": "$(tasks.t.results.out)"}],
+        },
+    )
+    assert view.verdict is not None
+    assert view.verdict.results == {"out": "hi:hi"}, view.tasks
