@@ -22,7 +22,7 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import running
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
-from examples.pipeline_in_pod.controller import PODS, PipelineInPod
+from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
 from examples.pipeline_in_pod.model import PipelineSpec
 
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
@@ -79,39 +79,29 @@ def done(obj: JSON) -> bool:
     return (condition(obj) or {}).get("status") in ("True", "False")
 
 
+async def timed(kube: KubeClient, resource: Resource, body: JSON) -> float:
+    """Seconds from creating ``body`` to its ``Succeeded=True``."""
+    name = body["metadata"]["name"]
+    started = time.monotonic()
+    await kube.create(resource.path(NAMESPACE), body)
+    run = await wait_for(kube, resource, NAMESPACE, name, done, timeout=600)
+    assert (condition(run) or {}).get("status") == "True", run["status"]
+    return time.monotonic() - started
+
+
 async def tekton(kube: KubeClient, spec: JSON) -> float:
-    name = f"pr-{uuid.uuid4().hex[:6]}"
     body = {
         "apiVersion": "tekton.dev/v1",
         "kind": "PipelineRun",
-        "metadata": {"name": name},
+        "metadata": {"name": f"pr-{uuid.uuid4().hex[:6]}"},
         "spec": {"pipelineSpec": spec},
     }
-    started = time.monotonic()
-    await kube.create(PIPELINE_RUNS.path(NAMESPACE), body)
-    run = await wait_for(kube, PIPELINE_RUNS, NAMESPACE, name, done, timeout=600)
-    assert (condition(run) or {}).get("status") == "True", run["status"]
-    return time.monotonic() - started
+    return await timed(kube, PIPELINE_RUNS, body)
 
 
 async def in_pod(kube: KubeClient, spec: JSON) -> float:
-    name = f"pip-{uuid.uuid4().hex[:6]}"
-    custom = {
-        "apiVersion": PipelineInPod.api_version,
-        "kind": "PipelineInPod",
-        "spec": {"pipelineSpec": spec},
-    }
-    body = {
-        "apiVersion": "tekton.dev/v1beta1",
-        "kind": "CustomRun",
-        "metadata": {"name": name},
-        "spec": {"customSpec": custom},
-    }
-    started = time.monotonic()
-    await kube.create(CUSTOM_RUNS.path(NAMESPACE), body)
-    run = await wait_for(kube, CUSTOM_RUNS, NAMESPACE, name, done, timeout=600)
-    assert (condition(run) or {}).get("status") == "True", run["status"]
-    return time.monotonic() - started
+    body = custom_run(f"pip-{uuid.uuid4().hex[:6]}", {"pipelineSpec": spec})
+    return await timed(kube, CUSTOM_RUNS, body)
 
 
 async def pods(kube: KubeClient) -> int:

@@ -57,7 +57,7 @@ from examples.pipeline_in_pod.model import (
 )
 from examples.pipeline_in_pod.status import read_pod
 
-__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "images_from_env"]
+__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
 
 JSON = dict[str, Any]
 PODS = Resource("", "v1", "pods", "Pod")
@@ -69,6 +69,18 @@ ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
 _TEKTON = "ghcr.io/tektoncd/pipeline/cmd"
 #: Tekton's reason for a PipelineRun past one of its timeouts.
 TIMEOUT = "PipelineRunTimeout"
+
+
+def custom_run(name: str, spec: Mapping[str, Any]) -> JSON:
+    """A standalone CustomRun of ``spec`` (``pipelineSpec`` or ``pipelineRef``,
+    ``workspaces``, ``timeouts``, ``podTemplate``, params) in one Pod."""
+    custom = {"apiVersion": PipelineInPod.api_version, "kind": "PipelineInPod", "spec": dict(spec)}
+    return {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "metadata": {"name": name},
+        "spec": {"customSpec": custom},
+    }
 
 
 def _container(pod: JSON, name: str) -> JSON:

@@ -21,7 +21,14 @@ from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.pytest_plugin import Cluster
 from examples.pipeline_in_pod.compiler import Images
-from examples.pipeline_in_pod.controller import MANAGED, PIPELINES, PODS, TASKS, PipelineInPod
+from examples.pipeline_in_pod.controller import (
+    MANAGED,
+    PIPELINES,
+    PODS,
+    TASKS,
+    PipelineInPod,
+    custom_run,
+)
 
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 IMAGES = Images("ep:1", "nop:1", "shell:1")
@@ -54,6 +61,12 @@ async def create_run(kube: KubeClient, namespace: str, spec: JSON) -> str:
     return name
 
 
+def embedded(spec: JSON) -> JSON:
+    """A CustomRun's spec embedding ``spec`` (pipelineSpec, timeouts...)."""
+    run_spec: JSON = custom_run("unused", spec)["spec"]
+    return run_spec
+
+
 def ref(name: str) -> JSON:
     return {
         "customRef": {
@@ -76,6 +89,18 @@ async def create(
     await kube.create(resource.path(namespace), body)
 
 
+def container(name: str, state: JSON, ready: bool = False) -> JSON:
+    """A containerStatuses entry as the kubelet writes it."""
+    return {
+        "name": name,
+        "ready": ready,
+        "restartCount": 0,
+        "image": "busybox",
+        "imageID": "",
+        "state": state,
+    }
+
+
 def terminated(
     name: str, code: int = 0, results: dict[str, str] | None = None, reason: str = ""
 ) -> JSON:
@@ -83,44 +108,22 @@ def terminated(
     if reason:
         entries.append({"key": "Reason", "value": reason, "type": 3})
     entries += [{"key": k, "value": v, "type": 1} for k, v in (results or {}).items()]
-    return {
-        "name": name,
-        "ready": False,
-        "restartCount": 0,
-        "image": "busybox",
-        "imageID": "",
-        "state": {
-            "terminated": {
-                "exitCode": code,
-                "message": json.dumps(entries),
-                "reason": "Completed" if code == 0 else "Error",
-                "startedAt": "2026-01-01T00:00:00Z",
-                "finishedAt": "2026-01-01T00:00:01Z",
-            }
-        },
+    ended = {
+        "exitCode": code,
+        "message": json.dumps(entries),
+        "reason": "Completed" if code == 0 else "Error",
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:01Z",
     }
+    return container(name, {"terminated": ended})
 
 
 def started(name: str) -> JSON:
-    return {
-        "name": name,
-        "ready": True,
-        "restartCount": 0,
-        "image": "busybox",
-        "imageID": "",
-        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-    }
+    return container(name, {"running": {"startedAt": "2026-01-01T00:00:00Z"}}, ready=True)
 
 
 def waiting(name: str, reason: str) -> JSON:
-    return {
-        "name": name,
-        "ready": False,
-        "restartCount": 0,
-        "image": "busybox",
-        "imageID": "",
-        "state": {"waiting": {"reason": reason, "message": "back-off pulling image"}},
-    }
+    return container(name, {"waiting": {"reason": reason, "message": "back-off pulling image"}})
 
 
 async def kubelet(
@@ -230,17 +233,10 @@ async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
             "tasks": [{"name": "t", "taskSpec": {"steps": [{"image": "nope", "command": ["x"]}]}}]
         }
     }
-    embedded = {
-        "customSpec": {
-            "apiVersion": PipelineInPod.api_version,
-            "kind": "PipelineInPod",
-            "spec": spec,
-        }
-    }
     async with running(kube, reconciler, namespace=namespace):
-        cancelled = await create_run(kube, namespace, embedded)
-        pulled = await create_run(kube, namespace, embedded)
-        broken = await create_run(kube, namespace, embedded)
+        cancelled = await create_run(kube, namespace, embedded(spec))
+        pulled = await create_run(kube, namespace, embedded(spec))
+        broken = await create_run(kube, namespace, embedded(spec))
         for name in (cancelled, pulled, broken):
             await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
         await kube.patch(
@@ -277,17 +273,7 @@ async def test_what_one_pod_cannot_run_fails_at_the_start_naming_the_field(
         }
     }
     async with running(kube, reconciler, namespace=namespace):
-        name = await create_run(
-            kube,
-            namespace,
-            {
-                "customSpec": {
-                    "apiVersion": PipelineInPod.api_version,
-                    "kind": "PipelineInPod",
-                    "spec": spec,
-                }
-            },
-        )
+        name = await create_run(kube, namespace, embedded(spec))
         missing = await create_run(kube, namespace, ref("no-such-pipeline"))
         run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
         gone = await wait_for(kube, CUSTOM_RUNS, namespace, missing, done)
@@ -360,9 +346,8 @@ async def test_timeouts_tasks_cancels_the_dags_steps_and_times_the_run_out(
         },
         "timeouts": {"tasks": "1s"},
     }
-    custom = {"apiVersion": PipelineInPod.api_version, "kind": "PipelineInPod", "spec": spec}
     async with running(kube, reconciler, namespace=namespace):
-        name = await create_run(kube, namespace, {"customSpec": custom})
+        name = await create_run(kube, namespace, embedded(spec))
 
         def cancelled(pod: JSON) -> bool:
             annotations = pod["metadata"].get("annotations") or {}

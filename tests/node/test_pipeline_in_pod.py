@@ -19,7 +19,7 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from examples.pipeline_in_pod.compiler import Images
-from examples.pipeline_in_pod.controller import PODS, PipelineInPod
+from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
 
 node_module = pytest.importorskip("customtask_sdk.testing.node")
 Node = node_module.Node
@@ -347,18 +347,7 @@ async def pip_run(
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
     """Run ``spec`` as a PipelineInPod CustomRun: outcome, per-task states, results."""
     name = f"pip-{uuid.uuid4().hex[:6]}"
-    custom = {
-        "apiVersion": PipelineInPod.api_version,
-        "kind": "PipelineInPod",
-        "spec": {"pipelineSpec": spec},
-    }
-    body = {
-        "apiVersion": "tekton.dev/v1beta1",
-        "kind": "CustomRun",
-        "metadata": {"name": name},
-        "spec": {"customSpec": custom},
-    }
-    await kube.create(CUSTOM_RUNS.path(namespace), body)
+    await kube.create(CUSTOM_RUNS.path(namespace), custom_run(name, {"pipelineSpec": spec}))
     run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done, timeout=180)
     states = {task["name"]: task["state"] for task in run["status"]["extraFields"]["tasks"]}
     results = {r["name"]: r["value"] for r in run["status"].get("results") or []}
@@ -407,18 +396,7 @@ async def test_cancelling_stops_the_pod_promptly(
     node: Any, node_namespace: str, pip: PipelineInPod
 ) -> None:
     name = f"pip-{uuid.uuid4().hex[:6]}"
-    spec = {"tasks": [t("long", sh("sleep 600"))]}
-    custom = {
-        "apiVersion": PipelineInPod.api_version,
-        "kind": "PipelineInPod",
-        "spec": {"pipelineSpec": spec},
-    }
-    body = {
-        "apiVersion": "tekton.dev/v1beta1",
-        "kind": "CustomRun",
-        "metadata": {"name": name},
-        "spec": {"customSpec": custom},
-    }
+    body = custom_run(name, {"pipelineSpec": {"tasks": [t("long", sh("sleep 600"))]}})
     await node.client.create(CUSTOM_RUNS.path(node_namespace), body)
 
     def running_task(obj: JSON) -> bool:
