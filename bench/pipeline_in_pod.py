@@ -54,9 +54,8 @@ def compile_time(count: int, trials: int = 20) -> float:
             **trivial(f"t{i}", f"t{(i - 1) // 2}" if i else None),
             "taskSpec": {
                 "params": [{"name": "p", "default": "x"}],
-                "results": [{"name": "r"}],
                 "steps": [
-                    {"image": "busybox", "script": "echo $(params.p) > $(results.r.path)"},
+                    {"image": "busybox", "script": "echo $(params.p) > /dev/null"},
                     {"image": "busybox", "command": ["echo", "$(params.p)"]},
                 ],
             },

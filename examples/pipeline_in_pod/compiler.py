@@ -1160,12 +1160,42 @@ def compile_pipeline(
         build.containers,
         {name: depth.get(name, final_depth) for name in build.containers},
     )
+    pod_spec = _pod_spec(ctx, images, build, helpers, volumes)
+    check_message_budget(pod_spec, build.plans)
     return Plan(
-        pod_spec=_pod_spec(ctx, images, build, helpers, volumes),
+        pod_spec=pod_spec,
         tasks=tuple(build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
     )
+
+
+#: What the kubelet keeps of all termination messages of a Pod, split evenly between its
+#: containers (``normalizeStatus`` in the kubelet's status manager).
+POD_MESSAGE_BUDGET = 12 * 1024
+#: Least room a step's termination message needs: start time, reason, a few short results.
+MIN_MESSAGE_BYTES = 256
+
+
+def check_message_budget(pod_spec: JSON, plans: Sequence[TaskPlan]) -> None:
+    """Reject a Pod whose containers are too many for results to fit their messages.
+
+    Raises:
+        CompileError: tasks declare results, and each container's share of the Pod's
+            12 KiB of termination messages is under :data:`MIN_MESSAGE_BYTES`.
+    """
+    count = len(pod_spec["containers"]) + len(pod_spec["initContainers"])
+    share = POD_MESSAGE_BUDGET // count
+    producers = [plan.name for plan in plans if plan.results and plan.skipped is None]
+    if producers and share < MIN_MESSAGE_BYTES:
+        raise CompileError(
+            f"tasks[{producers[0]}].results",
+            f"the Pod would have {count} containers: the kubelet keeps {share} bytes of each "
+            f"one's termination message, too little to carry results (the Pod's "
+            f"{POD_MESSAGE_BUDGET} bytes are split between its containers); split the "
+            "pipeline into fewer tasks or steps per Pod",
+            "Unsupported",
+        )
 
 
 def _plan(

@@ -846,3 +846,11 @@ def test_results_of_a_matrix_are_not_used_yet() -> None:
             ]
         )
     assert caught.value.field == "tasks[u]"
+
+
+def test_too_many_containers_for_results_is_rejected_at_the_start() -> None:
+    many = [task(f"t{i}") for i in range(60)]
+    build(many)  # no results: the messages only carry start times
+    with pytest.raises(CompileError, match="kubelet keeps 198 bytes") as caught:
+        build([*many, task("r", spec={"results": [{"name": "x"}]})])
+    assert caught.value.field == "tasks[r].results"
