@@ -236,6 +236,11 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         plan = self.compile(run, frozen)
         name = self.pod_name(run)
         pod = next((p for p in run.owned(PODS) if p["metadata"]["name"] == name), None)
+        if pod is None and run.extra_fields.get("tasks"):  # seen before: it was deleted
+            raise RunFailed(
+                "PodDeleted",
+                f"Pod {name!r} was deleted while the pipeline ran (evicted, or by someone)",
+            )
         if pod is None:
             # A conflict: an earlier reconcile made it; its watch event is on its way.
             with contextlib.suppress(ConflictError):

@@ -360,3 +360,21 @@ async def test_timeouts_tasks_cancels_the_dags_steps_and_times_the_run_out(
         run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
     assert outcome(run) == ("False", "PipelineRunTimeout")
     assert tasks_state(run) == {"t": "timedOut"}
+
+
+async def test_a_pod_deleted_mid_run_fails_the_run_instead_of_running_it_again(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    step = {"image": "b", "command": ["x"]}
+    spec = {"pipelineSpec": {"tasks": [{"name": "t", "taskSpec": {"steps": [step]}}]}}
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, embedded(spec))
+
+        def seen(run: JSON) -> bool:
+            return bool(tasks_state(run))
+
+        await wait_for(kube, CUSTOM_RUNS, namespace, name, seen)
+        await kube.delete(PODS.path(namespace, f"{name}-pod"), {"gracePeriodSeconds": "0"})
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+    assert outcome(run) == ("False", "PodDeleted")
