@@ -749,6 +749,7 @@ def entrypoint_args(
     on_error: str | None = None,
     when: Sequence[JSON] = (),
     step_results: Sequence[str] = (),
+    marker: str | None = None,
 ) -> list[str]:
     """The entrypoint's flags for one step, then ``-entrypoint <cmd> -- <args>``."""
     args: list[str] = []
@@ -768,6 +769,8 @@ def entrypoint_args(
         args += ["-results", ",".join(results)]
     if step_results:
         args += ["-step_results", ",".join(step_results)]
+    if marker:  # the entrypoint creates it only when it runs the command
+        args += ["-stdout_path", marker]
     if timeout:
         args += ["-timeout", timeout]
     if on_error:
@@ -788,6 +791,11 @@ def step_result_mounts(task: str, container: JSON, earlier: Mapping[str, int]) -
             mount["subPath"] = f"{task}/{index}/status/results"
             mounts.append(mount)
     return mounts
+
+
+def ran_marker(task: str) -> str:
+    """The file a task whose ``when`` is decided in the Pod creates when it does run."""
+    return f"{RUN_DIR}/{task}/ran"
 
 
 def post_file(task: str, index: int) -> str:
@@ -869,10 +877,19 @@ def size_requests(containers: Mapping[str, Sequence[JSON]], depth: Mapping[str, 
 
 
 def barrier_script(
-    deps: Mapping[str, Sequence[str]], last_posts: Mapping[str, str], skipped: Iterable[str]
+    deps: Mapping[str, Sequence[str]],
+    last_posts: Mapping[str, str],
+    skipped: Iterable[str],
+    markers: Mapping[str, str] | None = None,
+    unmet: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Shell: wait for every DAG task to end, then write each ``$(tasks.<t>.status)`` and
-    ``$(tasks.status)`` as Tekton computes them, and release the finally tasks."""
+    ``$(tasks.status)`` as Tekton computes them, and release the finally tasks.
+
+    ``markers``: for a task whose ``when`` is decided in the Pod, the file its first step
+    creates only if it runs: an ended task without it was skipped (``None``). ``unmet``: as
+    for :func:`scheduler_script` (a task skipped for want of results is ``None`` too)."""
+    markers, unmet = markers or {}, unmet or {}
     skipped = set(skipped)
     lines = ["out=/pip/status"]
     for post in last_posts.values():
@@ -885,11 +902,20 @@ def barrier_script(
             continue
         post = last_posts[task]
         blocked = " || ".join(
-            f'[ "${variables[d]}" = Failed ] || [ "${variables[d]}" = Blocked ]'
-            for d in deps[task]
-            if d not in skipped
+            [
+                *(
+                    f'[ "${variables[d]}" = Failed ] || [ "${variables[d]}" = Blocked ]'
+                    for d in deps[task]
+                    if d not in skipped
+                ),
+                *(f'[ ! -e "{m}" ]' for m in unmet.get(task, ())),
+            ]
         )
-        lines.append(f'if [ -e "{post}" ]; then {var}=Succeeded')
+        if task in markers:  # skipped by its when: None, and its dependants still run
+            lines.append(f'if [ -e "{post}" ] && [ ! -e "{markers[task]}" ]; then {var}=None')
+            lines.append(f'elif [ -e "{post}" ]; then {var}=Succeeded')
+        else:
+            lines.append(f'if [ -e "{post}" ]; then {var}=Succeeded')
         if blocked:
             lines.append(f"elif {blocked}; then {var}=Blocked")
         lines.append(f"else {var}=Failed; fi")
@@ -910,24 +936,48 @@ def barrier_script(
     return "\n".join(lines) + "\n"
 
 
-def scheduler_script(gates: Mapping[str, Sequence[str]]) -> str:
+def scheduler_script(
+    gates: Mapping[str, Sequence[str]], unmet: Mapping[str, Sequence[str]] | None = None
+) -> str:
     """Shell: open each task's gate once its dependencies have ended, as Tekton schedules:
     ``<gate>`` to go, ``<gate>.err`` once any step has failed (the pipeline is stopping:
-    no new task starts, and the entrypoint skips the task)."""
-    lines = [f"mkdir -p {GATE_DIR}", f"pending='{' '.join(gates)}'", 'while [ -n "$pending" ]; do']
+    no new task starts, and the entrypoint skips the task).
+
+    ``unmet``: for a task, the markers of the tasks whose results it uses that a ``when``
+    may skip in the Pod (``ran_marker``): such a task that ended without its marker left
+    no results, so the user is skipped, and it and what follows it are "excused": their
+    skips are not failures that stop the pipeline."""
+    unmet = unmet or {}
+    task_of = {post: post.split("/")[3] for posts in gates.values() for post in posts}
+    lines = [
+        f"mkdir -p {GATE_DIR}",
+        f"pending='{' '.join(gates)}'",
+        "excused=' '",
+        'excused() { case "$excused" in *" $1 "*) return 0 ;; esac; return 1; }',
+        'while [ -n "$pending" ]; do',
+    ]
+    for task, posts in gates.items():  # in order: an excuse flows to what follows
+        why = [f"excused {task_of[p]}" for p in posts]
+        for marker in unmet.get(task, ()):
+            post = f"{marker.rsplit('/', 1)[0]}/"
+            why.append(f'{{ ls {post}*/out >/dev/null 2>&1 && [ ! -e "{marker}" ]; }}')
+        lines.append(
+            f'  excused {task} || {{ {" || ".join(why)}; }} && excused="${{excused}}{task} "'
+        )
     lines += [
         "  failed=",
-        f'  for f in {RUN_DIR}/*/*/out.err; do [ -e "$f" ] && failed=.err; done',
+        f"  for f in {RUN_DIR}/*/*/out.err; do",
+        '    [ -e "$f" ] || continue',
+        f'    d=${{f#{RUN_DIR}/}}; excused "${{d%%/*}}" || failed=.err',
+        "  done",
         "  next=",
         "  for t in $pending; do",
         "    case $t in",
     ]
     for task, posts in gates.items():
         ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
-        lines.append(
-            f'      {task}) if {ended}; then touch "{GATE_DIR}/{task}$failed"; '
-            'else next="$next $t"; fi ;;'
-        )
+        gate = f'skip=$failed; excused {task} && skip=.err; touch "{GATE_DIR}/{task}$skip"'
+        lines.append(f'      {task}) if {ended}; then {gate}; else next="$next $t"; fi ;;')
     lines += [
         "    esac",
         "  done",
@@ -1027,6 +1077,7 @@ def compile_task(
             on_error=step.onError,
             when=when,
             step_results=[r.name for r in step.results],
+            marker=ran_marker(ptask.name) if when and index == 0 else None,
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"
@@ -1122,11 +1173,22 @@ def compile_pipeline(
         last_posts[name] = post_file(name, len(steps) - 1)
         build.plans.append(_plan(ptask, spec, False, steps, build, deps[name]))
     helpers: list[JSON] = []
+    markers = {
+        p.name: ran_marker(p.name)
+        for p in pipeline.tasks
+        if p.name not in skipped and p.when and verdicts[p.name] is None
+    }
+    unmet = {
+        p.name: [markers[r] for r in sorted(task_refs(_task_texts(p)) & markers.keys())]
+        for p in pipeline.tasks
+        if p.name in gates
+    }
     if gates:
-        helpers.append(_helper(SCHEDULER_CONTAINER, images.shell, scheduler_script(gates)))
+        script = scheduler_script(gates, unmet)
+        helpers.append(_helper(SCHEDULER_CONTAINER, images.shell, script))
     finals = [p for p in pipeline.finally_ if p.name not in skipped]
     if finals:
-        script = barrier_script(deps, last_posts, skipped)
+        script = barrier_script(deps, last_posts, skipped, markers, unmet)
         helpers.append(_helper(BARRIER_CONTAINER, images.shell, script, status=True))
         build.volumes["pip-status"] = {"name": "pip-status", "emptyDir": {}}
     for ptask in pipeline.finally_:

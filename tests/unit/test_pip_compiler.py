@@ -854,3 +854,27 @@ def test_too_many_containers_for_results_is_rejected_at_the_start() -> None:
     with pytest.raises(CompileError, match="kubelet keeps 198 bytes") as caught:
         build([*many, task("r", spec={"results": [{"name": "x"}]})])
     assert caught.value.field == "tasks[r].results"
+
+
+def test_the_scheduler_skips_users_of_results_a_when_withheld_without_stopping(
+    tmp_path: Path,
+) -> None:
+    """maybe ended without running (its when was false): user, which needs its results, is
+    skipped, and so is next (after user); other, elsewhere, still starts."""
+    for path in ("maybe/0/out", "user/0/out.err", "x/0/out"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    gates = {
+        "user": ["/tekton/run/maybe/0/out"],
+        "next": ["/tekton/run/user/0/out"],
+        "other": ["/tekton/run/x/0/out"],
+    }
+    script = scheduler_script(gates, {"user": ["/tekton/run/maybe/ran"]})
+    subprocess.run(
+        ["sh", "-c", script.replace("/tekton/run", str(tmp_path))], check=True, timeout=10
+    )
+    assert sorted(p.name for p in (tmp_path / "pip-gate").iterdir()) == [
+        "next.err",
+        "other",
+        "user.err",
+    ]

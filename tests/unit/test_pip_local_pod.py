@@ -426,3 +426,61 @@ def test_step_results_flow_to_later_steps_of_the_task(tmp_path: Path) -> None:
     )
     assert view.verdict is not None
     assert view.verdict.results == {"out": "hi:hi"}, view.tasks
+
+
+def test_a_task_skipped_by_when_in_the_pod_is_none_and_its_result_users_are_skipped(
+    tmp_path: Path,
+) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "decide",
+                    "taskSpec": {
+                        "results": [{"name": "go"}],
+                        "steps": [sh("printf no > $(results.go.path)")],
+                    },
+                },
+                {
+                    "name": "maybe",
+                    "when": [
+                        {"input": "$(tasks.decide.results.go)", "operator": "in", "values": ["yes"]}
+                    ],
+                    "taskSpec": {
+                        "results": [{"name": "r"}],
+                        "steps": [sh("printf made > $(results.r.path)")],
+                    },
+                },
+                {
+                    "name": "user",
+                    "params": [{"name": "v", "value": "$(tasks.maybe.results.r)"}],
+                    "taskSpec": {"params": [{"name": "v"}], "steps": [sh("echo $(params.v)")]},
+                },
+                {"name": "after", "runAfter": ["maybe"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [
+                {
+                    "name": "f",
+                    "params": [
+                        {"name": "m", "value": "$(tasks.maybe.status)"},
+                        {"name": "all", "value": "$(tasks.status)"},
+                    ],
+                    "taskSpec": {
+                        "params": [{"name": "m"}, {"name": "all"}],
+                        "results": [{"name": "seen"}],
+                        "steps": [sh('printf "$(params.m) $(params.all)" > $(results.seen.path)')],
+                    },
+                }
+            ],
+        },
+    )
+    assert states(view) == {
+        "decide": "succeeded",
+        "maybe": "skipped",
+        "user": "skipped",
+        "after": "succeeded",
+        "f": "succeeded",
+    }, view.tasks
+    final = next(t for t in view.tasks if t["name"] == "f")
+    assert final["results"] == {"seen": "None Completed"}
