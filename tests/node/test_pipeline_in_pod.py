@@ -39,12 +39,8 @@ def t(name: str, *steps: JSON, **fields: Any) -> JSON:
 
 
 def producer(name: str, value: str, **fields: Any) -> JSON:
-    return t(
-        name,
-        sh(f"printf '{value}' > $(results.out.path)"),
-        spec={"results": [{"name": "out"}]},
-        **fields,
-    )
+    spec = {"results": [{"name": "out"}], **fields.pop("spec", {})}
+    return t(name, sh(f"printf '{value}' > $(results.out.path)"), spec=spec, **fields)
 
 
 def uses(name: str, source: str, **fields: Any) -> JSON:
@@ -217,15 +213,11 @@ CORPUS: dict[str, JSON] = {
     },
     "on-error-continue": {
         "tasks": [
-            producer(
+            t(
                 "a",
-                "after",
-                spec={
-                    "steps": [
-                        sh("exit 3", onError="continue"),
-                        sh("printf after > $(results.out.path)"),
-                    ]
-                },
+                sh("exit 3", onError="continue"),
+                sh("printf after > $(results.out.path)"),
+                spec={"results": [{"name": "out"}]},
             )
         ],
         "results": [result("a")],
@@ -281,6 +273,45 @@ CORPUS: dict[str, JSON] = {
                         }
                     ],
                 },
+            )
+        ],
+        "results": [result("a")],
+    },
+    "when-result-skips-users": {
+        "tasks": [
+            producer("decide", "no"),
+            producer(
+                "maybe",
+                "made",
+                when=[
+                    {"input": "$(tasks.decide.results.out)", "operator": "in", "values": ["yes"]}
+                ],
+            ),
+            uses("user", "maybe"),
+            t("after", runAfter=["maybe"]),
+        ],
+        "finally": [
+            t(
+                "f",
+                sh('printf "$(params.m)" > $(results.out.path)'),
+                params=[{"name": "m", "value": "$(tasks.maybe.status)"}],
+                spec={"params": [{"name": "m"}], "results": [{"name": "out"}]},
+            )
+        ],
+        "results": [result("f")],
+    },
+    "step-results": {
+        "tasks": [
+            t(
+                "a",
+                sh("printf hi > $(step.results.w.path)", name="make", results=[{"name": "w"}]),
+                {
+                    "name": "use",
+                    "image": "busybox",
+                    "command": ["sh", "-c", 'printf "$1" > $(results.out.path)', "--"],
+                    "args": ["$(steps.make.results.w)"],
+                },
+                spec={"results": [{"name": "out"}]},
             )
         ],
         "results": [result("a")],

@@ -21,7 +21,13 @@ import pytest
 import yaml
 
 from customtask_sdk.testing.testbin import cache_dir
-from examples.pipeline_in_pod.compiler import Images, Plan, RunContext, compile_pipeline
+from examples.pipeline_in_pod.compiler import (
+    READY_ANNOTATION,
+    Images,
+    Plan,
+    RunContext,
+    compile_pipeline,
+)
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
@@ -179,7 +185,8 @@ def run(
     spec = PipelineSpec.model_validate(pipeline)
     tasks = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
     plan = compile_pipeline(spec, tasks, values or {}, [], CTX, Images("ep", "nop", "sh"))
-    status = run_pod(plan.pod_spec, tmp_path)
+    # The controller marks the Pod ready once its sidecars are (here: from the start).
+    status = run_pod(plan.pod_spec, tmp_path, annotations={READY_ANNOTATION: "READY"})
     return plan, read_pod(plan, pod(plan.pod_spec, status))
 
 
@@ -484,3 +491,38 @@ def test_a_task_skipped_by_when_in_the_pod_is_none_and_its_result_users_are_skip
     }, view.tasks
     final = next(t for t in view.tasks if t["name"] == "f")
     assert final["results"] == {"seen": "None Completed"}
+
+
+def test_a_sidecar_runs_beside_the_steps_that_use_it(tmp_path: Path) -> None:
+    server = "mkdir -p /s && echo up > /s/state && trap 'exit 0' TERM; while true; do sleep 1; done"
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "t",
+                    "taskSpec": {
+                        "volumes": [{"name": "shared", "emptyDir": {}}],
+                        "sidecars": [
+                            {
+                                "name": "svc",
+                                "image": "busybox",
+                                "script": f"#!/bin/sh\n{server}",
+                                "volumeMounts": [{"name": "shared", "mountPath": "/s"}],
+                            }
+                        ],
+                        "results": [{"name": "seen"}],
+                        "steps": [
+                            sh(
+                                "until [ -e /s/state ]; do sleep 0.1; done\n"
+                                "cat /s/state | tr -d '\\n' > $(results.seen.path)",
+                                volumeMounts=[{"name": "shared", "mountPath": "/s"}],
+                            )
+                        ],
+                    },
+                }
+            ]
+        },
+    )
+    assert states(view) == {"t": "succeeded"}, view.tasks
+    assert view.tasks[0]["results"] == {"seen": "up"}
