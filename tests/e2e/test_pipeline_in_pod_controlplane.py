@@ -378,3 +378,32 @@ async def test_a_pod_deleted_mid_run_fails_the_run_instead_of_running_it_again(
         await kube.delete(PODS.path(namespace, f"{name}-pod"), {"gracePeriodSeconds": "0"})
         run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
     assert outcome(run) == ("False", "PodDeleted")
+
+
+async def test_the_runs_retries_rerun_the_whole_pod_from_the_frozen_spec(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    await create(kube, TASKS, namespace, "maker", MAKER)
+    await create(kube, PIPELINES, namespace, "build", PIPELINE)
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, {**ref("build"), "retries": 1})
+        await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        await kube.delete(TASKS.path(namespace, "maker"))  # the retry needs no lookup
+        failed = [
+            terminated("step-make-say", code=1),
+            terminated("step-use-unnamed-0", code=1, reason="Skipped"),
+        ]
+        await kubelet(kube, namespace, f"{name}-pod", failed)
+        retry = await wait_for(kube, PODS, namespace, f"{name}-pod-retry1", lambda o: True)
+        assert retry["metadata"]["labels"]["pipelineinpod.customtask.dev/attempt"] == "1"
+        await kubelet(
+            kube,
+            namespace,
+            f"{name}-pod-retry1",
+            [terminated("step-make-say", results={"out": "hi"}), terminated("step-use-unnamed-0")],
+        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+    assert outcome(run) == ("True", "Succeeded")
+    assert len(run["status"]["retriesStatus"]) == 1
+    assert run["status"]["results"] == [{"name": "made", "value": "hi"}]
