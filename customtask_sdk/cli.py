@@ -121,17 +121,20 @@ def load_reconciler(spec: str) -> Reconciler[Any]:
 async def _run_manager(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.app_dir)
     reconcilers = [load_reconciler(spec) for spec in args.reconcilers]
-    client = await KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     election = None
     if args.leader_elect:
         name = args.lease_name or "customtask-" + "-".join(r.kind.lower() for r in reconcilers)
-        election = LeaderElection(
-            name,
-            namespace=args.lease_namespace,
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-        )
+        try:
+            election = LeaderElection(
+                name,
+                namespace=args.lease_namespace,
+                lease_duration=args.lease_duration,
+                renew_deadline=args.renew_deadline,
+                retry_period=args.retry_period,
+            )
+        except ValueError as exc:  # timings that could leave two leaders
+            raise SystemExit(f"customtask-sdk: {exc}") from None
+    client = await KubeClient.from_kubeconfig(args.kubeconfig, args.context)
     manager = Manager(
         client,
         reconcilers,

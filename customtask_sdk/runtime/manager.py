@@ -18,7 +18,7 @@ from customtask_sdk.client import KubeClient
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.runtime.controller import Controller
 from customtask_sdk.runtime.events import EventRecorder
-from customtask_sdk.runtime.leader import LeaderElector
+from customtask_sdk.runtime.leader import LeaderElector, validate_lease_timing
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
 __all__ = ["LeaderElection", "Manager"]
@@ -28,13 +28,20 @@ log = logging.getLogger("customtask_sdk.manager")
 
 @dataclass(frozen=True)
 class LeaderElection:
-    """Leader election settings: one Lease per manager (name it after the controller)."""
+    """Leader election settings: one Lease per manager (name it after the controller).
+
+    Raises:
+        ValueError: unless ``0 < retry_period < renew_deadline < lease_duration``.
+    """
 
     lease_name: str
     namespace: str = "default"
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        validate_lease_timing(self.lease_duration, self.renew_deadline, self.retry_period)
 
 
 class Manager:
@@ -48,6 +55,9 @@ class Manager:
       handing out work, in-flight reconciles get ``shutdown_grace`` seconds to finish (the
       rest are simply picked up again by the next leader: status is the only state),
       the lease is released and connections closed.
+    - When leadership is lost (not renewed by the renew deadline, or the elector failed)
+      every reconcile and event write is cancelled at once, with no grace, and
+      :meth:`run` raises. The elector has a client (and connections) of its own.
     """
 
     def __init__(
@@ -90,18 +100,26 @@ class Manager:
         ]
         self.elector = (
             LeaderElector(
-                client,
+                # Its own connection: workers holding every pooled one cannot delay a renew.
+                KubeClient(client.configuration, max_connections=1),
                 leader_election.namespace,
                 leader_election.lease_name,
                 self.identity,
                 lease_duration=leader_election.lease_duration,
                 renew_deadline=leader_election.renew_deadline,
                 retry_period=leader_election.retry_period,
+                on_lost=self._abort,
             )
             if leader_election
             else None
         )
+        if self.elector is not None:
+            self.elector.client.on_response = client.on_response
         self._runner: web.AppRunner | None = None
+        # Cancelled at once when leadership is lost: the workers and the event writer.
+        self._workers: list[asyncio.Task[None]] = []
+        self._events_task: asyncio.Task[None] | None = None
+        self._aborted = asyncio.Event()
         #: The port the health server listens on (useful with ``health_port=0``).
         self.bound_port: int | None = None
 
@@ -149,55 +167,79 @@ class Manager:
         self.bound_port = self._runner.addresses[0][1]
         log.info("probes and metrics on port %s", self.bound_port)
 
+    def _abort(self) -> None:
+        """Leadership is gone: cancel every reconcile and event write now (no grace)."""
+        for task in [*self._workers, *filter(None, [self._events_task])]:
+            task.cancel()
+        self._aborted.set()
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set (or leadership is lost, which raises)."""
         stop = stop or asyncio.Event()
+        self._aborted.clear()
         await self._start_health_server()
         background: list[asyncio.Task[Any]] = [
             asyncio.create_task(informer.run(), name=f"informer:{informer.resource.plural}")
             for informer in self.informers
         ]
         if self.events is not None:
-            background.append(asyncio.create_task(self.events.run(), name="events"))
-        workers: list[asyncio.Task[None]] = []
+            self._events_task = asyncio.create_task(self.events.run(), name="events")
+            background.append(self._events_task)
+        elector: asyncio.Task[None] | None = None
         stopping = asyncio.create_task(stop.wait())
         try:
             synced = asyncio.gather(*(i.synced.wait() for i in self.informers))
             await _first(stopping, synced)
             if self.elector is not None and not stop.is_set():
-                background.append(asyncio.create_task(self.elector.run(), name="leader"))
-                await _first(stopping, self.elector.leading.wait())
-            if not stop.is_set():
+                elector = asyncio.create_task(self.elector.run(), name="leader")
+                elector.add_done_callback(self._elector_ended)
+                await _first(stopping, self._aborted.wait(), self.elector.leading.wait())
+            if not stop.is_set() and not self._aborted.is_set():
                 if self.elector is not None:
                     self.metrics.leader.labels(name=self.elector.name).set(1)
                 log.info("starting %d controller(s)", len(self.controllers))
-                workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
-                lost = [self.elector.lost.wait()] if self.elector is not None else []
-                await _first(stopping, *lost)
+                self._workers = [asyncio.create_task(c.run_workers()) for c in self.controllers]
+                await _first(stopping, self._aborted.wait())
         finally:
-            await self._shutdown(workers, background, stopping)
-        if self.elector is not None and self.elector.lost.is_set() and not stop.is_set():
-            raise RuntimeError("leadership lost; exiting so a fresh replica can take over")
+            await self._shutdown(background, stopping, elector)
+        if self._aborted.is_set() and not stop.is_set():
+            cause = None
+            if elector is not None and elector.done() and not elector.cancelled():
+                cause = elector.exception()  # None when it returned: leadership lost
+            raise RuntimeError(
+                "leader election ended (leadership lost, or the elector failed); exiting so "
+                "a fresh replica can take over"
+            ) from cause
+
+    def _elector_ended(self, task: asyncio.Task[None]) -> None:
+        """The elector ended (lost, or failed): no work may go on without it."""
+        if not task.cancelled():
+            self._abort()
 
     async def _shutdown(
         self,
-        workers: list[asyncio.Task[None]],
         background: list[asyncio.Task[Any]],
         stopping: asyncio.Task[Any],
+        elector: asyncio.Task[None] | None,
     ) -> None:
         log.info("shutting down")
         for controller in self.controllers:
             controller.queue.shutdown()
-        if workers:
+        workers, self._workers = self._workers, []
+        if workers:  # if leadership is lost meanwhile, they are cancelled at once
             _done, pending = await asyncio.wait(workers, timeout=self.shutdown_grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.events is not None and not self._aborted.is_set():
+            await self.events.flush(timeout=2.0)
+        if elector is not None:
+            elector.cancel()
+            await asyncio.gather(elector, return_exceptions=True)
         if self.elector is not None:
             await self.elector.release()
+            await self.elector.client.close()
             self.metrics.leader.labels(name=self.elector.name).set(0)
-        if self.events is not None:
-            await self.events.flush(timeout=2.0)
         for task in [*background, stopping]:
             task.cancel()
         await asyncio.gather(*background, stopping, return_exceptions=True)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ControlPlaneError,
     )
     from customtask_sdk.testing.harness import Harness, SimulatedRun, StepRecord
+    from customtask_sdk.testing.proxy import TcpProxy
     from customtask_sdk.testing.testbin import (
         PINNED,
         Binaries,
@@ -40,6 +41,7 @@ _MODULES = {
     "controllers": ["controller_process", "create_custom_run", "running"],
     "controlplane": ["TEKTON_NAMESPACE", "ControlPlane", "ControlPlaneError"],
     "harness": ["Harness", "SimulatedRun", "StepRecord"],
+    "proxy": ["TcpProxy"],
     "testbin": ["PINNED", "Binaries", "TestbinMissingError", "Versions", "install", "locate"],
     "waiting": ["condition", "wait_deleted", "wait_for"],
 }
@@ -55,6 +57,7 @@ __all__ = [
     "Harness",
     "SimulatedRun",
     "StepRecord",
+    "TcpProxy",
     "TestbinMissingError",
     "Versions",
     "condition",

@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import os
-import signal
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
 from customtask_sdk.reconciler import Outcome, Reconciler, Run
-from customtask_sdk.runtime.leader import LEASES
 from customtask_sdk.testing import ControlPlane, condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import controller_process, create_custom_run, running
 from examples.wait.controller import Wait, WaitParams
@@ -217,84 +213,6 @@ async def test_finalizer_guards_cleanup_on_finish_and_on_delete(
     assert (condition(finished) or {}).get("status") == "True"
     assert finished["metadata"].get("finalizers") in (None, [])
     assert sorted(reconciler.finalized) == sorted([short["metadata"]["name"], long_name])
-
-
-async def test_sigterm_stops_cleanly_and_hands_over_the_lease(
-    control_plane: ControlPlane, kube: KubeClient, namespace: str
-) -> None:
-    controller = controller_process(
-        control_plane, WAIT, "--no-events", namespace=namespace, app_dir=ROOT
-    )
-    controller.argv += ["--leader-elect", f"--lease-namespace={namespace}", "--lease-name=wait"]
-    await controller.start()
-    lease = await wait_for(
-        kube, LEASES, namespace, "wait", lambda o: bool(o["spec"].get("holderIdentity")), timeout=30
-    )
-    run = await create_custom_run(kube, namespace, Wait.api_version, "Wait", {"duration": "0s"})
-    await wait_for(kube, CUSTOM_RUNS, namespace, run["metadata"]["name"], done, timeout=30)
-    assert controller.pid is not None
-    os.kill(controller.pid, signal.SIGTERM)
-    code = await asyncio.wait_for(controller.wait(), 15)
-    released = await kube.get(LEASES.path(namespace, "wait"))
-    assert code == 0
-    assert lease["spec"]["holderIdentity"]
-    assert released["spec"]["holderIdentity"] == ""
-
-
-async def test_a_standby_takes_over_within_the_lease_after_the_leader_is_killed(
-    control_plane: ControlPlane, kube: KubeClient, namespace: str
-) -> None:
-    election = [
-        "--leader-elect",
-        f"--lease-namespace={namespace}",
-        "--lease-name=wait",
-        "--lease-duration=3",
-        "--renew-deadline=2",
-        "--retry-period=0.5",
-    ]
-    replicas = [
-        controller_process(
-            control_plane,
-            WAIT,
-            *election,
-            namespace=namespace,
-            app_dir=ROOT,
-            name=f"{n}-{namespace}",
-        )
-        for n in ("first", "second")
-    ]
-    await replicas[0].start()
-    lease = await wait_for(
-        kube, LEASES, namespace, "wait", lambda o: bool(o["spec"].get("holderIdentity")), timeout=30
-    )
-    await replicas[1].start()
-    try:
-        first_run = await create_custom_run(
-            kube, namespace, Wait.api_version, "Wait", {"duration": "0s"}
-        )
-        await wait_for(
-            kube, CUSTOM_RUNS, namespace, first_run["metadata"]["name"], done, timeout=30
-        )
-        await asyncio.sleep(1)  # the standby's cache is warm by now
-        await replicas[0].kill()  # no release: the standby must wait for the lease to expire
-        killed_at = asyncio.get_running_loop().time()
-        second_run = await create_custom_run(
-            kube, namespace, Wait.api_version, "Wait", {"duration": "0s"}
-        )
-        finished = await wait_for(
-            kube, CUSTOM_RUNS, namespace, second_run["metadata"]["name"], done, timeout=30
-        )
-        took = asyncio.get_running_loop().time() - killed_at
-        new_lease = await kube.get(LEASES.path(namespace, "wait"))
-    finally:
-        for replica in replicas:
-            await replica.stop()
-    assert new_lease["spec"]["holderIdentity"] != lease["spec"]["holderIdentity"]
-    assert new_lease["spec"]["leaseTransitions"] >= 1
-    assert (condition(finished) or {}).get("reason") == "DurationElapsed"
-    sys.stderr.write(
-        f"\n[failover] a run created at the kill finished {took:.2f}s later (lease 3s)\n"
-    )
 
 
 class FlakyCleanup(Cleaning):

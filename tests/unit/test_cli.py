@@ -37,6 +37,15 @@ def test_mistakes_are_one_line_errors(spec: str, message: str) -> None:
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_leader_timings_that_could_leave_two_leaders_are_a_one_line_error() -> None:
+    args = ["run", "examples.wait.controller:Wait", "--kubeconfig", "/nonexistent"]
+    timings = ["--leader-elect", "--lease-duration", "3", "--renew-deadline", "5"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, *timings])
+    assert "renew_deadline" in str(exit_.value.code)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_a_missing_kubeconfig_is_reported_without_a_traceback() -> None:
     with pytest.raises(SystemExit, match="kubeconfig not found: /nonexistent"):
         main(["run", "examples.wait.controller:Wait", "--kubeconfig", "/nonexistent"])

@@ -1,0 +1,1 @@
+"""Approval: a Tekton pipeline gate that the apiserver guards (see README.md)."""
