@@ -1094,7 +1094,7 @@ def compile_task(
             )
     for sidecar in spec.sidecars:
         name = container_name("sidecar", ptask.name, sidecar.name, build.taken)
-        data = sidecar.model_dump(exclude_none=True, by_alias=True)
+        data = sidecar.model_dump(exclude_none=True)  # field names: a container's
         fields = {key: data.pop(key) for key in list(data) if key in Step.model_fields}
         container = step_container(
             f"{where}.sidecars[{sidecar.name}]",

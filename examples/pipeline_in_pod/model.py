@@ -153,7 +153,8 @@ class _ContainerFields(_Tekton):
     workingDir: str | None = None
     env: list[EnvVar] = Field(default_factory=list)
     envFrom: list[dict[str, Any]] | None = None
-    resources: dict[str, Any] | None = None
+    #: ``computeResources`` in tekton.dev/v1 (``resources`` in v1beta1): both are read.
+    resources: dict[str, Any] | None = Field(None, alias="computeResources")
     securityContext: dict[str, Any] | None = None
     imagePullPolicy: str | None = None
     volumeMounts: list[dict[str, Any]] | None = None

@@ -878,3 +878,20 @@ def test_the_scheduler_skips_users_of_results_a_when_withheld_without_stopping(
         "other",
         "user.err",
     ]
+
+
+def test_v1_compute_resources_are_a_steps_and_a_sidecars_resources() -> None:
+    wanted = {"requests": {"cpu": "1"}}
+    plan = build(
+        [
+            task(
+                "t",
+                step("x", computeResources=wanted),
+                spec={"sidecars": [{"name": "s", "image": "i", "computeResources": wanted}]},
+            )
+        ]
+    )
+    c = containers(plan)
+    assert c["step-t-unnamed-0"]["resources"]["requests"] == {"cpu": "1000m"}
+    assert c["sidecar-t-s"]["resources"] == wanted
+    assert "computeResources" not in c["sidecar-t-s"]
