@@ -10,6 +10,7 @@ PipelineInPod task and reads its results.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.pytest_plugin import Cluster
+from examples.pipeline_in_pod import __main__ as pipeline_in_pod_cli
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import (
     MANAGED,
@@ -407,3 +409,47 @@ async def test_the_runs_retries_rerun_the_whole_pod_from_the_frozen_spec(
     assert outcome(run) == ("True", "Succeeded")
     assert len(run["status"]["retriesStatus"]) == 1
     assert run["status"]["results"] == [{"name": "made", "value": "hi"}]
+
+
+async def test_the_demo_runs_the_sample_and_prints_each_tasks_state(
+    cluster: Cluster,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if cluster.control_plane is None:
+        pytest.skip("runs the controller in this process against the local control plane")
+    monkeypatch.setenv("KUBECONFIG", str(cluster.control_plane.kubeconfig))
+    kube = cluster.client
+    demo = asyncio.create_task(pipeline_in_pod_cli.demo(namespace, timeout=60))
+
+    def listed(pr: JSON) -> bool:
+        return bool((pr.get("status") or {}).get("childReferences"))
+
+    prs: list[JSON] = []
+    while not prs:  # the demo names its PipelineRun build-and-test-<random>
+        prs = (await kube.get(PIPELINE_RUNS.path(namespace)))["items"]
+        await asyncio.sleep(0.1)
+    pr = await wait_for(kube, PIPELINE_RUNS, namespace, prs[0]["metadata"]["name"], listed)
+    pod = f"{pr['status']['childReferences'][0]['name']}-pod"
+    await wait_for(kube, PODS, namespace, pod, lambda o: True)
+    await kubelet(
+        kube,
+        namespace,
+        pod,
+        [
+            terminated("step-compile-build", results={"artifact": "app-v1.2.3"}),
+            terminated("step-unit-tests-unnamed-0"),
+            terminated("step-lint-unnamed-0"),
+            terminated("step-package-unnamed-0", results={"image": "registry.local/app-v1.2.3"}),
+            terminated("pip-scheduler"),
+            terminated("pip-finally-barrier"),
+            terminated("step-report-unnamed-0"),
+        ],
+    )
+    assert await demo
+    printed = capsys.readouterr().out
+    assert "compile                  pending (Pending)" in printed
+    assert "package                  succeeded (Succeeded)" in printed
+    done_pr = await wait_for(kube, PIPELINE_RUNS, namespace, pr["metadata"]["name"], done)
+    assert done_pr["status"]["results"] == [{"name": "image", "value": "registry.local/app-v1.2.3"}]
