@@ -103,6 +103,12 @@ def container(name: str, state: JSON, ready: bool = False) -> JSON:
     }
 
 
+async def publish(kube: KubeClient, namespace: str, pipeline: str) -> None:
+    """The Task ``maker`` and PIPELINE as Pipeline ``pipeline``."""
+    await create(kube, TASKS, namespace, "maker", MAKER)
+    await create(kube, PIPELINES, namespace, pipeline, PIPELINE)
+
+
 def terminated(
     name: str, code: int = 0, results: dict[str, str] | None = None, reason: str = ""
 ) -> JSON:
@@ -179,8 +185,7 @@ async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
     cluster: Cluster, namespace: str, reconciler: PipelineInPod
 ) -> None:
     kube = cluster.client
-    await create(kube, TASKS, namespace, "maker", MAKER)
-    await create(kube, PIPELINES, namespace, "build", PIPELINE)
+    await publish(kube, namespace, "build")
     async with running(kube, reconciler, namespace=namespace):
         name = await create_run(
             kube, namespace, {**ref("build"), "params": [{"name": "word", "value": "yo"}]}
@@ -288,8 +293,7 @@ async def test_a_pipelinerun_runs_a_pipeline_in_pod_task_and_reads_its_results(
     cluster: Cluster, namespace: str, reconciler: PipelineInPod
 ) -> None:
     kube = cluster.client
-    await create(kube, TASKS, namespace, "maker", MAKER)
-    await create(kube, PIPELINES, namespace, "inner", PIPELINE)
+    await publish(kube, namespace, "inner")
     outer = {
         "pipelineSpec": {
             "tasks": [
@@ -386,8 +390,7 @@ async def test_the_runs_retries_rerun_the_whole_pod_from_the_frozen_spec(
     cluster: Cluster, namespace: str, reconciler: PipelineInPod
 ) -> None:
     kube = cluster.client
-    await create(kube, TASKS, namespace, "maker", MAKER)
-    await create(kube, PIPELINES, namespace, "build", PIPELINE)
+    await publish(kube, namespace, "build")
     async with running(kube, reconciler, namespace=namespace):
         name = await create_run(kube, namespace, {**ref("build"), "retries": 1})
         await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)

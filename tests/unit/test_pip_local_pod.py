@@ -190,6 +190,20 @@ def run(
     return plan, read_pod(plan, pod(plan.pod_spec, status))
 
 
+#: A task whose result ``go`` is ``no``; ``go(op)``: a ``when`` on it.
+DECIDE_NO = {
+    "name": "decide",
+    "taskSpec": {
+        "results": [{"name": "go"}],
+        "steps": [{"image": "b", "script": "printf no > $(results.go.path)"}],
+    },
+}
+
+
+def go(operator: str) -> list[dict[str, Any]]:
+    return [{"input": "$(tasks.decide.results.go)", "operator": operator, "values": ["yes"]}]
+
+
 def states(view: PodView) -> dict[str, str]:
     return {t["name"]: t["state"] for t in view.tasks}
 
@@ -319,29 +333,15 @@ def test_when_on_a_result_is_decided_in_the_pod(tmp_path: Path) -> None:
         tmp_path,
         {
             "tasks": [
-                {
-                    "name": "decide",
-                    "taskSpec": {
-                        "results": [{"name": "go"}],
-                        "steps": [sh("printf no > $(results.go.path)")],
-                    },
-                },
+                DECIDE_NO,
                 {
                     "name": "maybe",
-                    "when": [
-                        {"input": "$(tasks.decide.results.go)", "operator": "in", "values": ["yes"]}
-                    ],
+                    "when": go("in"),
                     "taskSpec": {"steps": [sh("exit 1")]},
                 },
                 {
                     "name": "surely",
-                    "when": [
-                        {
-                            "input": "$(tasks.decide.results.go)",
-                            "operator": "notin",
-                            "values": ["yes"],
-                        }
-                    ],
+                    "when": go("notin"),
                     "taskSpec": {"steps": [sh("true")]},
                 },
             ]
@@ -442,18 +442,10 @@ def test_a_task_skipped_by_when_in_the_pod_is_none_and_its_result_users_are_skip
         tmp_path,
         {
             "tasks": [
-                {
-                    "name": "decide",
-                    "taskSpec": {
-                        "results": [{"name": "go"}],
-                        "steps": [sh("printf no > $(results.go.path)")],
-                    },
-                },
+                DECIDE_NO,
                 {
                     "name": "maybe",
-                    "when": [
-                        {"input": "$(tasks.decide.results.go)", "operator": "in", "values": ["yes"]}
-                    ],
+                    "when": go("in"),
                     "taskSpec": {
                         "results": [{"name": "r"}],
                         "steps": [sh("printf made > $(results.r.path)")],
