@@ -882,9 +882,12 @@ def barrier_script(
     skipped: Iterable[str],
     markers: Mapping[str, str] | None = None,
     unmet: Mapping[str, Sequence[str]] | None = None,
+    finals: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Shell: wait for every DAG task to end, then write each ``$(tasks.<t>.status)`` and
-    ``$(tasks.status)`` as Tekton computes them, and release the finally tasks.
+    ``$(tasks.status)`` as Tekton computes them, and release the finally tasks: each
+    ``finals`` task through its own gate, closed (skipped, as Tekton skips a finally task
+    whose results are missing) unless every task whose results it uses succeeded.
 
     ``markers``: for a task whose ``when`` is decided in the Pod, the file its first step
     creates only if it runs: an ended task without it was skipped (``None``). ``unmet``: as
@@ -931,8 +934,11 @@ def barrier_script(
         "done",
         f'printf %s "$agg" > "$out/{_status_file(None)}"',
         f"mkdir -p {RUN_DIR}/{BARRIER_CONTAINER}",
-        f"touch {RUN_DIR}/{BARRIER_CONTAINER}/out",
     ]
+    for final, producers in (finals or {}).items():
+        met = " && ".join(f'[ "${variables[p]}" = Succeeded ]' for p in producers) or "true"
+        gate = f"{RUN_DIR}/{BARRIER_CONTAINER}/{final}"
+        lines.append(f'if {met}; then touch "{gate}"; else touch "{gate}.err"; fi')
     return "\n".join(lines) + "\n"
 
 
@@ -1188,7 +1194,14 @@ def compile_pipeline(
         helpers.append(_helper(SCHEDULER_CONTAINER, images.shell, script))
     finals = [p for p in pipeline.finally_ if p.name not in skipped]
     if finals:
-        script = barrier_script(deps, last_posts, skipped, markers, unmet)
+        reads = {
+            p.name: sorted(
+                {m.group(1) for t in _task_texts(p) for m in _RESULT_REF.finditer(t)}
+                - skipped.keys()
+            )
+            for p in finals
+        }
+        script = barrier_script(deps, last_posts, skipped, markers, unmet, reads)
         helpers.append(_helper(BARRIER_CONTAINER, images.shell, script, status=True))
         build.volumes["pip-status"] = {"name": "pip-status", "emptyDir": {}}
     for ptask in pipeline.finally_:
@@ -1200,7 +1213,7 @@ def compile_pipeline(
             ptask,
             spec,
             scopes[ptask.name],
-            [f"{RUN_DIR}/{BARRIER_CONTAINER}/out"],
+            [f"{RUN_DIR}/{BARRIER_CONTAINER}/{ptask.name}"],
             build,
             wait_content=False,
             when=when_flag(ptask, outer) if verdicts[ptask.name] is None else (),

@@ -571,7 +571,7 @@ def test_finally_waits_on_a_barrier_that_waits_on_every_task_and_reads_statuses(
         "step-f-unnamed-0",
     ]
     final = c["step-f-unnamed-0"]
-    assert waited(final) == f"/tekton/run/{BARRIER_CONTAINER}/out"
+    assert waited(final) == f"/tekton/run/{BARRIER_CONTAINER}/f"
     assert command(final) == [
         "echo",
         "$(steps.pip-status.results.aggregate)",
@@ -598,13 +598,14 @@ def test_finally_waits_on_a_barrier_that_waits_on_every_task_and_reads_statuses(
 def test_the_barrier_script_computes_tekton_statuses(
     tmp_path: Path, ended: dict[str, str], expected: tuple[str, ...]
 ) -> None:
-    """a -> b, and c alone; ``skip`` was skipped before the Pod ran (None)."""
+    """a -> b, and c alone; ``skip`` was skipped before the Pod ran (None). Finally task
+    ``uses_b`` reads b's results: it runs only if b succeeded; ``plain`` always runs."""
     deps = {"a": [], "b": ["a"], "c": [], "skip": []}
     posts = {name: f"{tmp_path}/run/{name}/out" for name in ("a", "b", "c")}
     for name, file in ended.items():
         Path(posts[name]).parent.mkdir(parents=True)
         Path(posts[name]).with_name(file).touch()
-    script = barrier_script(deps, posts, {"skip"})
+    script = barrier_script(deps, posts, {"skip"}, finals={"uses_b": ["b"], "plain": []})
     script = script.replace("/pip/status", f"{tmp_path}/status").replace(
         "/tekton/run", f"{tmp_path}/run"
     )
@@ -621,7 +622,8 @@ def test_the_barrier_script_computes_tekton_statuses(
         "task-c": c,
         "task-skip": "None",
     }
-    assert (tmp_path / "run" / BARRIER_CONTAINER / "out").exists()
+    gates = sorted(p.name for p in (tmp_path / "run" / BARRIER_CONTAINER).iterdir())
+    assert gates == ["plain", "uses_b" if b == "Succeeded" else "uses_b.err"]
 
 
 # -- sidecars, resources, the Pod ---------------------------------------------------

@@ -518,3 +518,23 @@ def test_a_sidecar_runs_beside_the_steps_that_use_it(tmp_path: Path) -> None:
     )
     assert states(view) == {"t": "succeeded"}, view.tasks
     assert view.tasks[0]["results"] == {"seen": "up"}
+
+
+def test_a_finally_task_missing_results_is_skipped_and_the_others_run(tmp_path: Path) -> None:
+    failing = {"results": [{"name": "x"}], "steps": [sh("exit 1")]}
+    reads_x = {"params": [{"name": "v"}], "steps": [sh("echo $(params.v)")]}
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [{"name": "a", "taskSpec": failing}],
+            "finally": [
+                {
+                    "name": "uses",
+                    "params": [{"name": "v", "value": "$(tasks.a.results.x)"}],
+                    "taskSpec": reads_x,
+                },
+                {"name": "plain", "taskSpec": {"steps": [sh("true")]}},
+            ],
+        },
+    )
+    assert states(view) == {"a": "failed", "uses": "skipped", "plain": "succeeded"}
