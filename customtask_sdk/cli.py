@@ -91,6 +91,7 @@ def _dev_up(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             timeout=args.timeout,
             keep_running=args.keep_running,
+            node=args.node,
         )
     )
     return 0 if ok else 1
@@ -220,6 +221,12 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-running",
         action="store_true",
         help="keep the control plane up until Ctrl-C (or SIGTERM)",
+    )
+    up.add_argument(
+        "--node",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run a real node so Tekton's tasks run in Pods (default: as root, when installed)",
     )
     up.set_defaults(handler=_dev_up)
     return parser

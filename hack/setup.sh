@@ -2,7 +2,11 @@
 # Installs everything this project needs, from nothing, and is quick when it is all there:
 #   - a virtualenv in .venv with the SDK (editable) and its pinned dev dependencies;
 #   - the control-plane binaries (etcd, kube-apiserver, kube-controller-manager, Tekton's
-#     controller and entrypoint), built from pinned Go modules into ~/.cache/customtask-sdk.
+#     controller and entrypoint), built from pinned Go modules into ~/.cache/customtask-sdk;
+#   - as root on Debian, the node too (docs/testing.md, "A real node"): kubelet,
+#     kube-scheduler, kube-proxy, kubectl and Tekton's image binaries built the same way,
+#     and Debian's containerd, runc, CNI plugins, iptables, busybox-static and bash-static
+#     through apt-get. Without root the node tests skip (fail in CI).
 # Needs: python3 >= 3.11 and go (the version the pinned Kubernetes release names, or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +38,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hack/constraints.tx
   touch "$stamp"
 fi
 
-echo "setup: control-plane binaries (built once, cached in ${CUSTOMTASK_SDK_CACHE:-~/.cache/customtask-sdk})"
+echo "setup: control-plane (and, as root, node) binaries (built once, cached in ${CUSTOMTASK_SDK_CACHE:-~/.cache/customtask-sdk})"
 .venv/bin/customtask-sdk testbin install

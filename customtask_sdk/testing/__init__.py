@@ -3,9 +3,10 @@
 Without a cluster: :class:`Harness` steps a CustomRun through a reconciler with a
 :class:`FakeClock` (no extra needed). With one: ``customtask-sdk testbin install`` builds
 the binaries once; :class:`ControlPlane` runs them (etcd, kube-apiserver, Tekton);
-:func:`running` runs a reconciler in the test; the pytest plugin
-``customtask_sdk.testing.pytest_plugin`` provides the ``control_plane``, ``kube`` and
-``namespace`` fixtures. See ``docs/testing.md``.
+:func:`running` runs a reconciler in the test; :class:`Node` (root) runs Pods for real
+beside its own control plane; the pytest plugin ``customtask_sdk.testing.pytest_plugin``
+provides the ``control_plane``, ``kube``, ``namespace`` and ``node`` fixtures. See
+``docs/testing.md``.
 
 Names are imported on first use, so the offline helpers work without the ``[testing]``
 extra (cryptography, pytest), which only the control plane and the plugin need.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         ControlPlaneError,
     )
     from customtask_sdk.testing.harness import Harness, SimulatedRun, StepRecord
+    from customtask_sdk.testing.node import Node, NodeError, NodeNetwork
     from customtask_sdk.testing.proxy import TcpProxy
     from customtask_sdk.testing.testbin import (
         PINNED,
@@ -41,6 +43,7 @@ _MODULES = {
     "controllers": ["controller_process", "create_custom_run", "running"],
     "controlplane": ["TEKTON_NAMESPACE", "ControlPlane", "ControlPlaneError"],
     "harness": ["Harness", "SimulatedRun", "StepRecord"],
+    "node": ["Node", "NodeError", "NodeNetwork"],
     "proxy": ["TcpProxy"],
     "testbin": ["PINNED", "Binaries", "TestbinMissingError", "Versions", "install", "locate"],
     "waiting": ["condition", "wait_deleted", "wait_for"],
@@ -55,6 +58,9 @@ __all__ = [
     "ControlPlaneError",
     "FakeClock",
     "Harness",
+    "Node",
+    "NodeError",
+    "NodeNetwork",
     "SimulatedRun",
     "StepRecord",
     "TcpProxy",

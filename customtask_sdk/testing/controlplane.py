@@ -12,7 +12,7 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,16 @@ import yaml
 
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.testing.certs import CertificateAuthority, KeyPair
-from customtask_sdk.testing.processes import ManagedProcess, free_port, tail_file
+from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
 from customtask_sdk.testing.testbin import Binaries, locate
 
-__all__ = ["TEKTON_NAMESPACE", "ControlPlane", "ControlPlaneError"]
+__all__ = [
+    "DEFAULT_CONTROLLERS",
+    "NODE_CONTROLLERS",
+    "TEKTON_NAMESPACE",
+    "ControlPlane",
+    "ControlPlaneError",
+]
 
 #: The namespace Tekton's controller reads its ConfigMaps from.
 TEKTON_NAMESPACE = "tekton-pipelines"
@@ -33,6 +39,29 @@ _CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "", 
 _CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
 _NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 _FIELD_MANAGER = "customtask-sdk-testing"
+#: kube-controller-manager's controllers without a node: garbage collection, namespaces.
+DEFAULT_CONTROLLERS = ("garbage-collector-controller", "namespace-controller")
+#: What a cluster with a node needs on top: the node's not-ready taint lifted, ``default``
+#: ServiceAccounts and their tokens, the root CA for in-cluster clients, Service endpoints,
+#: PVCs bound (with the hostPath provisioner), workloads (Tekton's affinity assistant is a
+#: StatefulSet), finished Pods collected, and the aggregated roles (``view``, ``edit``) filled.
+NODE_CONTROLLERS = (
+    *DEFAULT_CONTROLLERS,
+    "node-lifecycle-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "statefulset-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "pod-garbage-collector-controller",
+    "clusterrole-aggregation-controller",
+)
 # Tekton's controller needs every image flag set, though custom tasks never run an image.
 _TEKTON_IMAGE_FLAGS = (
     "entrypoint-image",
@@ -42,6 +71,11 @@ _TEKTON_IMAGE_FLAGS = (
     "shell-image",
     "shell-image-win",
 )
+
+
+#: The Service IP range, and the ``kubernetes`` Service's address in it.
+SERVICE_CIDR = "10.0.0.0/24"
+_KUBERNETES_SERVICE_IP = "10.0.0.1"
 
 
 class ControlPlaneError(RuntimeError):
@@ -59,7 +93,7 @@ def _load_yaml_documents(paths: Iterable[Path]) -> list[JSON]:
     return documents
 
 
-class ControlPlane:
+class ControlPlane(AsyncService):
     """etcd + kube-apiserver (envtest-style), with Tekton's CRDs and, on request, controllers.
 
     Use it as an async context manager::
@@ -77,6 +111,11 @@ class ControlPlane:
         binaries: located binaries; defaults to :func:`~customtask_sdk.testing.testbin.locate`.
         workdir: where to keep state; removed on stop only if it was created here.
         install_tekton: install Tekton's namespace, CRDs and ConfigMaps on start.
+        bind_address: where kube-apiserver listens and what it advertises (the ``kubernetes``
+            Service's endpoint). Loopback by default; a node's Pods need an address they
+            reach, such as the Pod bridge's own (see :class:`~customtask_sdk.testing.node.Node`).
+        service_accounts: admit Pods with ServiceAccount tokens (a node needs it; it also
+            needs kube-controller-manager's ServiceAccount controllers).
     """
 
     def __init__(
@@ -85,6 +124,8 @@ class ControlPlane:
         workdir: Path | None = None,
         *,
         install_tekton: bool = True,
+        bind_address: str = "127.0.0.1",
+        service_accounts: bool = False,
     ) -> None:
         self.binaries = binaries or locate()
         self._own_workdir = workdir is None
@@ -92,8 +133,10 @@ class ControlPlane:
         self.log_dir = self.workdir / "logs"
         self.install_tekton = install_tekton
         self.etcd_port = free_port()
-        self.apiserver_port = free_port()
-        self.host = f"https://127.0.0.1:{self.apiserver_port}"
+        self.bind_address = bind_address
+        self.service_accounts = service_accounts
+        self.apiserver_port = free_port()  # free on loopback: no wildcard listener has it
+        self.host = f"https://{bind_address}:{self.apiserver_port}"
         #: The admin kubeconfig (user ``default`` in ``system:masters``), written on start.
         self.kubeconfig = self.workdir / "kubeconfig-admin.yaml"
         #: Seconds each start-up phase took (``etcd``, ``apiserver``, ``tekton-crds``...).
@@ -105,17 +148,6 @@ class ControlPlane:
         self._client_ca = CertificateAuthority("customtask-sdk-client-ca")
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> ControlPlane:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Start etcd and kube-apiserver, wait until ready, then install Tekton's resources."""
@@ -158,7 +190,9 @@ class ControlPlane:
 
     def _write_pki(self) -> None:
         self._pki.mkdir(parents=True, exist_ok=True)
-        self._serving_ca.issue_serving(["localhost", "127.0.0.1"]).write(
+        hosts = ["localhost", "127.0.0.1", self.bind_address, _KUBERNETES_SERVICE_IP]
+        hosts += [f"kubernetes.default.svc{suffix}" for suffix in ("", ".cluster.local")]
+        self._serving_ca.issue_serving(["kubernetes", "kubernetes.default", *hosts]).write(
             self._pki / "apiserver.crt", self._pki / "apiserver.key"
         )
         (self._pki / "client-ca.crt").write_bytes(self._client_ca.cert_pem)
@@ -234,8 +268,8 @@ class ControlPlane:
         pki = self._pki
         argv = [
             str(self.binaries.kube_apiserver),
-            "--advertise-address=127.0.0.1",
-            "--bind-address=127.0.0.1",
+            f"--advertise-address={self.bind_address}",
+            f"--bind-address={self.bind_address}",
             f"--secure-port={self.apiserver_port}",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             f"--cert-dir={pki}",
@@ -243,13 +277,17 @@ class ControlPlane:
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'client-ca.crt'}",
             "--authorization-mode=RBAC",
-            f"--service-account-issuer=https://127.0.0.1:{self.apiserver_port}/",
+            f"--service-account-issuer={self.host}/",
             f"--service-account-key-file={pki / 'sa.crt'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--disable-admission-plugins=ServiceAccount",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            *([] if self.service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
+            # The lease reconciler publishes the `kubernetes` Service's endpoint; it cannot
+            # be a loopback address, so without a node there is none.
+            "--endpoint-reconciler-type="
+            + ("none" if self.bind_address.startswith("127.") else "lease"),
+            "--kubelet-preferred-address-types=InternalIP",
             "--v=1",
         ]
         await self._start(ManagedProcess("kube-apiserver", argv, self.log_dir))
@@ -292,12 +330,19 @@ class ControlPlane:
             + process.tail()
         )
 
-    async def start_controller_manager(self) -> None:
-        """Start kube-controller-manager with garbage collection and namespace deletion."""
+    async def start_controller_manager(
+        self, controllers: Sequence[str] = DEFAULT_CONTROLLERS
+    ) -> None:
+        """Start kube-controller-manager with ``controllers`` (by default garbage collection
+        and namespace deletion; :data:`NODE_CONTROLLERS` for a node)."""
         argv = [
             str(self.binaries.kube_controller_manager),
             f"--kubeconfig={self.kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller",
+            f"--controllers={','.join(controllers)}",
+            f"--service-account-private-key-file={self._pki / 'sa.key'}",
+            f"--root-ca-file={self._pki / 'serving-ca.crt'}",
+            "--enable-hostpath-provisioner",
+            "--node-monitor-period=1s",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
@@ -307,10 +352,18 @@ class ControlPlane:
         await asyncio.sleep(0)
         self._processes["kube-controller-manager"].check_alive()
 
-    async def start_tekton_controller(self, *, threads_per_controller: int = 2) -> None:
+    async def start_tekton_controller(
+        self,
+        *,
+        threads_per_controller: int = 2,
+        images: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         """Start Tekton's PipelineRun/TaskRun controller out of cluster and wait for it.
 
-        Every port it opens is a free one, so several control planes can share a machine.
+        ``images`` sets its image flags (``entrypoint-image``...: a node's local images);
+        without a node they name an image that never runs. Every port it opens is a free
+        one, so several control planes can share a machine. ``environment`` adds variables.
         """
         probes = free_port()
         env = dict(os.environ)
@@ -320,15 +373,23 @@ class ControlPlane:
             METRICS_DOMAIN="tekton.dev/pipeline",
             KUBERNETES_MIN_VERSION="v1.28.0",
             PROFILING_PORT=str(free_port()),
+            # knative's metrics server: loopback and a free port, not every interface's 9090.
+            METRICS_PROMETHEUS_HOST="127.0.0.1",
+            METRICS_PROMETHEUS_PORT=str(free_port()),
             KNATIVE_HEALTH_PROBES_PORT=str(free_port()),  # see testbin's knative overlay
         )
+        env.update(environment or {})
         argv = [
             str(self.binaries.tekton_controller),
             f"-kubeconfig={self.kubeconfig}",
             "-disable-ha",
             f"-threads-per-controller={threads_per_controller}",
         ]
-        argv += [f"-{flag}=customtask-sdk.invalid/unused" for flag in _TEKTON_IMAGE_FLAGS]
+        chosen = images or {}
+        argv += [
+            f"-{flag}={chosen.get(flag, 'customtask-sdk.invalid/unused')}"
+            for flag in _TEKTON_IMAGE_FLAGS
+        ]
         await self._start(ManagedProcess("tekton", argv, self.log_dir, env=env))
         await self._wait_http("tekton", f"http://127.0.0.1:{probes}/readiness", None)
 

@@ -2,7 +2,8 @@
 
 ``customtask-sdk dev up -c pkg.module:Class -f pipeline.yaml`` starts everything, applies
 the manifests, and prints every PipelineRun and CustomRun state change until the
-PipelineRuns finish.
+PipelineRuns finish. As root, with the node installed, it runs a real node too, so Tekton
+tasks run in Pods beside the custom tasks.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, Discovery, KubeClient, Reso
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.controlplane import ControlPlane
+from customtask_sdk.testing.node import Node
+from customtask_sdk.testing.testbin import TestbinMissingError, locate_node
 from customtask_sdk.testing.waiting import condition
 
 __all__ = ["PIPELINE_RUNS", "apply_manifests", "follow", "run_dev"]
 
 #: Tekton's PipelineRun, at its storage version.
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+_TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 _FIELD_MANAGER = "customtask-sdk-dev"
 
 
@@ -61,7 +65,8 @@ async def follow(
     out: TextIO,
     timeout: float,
 ) -> bool:
-    """Print PipelineRun and CustomRun state changes until ``pipeline_runs`` are done.
+    """Print PipelineRun, CustomRun and TaskRun state changes until ``pipeline_runs`` are
+    done.
 
     Returns True if they all succeeded, False on failure or after ``timeout`` seconds.
     """
@@ -102,7 +107,10 @@ async def follow(
                 if len(done) == len(pipeline_runs):
                     return
 
-    runs_watch = asyncio.create_task(watch(CUSTOM_RUNS, "customrun"))
+    runs_watches = [
+        asyncio.create_task(watch(CUSTOM_RUNS, "customrun")),
+        asyncio.create_task(watch(_TASK_RUNS, "taskrun")),
+    ]
     try:
         await asyncio.wait_for(watch(PIPELINE_RUNS, "pipelinerun"), timeout)
     except TimeoutError:
@@ -113,9 +121,10 @@ async def follow(
             out.write(f"no controller acted on {names}: is a controller for its kind running?\n")
         return False
     finally:
-        runs_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runs_watch
+        for runs_watch in runs_watches:
+            runs_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runs_watch
     return all(done.values())
 
 
@@ -127,14 +136,32 @@ async def run_dev(
     namespace: str = "default",
     timeout: float = 300.0,
     keep_running: bool = False,
+    node: bool | None = None,
 ) -> bool:
     """Start the control plane, Tekton's controller and ``reconcilers`` (in this process),
-    apply ``manifests`` and follow their PipelineRuns until they finish."""
+    apply ``manifests`` and follow their PipelineRuns until they finish.
+
+    With ``node`` (by default: when :func:`locate_node` finds it, as root) a real node
+    runs Tekton's tasks in Pods.
+    """
+    if node is None:
+        try:
+            locate_node()
+            node = True
+        except TestbinMissingError as exc:
+            out.write(f"no node ({exc}): Tekton tasks will not run, custom tasks will\n")
+            node = False
     async with contextlib.AsyncExitStack() as stack:
-        cp = await stack.enter_async_context(ControlPlane())
-        out.write(f"control plane ready in {cp.timings['total']:.1f}s ({cp.host})\n")
-        await cp.start_controller_manager()
-        await cp.start_tekton_controller()
+        if node:
+            started = await stack.enter_async_context(Node())
+            cp = started.control_plane
+            ready = started.timings["node-ready"]
+            out.write(f"node {started.name} ready in {ready:.1f}s ({cp.host})\n")
+        else:
+            cp = await stack.enter_async_context(ControlPlane())
+            out.write(f"control plane ready in {cp.timings['total']:.1f}s ({cp.host})\n")
+            await cp.start_controller_manager()
+            await cp.start_tekton_controller()
         out.write(f"Tekton {cp.binaries.versions.tekton} controller running\n")
         for reconciler in reconcilers:
             await stack.enter_async_context(running(cp.client, reconciler, health_port=None))

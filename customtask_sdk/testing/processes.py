@@ -9,8 +9,40 @@ import signal
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
-__all__ = ["ManagedProcess", "child_pids", "free_port", "has_exited", "kill_leftovers", "tail_file"]
+__all__ = [
+    "AsyncService",
+    "ManagedProcess",
+    "child_pids",
+    "free_port",
+    "has_exited",
+    "kill_leftovers",
+    "tail_file",
+]
+
+
+class AsyncService:
+    """Something started and stopped as an async context manager (stopped if starting fails)."""
+
+    async def start(self) -> None:
+        """Start everything."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop everything started, even after a partial start."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
 
 def free_port() -> int:

@@ -1,8 +1,12 @@
-"""Control-plane binaries built from pinned Go modules, cached outside the project.
+"""Control-plane and node binaries built from pinned Go modules, cached outside the project.
 
 ``customtask-sdk testbin install`` builds etcd, kube-apiserver, kube-controller-manager,
 Tekton's controller and entrypoint, and copies Tekton's CRDs and ConfigMaps from the same
-module version. Builds are idempotent: a component whose files are present is skipped.
+module version. As root it also provides what a real node needs (:func:`locate_node`):
+kubelet, kube-scheduler, kube-proxy and kubectl from the same Kubernetes module, Tekton's
+image binaries (nop, workingdirinit, sidecarlogresults), a static pause, and Debian's
+containerd, runc, CNI plugins, iptables, busybox-static and bash-static through apt-get.
+Builds are idempotent: a component whose files are present is skipped.
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "PINNED",
     "Binaries",
+    "NodeBinaries",
+    "NodeMissingError",
     "TestbinMissingError",
     "Versions",
     "cache_dir",
     "install",
     "locate",
+    "locate_node",
 ]
 
 
@@ -41,13 +48,54 @@ class Versions:
 PINNED = Versions()
 
 _KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+_NODE_COMMANDS = ("kubelet", "kube-scheduler", "kube-proxy", "kubectl")
 # How each component is built; a cached build made another way is rebuilt.
 _RECIPES = {
     "etcd": "static",
     "kubernetes": "static, version stamped",
+    "kubernetes-node": "static, version stamped",
     "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT",
+    "tekton-images": "static",
+    "pause": "static, v1",
 }
 _TEKTON_COMMANDS = ("controller", "entrypoint")
+_TEKTON_IMAGE_COMMANDS = ("nop", "workingdirinit", "sidecarlogresults")
+#: Debian packages a node uses (Debian 12 gives containerd 1.6.20, runc 1.1.5, CNI plugins
+#: 1.1.1, iptables 1.8.9, busybox 1.35, bash 5.2): a container runtime that kubelet 1.36
+#: accepts, without building containerd (and its cgo-free runc) from source.
+DEBIAN_PACKAGES = (
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "busybox-static",
+    "bash-static",
+)
+# A pause process for Pod sandboxes: holds the namespaces, reaps orphans, exits on TERM/INT.
+_PAUSE_SOURCE = """package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsignals := make(chan os.Signal, 8)
+\tsignal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+\tfor sig := range signals {
+\t\tif sig != syscall.SIGCHLD {
+\t\t\treturn
+\t\t}
+\t\tfor {
+\t\t\tpid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+\t\t\tif pid <= 0 || err != nil {
+\t\t\t\tbreak
+\t\t\t}
+\t\t}
+\t}
+}
+"""
 
 
 class TestbinMissingError(RuntimeError):
@@ -71,6 +119,34 @@ class Binaries:
     versions: Versions
 
 
+class NodeMissingError(TestbinMissingError):
+    """Something a node needs is missing (or this process is not root)."""
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """Where each executable a node runs is, and the files its images are built from."""
+
+    __test__ = False
+
+    kubelet: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    kubectl: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
+    iptables: Path
+    cni_bin_dir: Path
+    busybox: Path
+    bash: Path
+    pause: Path
+    tekton_nop: Path
+    tekton_workingdirinit: Path
+    tekton_sidecarlogresults: Path
+
+
 def cache_dir() -> Path:
     """The build cache: ``$CUSTOMTASK_SDK_CACHE``, else ``$XDG_CACHE_HOME/customtask-sdk``."""
     explicit = os.environ.get("CUSTOMTASK_SDK_CACHE")
@@ -82,6 +158,12 @@ def cache_dir() -> Path:
 
 def _component_dir(name: str, version: str) -> Path:
     return cache_dir() / "testbin" / f"{name}-{version}"
+
+
+def _missing(executables: Iterable[Path], folder: Path) -> list[str]:
+    """Which of ``executables`` are not executable files, and ``folder`` if it is none."""
+    missing = [str(path) for path in executables if not os.access(path, os.X_OK)]
+    return missing if folder.is_dir() else [*missing, str(folder)]
 
 
 def locate(versions: Versions = PINNED) -> Binaries:
@@ -109,13 +191,8 @@ def locate(versions: Versions = PINNED) -> Binaries:
         tekton_config=tekton / "config",
         versions=versions,
     )
-    missing = [
-        str(path)
-        for path in (etcd, apiserver, kcm, binaries.tekton_controller, binaries.tekton_entrypoint)
-        if not os.access(path, os.X_OK)
-    ]
-    if not (binaries.tekton_config / "300-crds").is_dir():
-        missing.append(str(binaries.tekton_config / "300-crds"))
+    executables = (etcd, apiserver, kcm, binaries.tekton_controller, binaries.tekton_entrypoint)
+    missing = _missing(executables, binaries.tekton_config / "300-crds")
     if missing:
         raise TestbinMissingError(
             "control-plane binaries are missing: "
@@ -124,6 +201,45 @@ def locate(versions: Versions = PINNED) -> Binaries:
             " the first build takes a while, later ones are skipped."
         )
     return binaries
+
+
+def locate_node(versions: Versions = PINNED) -> NodeBinaries:
+    """Find everything a node needs; it must run as root.
+
+    Raises:
+        NodeMissingError: not root, or something is not installed yet.
+    """
+    if os.geteuid() != 0:
+        raise NodeMissingError("a node needs root (containerd, mounts, network namespaces)")
+    k8s = _component_dir("kubernetes-node", versions.kubernetes)
+    images = _component_dir("tekton-images", versions.tekton)
+    node = NodeBinaries(
+        kubelet=k8s / "kubelet",
+        kube_scheduler=k8s / "kube-scheduler",
+        kube_proxy=k8s / "kube-proxy",
+        kubectl=k8s / "kubectl",
+        containerd=Path("/usr/bin/containerd"),
+        containerd_shim=Path("/usr/bin/containerd-shim-runc-v2"),
+        ctr=Path("/usr/bin/ctr"),
+        runc=Path("/usr/sbin/runc"),
+        iptables=Path("/usr/sbin/iptables"),
+        cni_bin_dir=Path("/usr/lib/cni"),
+        busybox=Path("/bin/busybox"),
+        bash=Path("/bin/bash-static"),
+        pause=_component_dir("pause", "v1") / "pause",
+        tekton_nop=images / "nop",
+        tekton_workingdirinit=images / "workingdirinit",
+        tekton_sidecarlogresults=images / "sidecarlogresults",
+    )
+    executables = [p for p in vars(node).values() if isinstance(p, Path) and p != node.cni_bin_dir]
+    missing = _missing([*executables, node.cni_bin_dir / "bridge"], node.cni_bin_dir)
+    if missing:
+        raise NodeMissingError(
+            "node binaries are missing: "
+            + ", ".join(missing)
+            + ". Install them with `customtask-sdk testbin install` as root."
+        )
+    return node
 
 
 Log = Callable[[str], None]
@@ -226,9 +342,11 @@ def _build_module(
         shutil.move(str(staging), str(dest))
 
 
-def _install_kubernetes(version: str, log: Log) -> None:
-    dest = _component_dir("kubernetes", version)
-    if _is_built(dest, _KUBERNETES_COMMANDS, _RECIPES["kubernetes"]):
+def _install_kubernetes(
+    version: str, log: Log, name: str = "kubernetes", commands: Sequence[str] = _KUBERNETES_COMMANDS
+) -> None:
+    dest = _component_dir(name, version)
+    if _is_built(dest, commands, _RECIPES[name]):
         return
     info = _module_info("k8s.io/kubernetes", version, Path(tempfile.gettempdir()), log)
     upstream = Path(info["GoMod"]).read_text()
@@ -240,7 +358,7 @@ def _install_kubernetes(version: str, log: Log) -> None:
         f"module testbin/kubernetes\n\ngo {go}\n\nrequire k8s.io/kubernetes {version}\n\n"
         f"replace (\n{replaces}\n)\n"
     )
-    packages = {cmd: f"k8s.io/kubernetes/cmd/{cmd}" for cmd in _KUBERNETES_COMMANDS}
+    packages = {cmd: f"k8s.io/kubernetes/cmd/{cmd}" for cmd in commands}
     # Stamp the version as Kubernetes' own build does: a module build reports
     # v0.0.0-master, which clients with a minimum version (Tekton's controller) refuse.
     major, minor = version.removeprefix("v").split(".")[:2]
@@ -250,9 +368,7 @@ def _install_kubernetes(version: str, log: Log) -> None:
         f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean"
     )
     toolchain = _toolchain_for(go, log)
-    _build_module(
-        "kubernetes", gomod, packages, dest, log, toolchain, ldflags, recipe=_RECIPES["kubernetes"]
-    )
+    _build_module(name, gomod, packages, dest, log, toolchain, ldflags, recipe=_RECIPES[name])
 
 
 def _install_etcd(version: str, log: Log) -> None:
@@ -322,14 +438,98 @@ def _install_tekton(version: str, log: Log) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
 
 
-def install(versions: Versions = PINNED, log: Log = print) -> Binaries:
-    """Build whatever is missing and return the located binaries."""
-    for name, step, version in (
+def _install_kubernetes_node(version: str, log: Log) -> None:
+    _install_kubernetes(version, log, "kubernetes-node", _NODE_COMMANDS)
+
+
+def _install_tekton_images(version: str, log: Log) -> None:
+    dest = _component_dir("tekton-images", version)
+    if _is_built(dest, _TEKTON_IMAGE_COMMANDS, _RECIPES["tekton-images"]):
+        return
+    module = "github.com/tektoncd/pipeline"
+    gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
+    packages = {cmd: f"{module}/cmd/{cmd}" for cmd in _TEKTON_IMAGE_COMMANDS}
+    recipe = _RECIPES["tekton-images"]
+    _build_module("tekton-images", gomod, packages, dest, log, recipe=recipe)
+
+
+def _install_pause(version: str, log: Log) -> None:
+    dest = _component_dir("pause", version)
+    if _is_built(dest, ["pause"], _RECIPES["pause"]):
+        return
+    build_root = cache_dir() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pause-", dir=build_root) as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text("module testbin/pause\n\ngo 1.24\n")
+        (work / "main.go").write_text(_PAUSE_SOURCE)
+        staging = work / "bin"
+        staging.mkdir()
+        _run(
+            ["go", "build", "-ldflags=-s -w", "-o", str(staging / "pause"), "."],
+            work,
+            _go_env(),
+            log,
+        )
+        (staging / ".recipe").write_text(_RECIPES["pause"])
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(dest))
+
+
+def _install_debian_packages(log: Log) -> None:
+    """``apt-get install`` the node's Debian packages that are not installed yet."""
+    query = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *DEBIAN_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    installed = {
+        line.split()[0] for line in query.stdout.splitlines() if line.endswith(" installed")
+    }
+    wanted = [pkg for pkg in DEBIAN_PACKAGES if pkg not in installed]
+    if not wanted:
+        return
+    log(f"node: installing Debian packages with apt-get (root): {' '.join(wanted)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cwd = Path(tempfile.gettempdir())
+    _run(["apt-get", "update", "-q"], cwd, env, log)
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted], cwd, env, log)
+
+
+def _node_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    if shutil.which("apt-get") is None or shutil.which("dpkg-query") is None:
+        return "no apt-get (the node uses Debian's containerd, runc and CNI plugins)"
+    return None
+
+
+def install(versions: Versions = PINNED, log: Log = print, *, node: bool = True) -> Binaries:
+    """Build whatever is missing and return the located control-plane binaries.
+
+    With ``node`` (the default) and as root on Debian, also install what a node needs
+    (:func:`locate_node`); otherwise say why the node parts are skipped.
+    """
+    steps: list[tuple[str, Callable[[str, Log], None], str]] = [
         ("etcd", _install_etcd, versions.etcd),
         ("kubernetes", _install_kubernetes, versions.kubernetes),
         ("tekton", _install_tekton, versions.tekton),
-    ):
+    ]
+    skip = _node_skip_reason() if node else "not requested"
+    if skip is None:
+        steps += [
+            ("debian-packages", lambda _version, log: _install_debian_packages(log), "(apt)"),
+            ("kubernetes-node", _install_kubernetes_node, versions.kubernetes),
+            ("tekton-images", _install_tekton_images, versions.tekton),
+            ("pause", _install_pause, "v1"),
+        ]
+    for name, step, version in steps:
         started = time.monotonic()
         step(version, log)
         log(f"{name} {version}: ready in {time.monotonic() - started:.1f}s")
+    if skip is not None:
+        log(f"node parts skipped ({skip}): node tests will skip, the control plane works")
     return locate(versions)

@@ -107,7 +107,7 @@ async def test_garbage_collection_deletes_owned_objects(kube: KubeClient, namesp
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_dev_up_stops_every_process_it_started_on_a_signal(sig: signal.Signals) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "customtask_sdk.cli", "dev", "up", "--keep-running"),
+        *(sys.executable, "-m", "customtask_sdk.cli", "dev", "up", "--keep-running", "--no-node"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
