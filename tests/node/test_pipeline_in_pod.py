@@ -18,11 +18,9 @@ import pytest
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
+from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
-
-node_module = pytest.importorskip("customtask_sdk.testing.node")
-Node = node_module.Node
 
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
@@ -330,7 +328,7 @@ CORPUS: dict[str, JSON] = {
 
 
 @pytest.fixture
-async def pip(node: Any, node_namespace: str) -> AsyncIterator[PipelineInPod]:
+async def pip(node: Node, node_namespace: str) -> AsyncIterator[PipelineInPod]:
     images = node.tekton_images
     reconciler = PipelineInPod(
         images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
@@ -387,7 +385,7 @@ async def pip_run(
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
 async def test_tekton_and_pipeline_in_pod_agree(
-    node: Any, node_namespace: str, pip: PipelineInPod, case: str
+    node: Node, node_namespace: str, pip: PipelineInPod, case: str
 ) -> None:
     spec = CORPUS[case]
     tekton, ours = await asyncio.gather(
@@ -397,7 +395,7 @@ async def test_tekton_and_pipeline_in_pod_agree(
 
 
 async def test_one_pod_for_the_whole_pipeline_and_sidecars_stopped(
-    node: Any, node_namespace: str, pip: PipelineInPod
+    node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
     spec = CORPUS["sidecar"]
     _, states, _ = await pip_run(
@@ -424,7 +422,7 @@ async def test_one_pod_for_the_whole_pipeline_and_sidecars_stopped(
 
 
 async def test_cancelling_stops_the_pod_promptly(
-    node: Any, node_namespace: str, pip: PipelineInPod
+    node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
     name = f"pip-{uuid.uuid4().hex[:6]}"
     body = custom_run(name, {"pipelineSpec": {"tasks": [t("long", sh("sleep 600"))]}})
@@ -444,7 +442,7 @@ async def test_cancelling_stops_the_pod_promptly(
 
 
 async def test_an_image_that_cannot_be_pulled_fails_within_seconds(
-    node: Any, node_namespace: str, pip: PipelineInPod
+    node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
     spec = {"tasks": [t("a", {"image": "customtask.local/no/such:image", "command": ["x"]})]}
     status, states, _ = await pip_run(node.client, node_namespace, spec)
