@@ -45,9 +45,10 @@ def build(
     values: dict[str, Any] | None = None,
     bindings: list[dict[str, Any]] | None = None,
     ctx: RunContext = CTX,
+    finally_: list[dict[str, Any]] | None = None,
     **pipeline: Any,
 ) -> Plan:
-    spec = PipelineSpec.model_validate({"tasks": tasks, **pipeline})
+    spec = PipelineSpec.model_validate({"tasks": tasks, "finally": finally_ or [], **pipeline})
     specs = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_]}
     resolved = {name: s for name, s in specs.items() if s is not None}
     binds = [WorkspaceBinding.model_validate(b) for b in bindings or []]
@@ -190,13 +191,11 @@ def test_params_string_array_object_with_defaults_and_substitution() -> None:
             )
         ],
         values={"list": ["p", "q"]},
-        **{
-            "params": [
-                {"name": "word", "default": "hello"},
-                {"name": "list", "type": "array"},
-                {"name": "map", "type": "object", "default": {"k": "K", "j": "J"}},
-            ]
-        },
+        params=[
+            {"name": "word", "default": "hello"},
+            {"name": "list", "type": "array"},
+            {"name": "map", "type": "object", "default": {"k": "K", "j": "J"}},
+        ],
     )
     assert command(containers(plan)["step-t-unnamed-0"]) == [
         "echo",
@@ -214,7 +213,7 @@ def test_object_param_given_in_part_takes_missing_keys_from_its_default() -> Non
     plan = build(
         [task("t", step("echo", "$(params.o.a)", "$(params.o.b)"))],
         values={"o": {"a": "given"}},
-        **{"params": [{"name": "o", "type": "object", "default": {"a": "1", "b": "2"}}]},
+        params=[{"name": "o", "type": "object", "default": {"a": "1", "b": "2"}}],
     )
     assert command(containers(plan)["step-t-unnamed-0"]) == ["echo", "given", "2"]
 
@@ -515,7 +514,7 @@ def test_when_false_on_params_skips_the_task_before_the_pod_and_its_result_users
             task("d", when=[{"input": "$(params.go)", "operator": "notin", "values": ["yes"]}]),
         ],
         values={"go": "no"},
-        **{"params": [{"name": "go"}]},
+        params=[{"name": "go"}],
     )
     assert plan.task("a").skipped == "WhenExpressionsEvaluatedFalse"
     assert plan.task("c").skipped == "ResultsMissing"
@@ -555,11 +554,7 @@ def test_when_on_a_result_is_decided_in_the_pod_by_the_entrypoint() -> None:
 def test_finally_waits_on_a_barrier_that_waits_on_every_task_and_reads_statuses() -> None:
     plan = build(
         [task("a"), task("b", runAfter=["a"])],
-        **{
-            "finally": [
-                task("f", step("echo", "$(tasks.status)", "$(tasks.a.status)")),
-            ]
-        },
+        finally_=[task("f", step("echo", "$(tasks.status)", "$(tasks.a.status)"))],
     )
     c = containers(plan)
     names = [x["name"] for x in plan.pod_spec["containers"]]
