@@ -353,9 +353,13 @@ def task_scope(ptask: PipelineTask, spec: TaskSpec, outer: Scope, ctx: RunContex
 
 
 def _task_texts(ptask: PipelineTask) -> list[str]:
+    """Where a pipeline task may reference other tasks: its params and ``when`` (as in
+    Tekton), and its inline ``taskSpec`` (read at run time here, so it orders too)."""
     texts = [json.dumps(param.value) for param in ptask.params]
     for when in ptask.when:
         texts.extend([when.input or "", *(when.values or []), when.cel or ""])
+    if ptask.taskSpec is not None:
+        texts.append(ptask.taskSpec.model_dump_json())
     return texts
 
 

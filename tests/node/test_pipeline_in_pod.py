@@ -103,6 +103,7 @@ CORPUS: dict[str, JSON] = {
         ],
         "results": [result("p")],
     },
+    # Tekton substitutes results in params and when only: they come through params.
     "result-in-args-and-env": {
         "tasks": [
             producer("a", "val"),
@@ -111,10 +112,11 @@ CORPUS: dict[str, JSON] = {
                 {
                     "image": "busybox",
                     "command": ["sh", "-c", 'printf "$1-$E" > $(results.out.path)', "--"],
-                    "args": ["$(tasks.a.results.out)"],
-                    "env": [{"name": "E", "value": "$(tasks.a.results.out)"}],
+                    "args": ["$(params.v)"],
+                    "env": [{"name": "E", "value": "$(params.v)"}],
                 },
-                spec={"results": [{"name": "out"}]},
+                params=[{"name": "v", "value": "$(tasks.a.results.out)"}],
+                spec={"params": [{"name": "v"}], "results": [{"name": "out"}]},
             ),
         ],
         "results": [result("b")],
@@ -131,9 +133,13 @@ CORPUS: dict[str, JSON] = {
                 {
                     "image": "busybox",
                     "command": ["sh", "-c", 'printf "%s," "$@" > $(results.out.path)', "--"],
-                    "args": ["$(tasks.a.results.out[*])"],
+                    "args": ["$(params.v[*])"],
                 },
-                spec={"results": [{"name": "out"}]},
+                params=[{"name": "v", "value": ["$(tasks.a.results.out[*])"]}],
+                spec={
+                    "params": [{"name": "v", "type": "array"}],
+                    "results": [{"name": "out"}],
+                },
             ),
         ],
         "results": [result("b")],

@@ -892,3 +892,13 @@ def test_v1_compute_resources_are_a_steps_and_a_sidecars_resources() -> None:
     assert c["step-t-unnamed-0"]["resources"]["requests"] == {"cpu": "1000m"}
     assert c["sidecar-t-s"]["resources"] == wanted
     assert "computeResources" not in c["sidecar-t-s"]
+
+
+def test_a_result_used_inside_an_inline_task_spec_orders_the_tasks_too() -> None:
+    plan = build(
+        [
+            task("b", step("echo", "$(tasks.a.results.x)")),
+            task("a", spec={"results": [{"name": "x"}]}),
+        ]
+    )
+    assert plan.task("b").deps == ("a",)
