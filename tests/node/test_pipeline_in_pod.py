@@ -324,8 +324,9 @@ CORPUS: dict[str, JSON] = {
         "tasks": [
             t(
                 "a",
-                sh("printf '$(context.pipelineTask.retries)' > $(results.out.path)"),
-                spec={"results": [{"name": "out"}]},
+                sh("printf '$(params.r)' > $(results.out.path)"),
+                params=[{"name": "r", "value": "$(context.pipelineTask.retries)"}],
+                spec={"params": [{"name": "r"}], "results": [{"name": "out"}]},
             )
         ],
         "results": [result("a")],
@@ -353,11 +354,18 @@ async def tekton_run(
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
     """Run ``spec`` as a PipelineRun: outcome, per-task states, results."""
     name = f"pr-{uuid.uuid4().hex[:6]}"
+    # Tekton's tasks share a workspace across Pods through a volume: a claim per run (the
+    # node provisions hostPath volumes); Pipeline-in-Pod's default is an emptyDir.
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}
+    bound = [
+        {"name": ws["name"], "volumeClaimTemplate": {"spec": claim}}
+        for ws in spec.get("workspaces") or []
+    ]
     body = {
         "apiVersion": "tekton.dev/v1",
         "kind": "PipelineRun",
         "metadata": {"name": name},
-        "spec": {"pipelineSpec": spec},
+        "spec": {"pipelineSpec": spec, "workspaces": bound},
     }
     await kube.create(PIPELINE_RUNS.path(namespace), body)
     run = await wait_for(kube, PIPELINE_RUNS, namespace, name, done, timeout=180)
