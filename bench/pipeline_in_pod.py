@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -24,7 +26,9 @@ from customtask_sdk.testing.controllers import running
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
 from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
 from examples.pipeline_in_pod.model import PipelineSpec
+from examples.pipeline_in_pod.status import read_pod
 
+IMAGES = Images("ep", "nop", "sh")
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 NAMESPACE = "bench-pip"
 
@@ -65,13 +69,44 @@ def compile_time(count: int, trials: int = 20) -> float:
     spec = PipelineSpec.model_validate({"tasks": tasks})
     specs = {t.name: t.taskSpec for t in spec.tasks if t.taskSpec is not None}
     ctx = RunContext("r", "ns", "u", "p", "pr")
-    images = Images("ep", "nop", "sh")
     times = []
     for _ in range(trials):
         started = time.perf_counter()
-        compile_pipeline(spec, specs, {}, [], ctx, images)
+        compile_pipeline(spec, specs, {}, [], ctx, IMAGES)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def status_size(count: int, runs: int = 1000) -> tuple[int, float]:
+    """Bytes of one finished run's ``status.extraFields`` (its per-task status) for a
+    pipeline of ``count`` tasks, and MiB that ``runs`` such statuses take in memory as
+    the informer caches them (decoded JSON, measured with tracemalloc)."""
+    pipeline = sequential(count)
+    spec = PipelineSpec.model_validate(pipeline)
+    specs = {t.name: t.taskSpec for t in spec.tasks if t.taskSpec is not None}
+    plan = compile_pipeline(spec, specs, {}, [], RunContext("r", "ns", "u", "p", "pr"), IMAGES)
+    ended = {
+        "exitCode": 0,
+        "message": json.dumps(
+            [{"key": "StartedAt", "value": "2026-01-01T00:00:00.000Z", "type": 3}]
+        ),
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:01Z",
+    }
+    statuses = [
+        {"name": c["name"], "state": {"terminated": ended}} for c in plan.pod_spec["containers"]
+    ]
+    pod = {"metadata": {"name": "p", "namespace": "ns"}, "status": {"containerStatuses": statuses}}
+    view = read_pod(plan, pod)
+    fields = {"pod": "p", "tasks": view.tasks}  # a finished run keeps no frozen spec
+    text = json.dumps(fields)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = [json.loads(text) for _ in range(runs)]
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del kept
+    return len(text), used / 2**20
 
 
 def done(obj: JSON) -> bool:
@@ -150,6 +185,11 @@ def main() -> None:
     args = parser.parse_args()
     for count in (10, 100):
         print(f"compile {count:>3} tasks: {compile_time(count) * 1000:.1f} ms (median of 20)")
+    for count in (10, 100):
+        size, mib = status_size(count)
+        print(
+            f"status of a {count:>3}-task run: {size / 1024:.1f} KiB; 1,000 cached: {mib:.1f} MiB"
+        )
     if not args.compile_only:
         asyncio.run(on_node(args.trials))
 

@@ -260,6 +260,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             return await self._running(run, pod, view.tasks, fields, limits, timed_out)
         await self._stop_sidecars(pod)
         verdict = view.verdict
+        if verdict.succeeded or run.attempt >= run.retries:
+            # The run ends here: its frozen spec is no longer needed (a retry would read it),
+            # and a finished run's status stays in every cache for as long as the run does.
+            del fields["spec"]
         if timed_out and not verdict.succeeded:
             fields["tasksTimedOut"] = True
             return Failed(TIMEOUT, f"timeouts.tasks passed; {verdict.message}", extra_fields=fields)

@@ -217,6 +217,7 @@ async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
         )
         run = await wait_for(kube, CUSTOM_RUNS, namespace, name, made)
         assert tasks_state(run) == {"make": "succeeded", "use": "running"}
+        frozen = run["status"]["extraFields"]["spec"]
         await kubelet(
             kube,
             namespace,
@@ -227,8 +228,8 @@ async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
     assert outcome(run) == ("True", "Succeeded")
     assert run["status"]["results"] == [{"name": "made", "value": "yo"}]
     assert tasks_state(run) == {"make": "succeeded", "use": "succeeded"}
-    frozen = run["status"]["extraFields"]["spec"]
     assert frozen["tasks"]["make"]["steps"][0]["name"] == "say"
+    assert "spec" not in run["status"]["extraFields"]  # a finished run needs it no more
 
 
 async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
