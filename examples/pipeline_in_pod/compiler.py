@@ -494,13 +494,6 @@ def _status_file(task: str | None) -> str:
     return "aggregate" if task is None else f"task-{task}"
 
 
-def referenced(texts: Iterable[str]) -> tuple[set[str], bool]:
-    """The tasks whose results ``texts`` read at run time, and whether a status is read."""
-    joined = list(texts)
-    results = {m.group(1) for text in joined for m in _RESULT_REF.finditer(text)}
-    return results, any(_STATUS_REF.search(text) for text in joined)
-
-
 def pipeline_results(pipeline: PipelineSpec, scope: Scope) -> dict[str, ParamValue]:
     """Pipeline results, substituted but for task result references (read from the Pod)."""
     names = {ptask.name for ptask in [*pipeline.tasks, *pipeline.finally_]}

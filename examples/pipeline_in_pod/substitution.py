@@ -9,7 +9,7 @@ references are rewritten later, into what the entrypoint substitutes at run time
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from examples.pipeline_in_pod.model import ParamValue
@@ -92,7 +92,3 @@ class Scope:
         if isinstance(value, list):
             return self.strings_list(value)
         return {key: self.string(item) for key, item in value.items()}
-
-    def mapping(self, values: Mapping[str, str]) -> dict[str, str]:
-        """Every value of ``values`` substituted."""
-        return {key: self.string(item) for key, item in values.items()}
