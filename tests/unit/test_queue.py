@@ -344,7 +344,9 @@ async def test_drain_waits_for_in_flight_work() -> None:
     assert not await q.drain(0.01)
     drained = asyncio.create_task(q.drain(1.0))
     q.done("a")
-    await asyncio.sleep(0.001)
+    # Barrier: a second drain, started after `drained`, times out with "b" in flight, so
+    # `drained` has had its chance to see the same state and must still be waiting.
+    assert not await q.drain(0.01)
     assert not drained.done()
     q.done("b")
     assert await drained
