@@ -38,7 +38,11 @@ FATAL_WAITING = {
 }
 #: Longest value of a result kept in a task's status (the run's results are whole).
 MAX_SHOWN = 256
-_RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)\[.]+)(\[\*\])?\)")
+#: ``$(tasks.<t>.results.<r>)``, and ``$(finally.<t>.results.<r>)`` (a finally task's, in
+#: pipeline results, as Tekton spells it).
+_RESULT_REF = re.compile(
+    r"\$\((?:tasks|finally)\.([a-z0-9][-a-z0-9]*)\.results\.([^)\[.]+)(\[\*\])?\)"
+)
 
 
 @dataclass(frozen=True)

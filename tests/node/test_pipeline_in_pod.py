@@ -158,7 +158,7 @@ CORPUS: dict[str, JSON] = {
                 spec={"params": [{"name": "s"}], "results": [{"name": "out"}]},
             )
         ],
-        "results": [result("f")],
+        "results": [{"name": "r-f", "value": "$(finally.f.results.out)"}],
     },
     "finally-after-failure": {
         "tasks": [t("a", sh("exit 1")), t("b", runAfter=["a"])],
@@ -177,7 +177,7 @@ CORPUS: dict[str, JSON] = {
                 },
             )
         ],
-        "results": [result("f")],
+        "results": [{"name": "r-f", "value": "$(finally.f.results.out)"}],
     },
     "finally-fails": {"tasks": [t("a")], "finally": [t("f", sh("exit 1"))]},
     "when-param-false": {
@@ -302,7 +302,7 @@ CORPUS: dict[str, JSON] = {
                 spec={"params": [{"name": "m"}], "results": [{"name": "out"}]},
             )
         ],
-        "results": [result("f")],
+        "results": [{"name": "r-f", "value": "$(finally.f.results.out)"}],
     },
     "step-results": {
         "tasks": [

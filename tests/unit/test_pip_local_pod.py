@@ -538,3 +538,24 @@ def test_a_finally_task_missing_results_is_skipped_and_the_others_run(tmp_path: 
         },
     )
     assert states(view) == {"a": "failed", "uses": "skipped", "plain": "succeeded"}
+
+
+def test_a_pipeline_result_from_a_finally_task(tmp_path: Path) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [{"name": "a", "taskSpec": {"steps": [sh("true")]}}],
+            "finally": [
+                {
+                    "name": "f",
+                    "taskSpec": {
+                        "results": [{"name": "out"}],
+                        "steps": [sh("printf done > $(results.out.path)")],
+                    },
+                }
+            ],
+            "results": [{"name": "r", "value": "$(finally.f.results.out)"}],
+        },
+    )
+    assert view.verdict is not None
+    assert view.verdict.results == {"r": "done"}
