@@ -274,7 +274,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 message=verdict.message,
                 extra_fields=fields,
             )
-        return Failed(verdict.reason, verdict.message, extra_fields=fields)
+        return Failed(verdict.reason, verdict.message, results=verdict.results, extra_fields=fields)
 
     def _timeouts(self, run: Run[PipelineInPodInput]) -> dict[str, datetime.timedelta]:
         """``timeouts.pipeline``, ``tasks`` and ``finally`` that are set (0: none)."""

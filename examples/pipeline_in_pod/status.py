@@ -344,6 +344,8 @@ def _verdict(
     if failed:
         first = failed[0]
         detail = first.get("message") or first["reason"]
-        return Verdict(False, "Failed", f"{counts}; task {first['name']!r} failed: {detail}")
+        message = f"{counts}; task {first['name']!r} failed: {detail}"
+        # Tekton publishes what results it can resolve even when the pipeline fails.
+        return Verdict(False, "Failed", message, pipeline_results(plan.results, results))
     reason = "Completed" if skipped else "Succeeded"
     return Verdict(True, reason, counts, pipeline_results(plan.results, results))

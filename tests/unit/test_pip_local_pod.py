@@ -325,6 +325,7 @@ def test_a_failure_skips_its_dependants_and_finally_sees_the_statuses(tmp_path: 
     assert "'bad'" in view.verdict.message
     report = next(t for t in view.tasks if t["name"] == "report")
     assert report["results"] == {"r": "Failed Failed None Succeeded"}
+    assert view.verdict.results == {"report": "Failed Failed None Succeeded"}  # as Tekton
     del plan
 
 
