@@ -1,0 +1,381 @@
+"""Pipeline-in-Pod: run a whole Tekton Pipeline in one Pod (TEP-0044).
+
+    customtask-sdk run examples.pipeline_in_pod.controller:PipelineInPod
+
+Serves ``pipelineinpod.customtask.dev/v1alpha1`` ``PipelineInPod`` (``PIP_API_VERSION``
+overrides it). ``customRef.name`` names a ``tekton.dev/v1`` Pipeline; or an embedded
+``customSpec.spec`` holds ``pipelineRef`` or ``pipelineSpec``, ``workspaces``,
+``podTemplate`` and params. The resolved Pipeline and Tasks are frozen into
+``status.extraFields.spec`` at the start; the Pod is compiled from them on every reconcile
+(deterministic), created once per attempt, and read back into per-task status.
+
+Images (env): ``PIP_ENTRYPOINT_IMAGE`` (Tekton's entrypoint, ``/ko-app/entrypoint``),
+``PIP_NOP_IMAGE`` (Tekton's nop, swapped in to stop sidecars), ``PIP_SHELL_IMAGE`` (a
+shell: places scripts, and the finally barrier).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+from customtask_sdk import (
+    ConflictError,
+    Failed,
+    NotFoundError,
+    Outcome,
+    Owned,
+    Reconciler,
+    Resource,
+    Run,
+    RunFailed,
+    Running,
+    Succeeded,
+)
+from customtask_sdk.reconciler import format_go_duration, parse_go_duration
+from customtask_sdk.reconciler.run import parse_time
+from examples.pipeline_in_pod.compiler import (
+    BARRIER_CONTAINER,
+    CANCEL_ANNOTATION,
+    READY_ANNOTATION,
+    CompileError,
+    Images,
+    Plan,
+    RunContext,
+    compile_pipeline,
+)
+from examples.pipeline_in_pod.model import (
+    PipelineInPodInput,
+    PipelineSpec,
+    TaskSpec,
+    WorkspaceBinding,
+)
+from examples.pipeline_in_pod.status import read_pod
+
+__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
+
+JSON = dict[str, Any]
+PODS = Resource("", "v1", "pods", "Pod")
+PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
+TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
+#: Label on every Pod this controller makes (the informer selects on it).
+MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
+ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
+_TEKTON = "ghcr.io/tektoncd/pipeline/cmd"
+#: Tekton's reason for a PipelineRun past one of its timeouts.
+TIMEOUT = "PipelineRunTimeout"
+
+
+def custom_run(name: str, spec: Mapping[str, Any]) -> JSON:
+    """A standalone CustomRun of ``spec`` (``pipelineSpec`` or ``pipelineRef``,
+    ``workspaces``, ``timeouts``, ``podTemplate``, params) in one Pod."""
+    custom = {"apiVersion": PipelineInPod.api_version, "kind": "PipelineInPod", "spec": dict(spec)}
+    return {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "metadata": {"name": name},
+        "spec": {"customSpec": custom},
+    }
+
+
+def _container(pod: JSON, name: str) -> JSON:
+    """The state of container ``name`` in ``pod`` (``{}`` before it has one)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status["name"] == name:
+            state: JSON = status.get("state") or {}
+            return state
+    return {}
+
+
+def images_from_env(env: Mapping[str, str] = os.environ) -> Images:
+    """The Pod's helper images, from ``PIP_*_IMAGE`` (defaults: Tekton v1.15.1's)."""
+    return Images(
+        entrypoint=env.get("PIP_ENTRYPOINT_IMAGE", f"{_TEKTON}/entrypoint:v1.15.1"),
+        nop=env.get("PIP_NOP_IMAGE", f"{_TEKTON}/nop:v1.15.1"),
+        shell=env.get("PIP_SHELL_IMAGE", "cgr.dev/chainguard/busybox:latest"),
+    )
+
+
+def _input_error(reason: str, message: str) -> RunFailed:
+    return RunFailed(reason, message, retry=False)
+
+
+class PipelineInPod(Reconciler[PipelineInPodInput]):
+    """Compiles the run's Pipeline into one Pod, and reports each task from its containers."""
+
+    api_version = os.environ.get("PIP_API_VERSION", "pipelineinpod.customtask.dev/v1alpha1")
+    kind = "PipelineInPod"
+    accepts_named_ref = True
+    owns: ClassVar = (
+        Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
+    )
+
+    def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.images = images or images_from_env()
+
+    # -- resolving and freezing --------------------------------------------------
+
+    async def _resolve(self, run: Run[PipelineInPodInput]) -> JSON:
+        """The Pipeline and each task's spec, as the run first saw them."""
+        params = run.params
+        spec = params.pipelineSpec
+        name = (run.obj["spec"].get("customRef") or {}).get("name") or (
+            params.pipelineRef.name if params.pipelineRef else None
+        )
+        if spec is None:
+            if name is None:
+                raise _input_error(
+                    "InvalidParams",
+                    "name a Pipeline (customRef.name or pipelineRef.name) or embed pipelineSpec",
+                )
+            try:
+                found = await self.client.get(PIPELINES.path(run.namespace, name))
+            except NotFoundError:
+                raise _input_error(
+                    "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
+                ) from None
+            spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+        tasks: dict[str, JSON] = {}
+        for ptask in [*spec.tasks, *spec.finally_]:
+            if ptask.taskSpec is not None:
+                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+                continue
+            assert ptask.taskRef is not None
+            try:
+                task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
+            except NotFoundError:
+                raise _input_error(
+                    "TaskNotFound",
+                    f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
+                ) from None
+            tasks[ptask.name] = task.get("spec") or {}
+        return {
+            "pipelineName": name or run.name,
+            "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
+            "tasks": tasks,
+        }
+
+    @staticmethod
+    def _validate(model: type[Any], data: Any, what: str) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise _input_error("InvalidPipeline", f"{what}: {problems}") from None
+
+    def _frozen(self, run: Run[PipelineInPodInput]) -> JSON | None:
+        """The spec frozen at the start (kept across retries, whose status starts afresh)."""
+        frozen = run.extra_fields.get("spec")
+        if isinstance(frozen, dict):
+            return frozen
+        for earlier in (run.obj.get("status") or {}).get("retriesStatus") or []:
+            kept = (earlier.get("extraFields") or {}).get("spec")
+            if isinstance(kept, dict):
+                return kept
+        return None
+
+    def compile(self, run: Run[PipelineInPodInput], frozen: JSON) -> Plan:
+        """The run's Pod, compiled from the frozen spec."""
+        pipeline = self._validate(PipelineSpec, frozen["pipeline"], "pipeline")
+        tasks = {
+            name: self._validate(TaskSpec, spec, f"tasks[{name}]")
+            for name, spec in frozen["tasks"].items()
+        }
+        try:
+            values = run.params.params
+        except ValueError as exc:
+            raise _input_error("InvalidParams", str(exc)) from None
+        ctx = RunContext(
+            name=run.name,
+            namespace=run.namespace,
+            uid=run.uid,
+            pipeline=frozen.get("pipelineName", run.name),
+            pipeline_run=run.pipeline_run or run.name,
+            service_account=run.obj["spec"].get("serviceAccountName"),
+            pod_template=run.params.podTemplate or {},
+        )
+        bindings = list(run.params.workspaces)  # a pipeline task's bindings come in spec
+        for raw in run.obj["spec"].get("workspaces") or []:
+            bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
+        try:
+            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images)
+        except CompileError as exc:
+            raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
+
+    # -- the Pod -----------------------------------------------------------------
+
+    def pod_name(self, run: Run[PipelineInPodInput]) -> str:
+        """The Pod of this attempt."""
+        suffix = f"-retry{run.attempt}" if run.attempt else ""
+        return f"{run.name[: 63 - 4 - len(suffix)]}-pod{suffix}"
+
+    def _pod_body(self, run: Run[PipelineInPodInput], plan: Plan) -> JSON:
+        labels = {
+            "tekton.dev/customRun": run.name,
+            ATTEMPT_LABEL: str(run.attempt),
+            **{k: v for k, v in run.labels.items() if k.startswith("tekton.dev/")},
+        }
+        meta = Owned.of(self.owns[0]).metadata(
+            run, name=self.pod_name(run), namespace=run.namespace, labels=labels
+        )
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": plan.pod_spec}
+
+    async def reconcile(self, run: Run[PipelineInPodInput]) -> Outcome:
+        frozen = self._frozen(run)
+        if frozen is None:
+            frozen = await self._resolve(run)
+        plan = self.compile(run, frozen)
+        name = self.pod_name(run)
+        pod = next((p for p in run.owned(PODS) if p["metadata"]["name"] == name), None)
+        if pod is None and run.extra_fields.get("tasks"):  # seen before: it was deleted
+            raise RunFailed(
+                "PodDeleted",
+                f"Pod {name!r} was deleted while the pipeline ran (evicted, or by someone)",
+            )
+        if pod is None:
+            # A conflict: an earlier reconcile made it; its watch event is on its way.
+            with contextlib.suppress(ConflictError):
+                await self.client.create(PODS.path(run.namespace), self._pod_body(run, plan))
+            return Running(
+                message="Pod created",
+                extra_fields={"spec": frozen, "pod": name, "tasks": []},
+                requeue_after=datetime.timedelta(seconds=30),
+            )
+        limits = self._timeouts(run)
+        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
+        view = read_pod(plan, pod, timed_out=timed_out)
+        fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
+        if plan.waits_for_ready and not view.steps_done:
+            await self._mark_ready(pod)
+        if view.verdict is None:
+            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
+        await self._stop_sidecars(pod)
+        verdict = view.verdict
+        if verdict.succeeded or run.attempt >= run.retries:
+            # The run ends here: its frozen spec is no longer needed (a retry would read it),
+            # and a finished run's status stays in every cache for as long as the run does.
+            del fields["spec"]
+        if timed_out and not verdict.succeeded:
+            fields["tasksTimedOut"] = True
+            return Failed(TIMEOUT, f"timeouts.tasks passed; {verdict.message}", extra_fields=fields)
+        if verdict.succeeded:
+            return Succeeded(
+                results=verdict.results,
+                reason=verdict.reason,
+                message=verdict.message,
+                extra_fields=fields,
+            )
+        return Failed(verdict.reason, verdict.message, results=verdict.results, extra_fields=fields)
+
+    def _timeouts(self, run: Run[PipelineInPodInput]) -> dict[str, datetime.timedelta]:
+        """``timeouts.pipeline``, ``tasks`` and ``finally`` that are set (0: none)."""
+        limits: dict[str, datetime.timedelta] = {}
+        given = run.params.timeouts
+        for key in ("pipeline", "tasks", "finally"):
+            text = getattr(given, "finally_" if key == "finally" else key) if given else None
+            if not text:
+                continue
+            try:
+                limit = parse_go_duration(text)
+            except ValueError as exc:
+                raise _input_error("InvalidTimeouts", f"timeouts.{key}: {exc}") from None
+            if limit > datetime.timedelta(0):
+                limits[key] = limit
+        return limits
+
+    async def _running(
+        self,
+        run: Run[PipelineInPodInput],
+        pod: JSON,
+        tasks: list[JSON],
+        fields: JSON,
+        limits: Mapping[str, datetime.timedelta],
+        timed_out: bool,
+    ) -> Outcome:
+        """Act on the pipeline's own timeouts while it runs; else wait for the Pod."""
+        now, wake = run.now, []
+        ends = {key: run.started_at + limit for key, limit in limits.items()}
+        barrier = _container(pod, BARRIER_CONTAINER).get("terminated") or {}
+        if "finally" in limits and barrier.get("finishedAt"):
+            ends["finally"] = parse_time(barrier["finishedAt"]) + limits["finally"]
+        elif "finally" in ends:
+            del ends["finally"]  # counted from when the finally tasks start
+        for key in ("pipeline", "finally"):
+            if key in ends and now >= ends[key]:
+                await self._delete_pod(run)
+                unfinished = {"pending", "running"}
+                for task in tasks:
+                    if task["state"] in unfinished:
+                        task.update(state="timedOut", reason="TaskRunTimeout")
+                limit = format_go_duration(limits[key])
+                return Failed(TIMEOUT, f"timeouts.{key} ({limit}) passed", extra_fields=fields)
+        dag_done = all(
+            t["state"] not in ("pending", "running") for t in tasks if not t.get("finally")
+        )
+        if "tasks" in ends and now >= ends["tasks"] and not dag_done and not timed_out:
+            meta = pod["metadata"]
+            await self.client.patch(
+                PODS.path(meta["namespace"], meta["name"]),
+                {"metadata": {"annotations": {CANCEL_ANNOTATION: "CANCEL"}}},
+            )
+            timed_out = True
+        if timed_out:
+            fields["tasksTimedOut"] = True
+        wake = [end - now for end in ends.values() if end > now]
+        running = [t["name"] for t in tasks if t["state"] == "running"]
+        return Running(
+            message=f"running {', '.join(running)}" if running else "waiting",
+            extra_fields=fields,
+            requeue_after=min(wake) if wake else None,
+        )
+
+    async def _mark_ready(self, pod: JSON) -> None:
+        """Release the steps once every sidecar is ready (Tekton's ``tekton.dev/ready``)."""
+        if (pod["metadata"].get("annotations") or {}).get(READY_ANNOTATION) == "READY":
+            return
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        sidecars = [c for c in statuses if c["name"].startswith("sidecar-")]
+        if not sidecars or not all(c.get("ready") for c in sidecars):
+            return
+        meta = pod["metadata"]
+        await self.client.patch(
+            PODS.path(meta["namespace"], meta["name"]),
+            {"metadata": {"annotations": {READY_ANNOTATION: "READY"}}},
+        )
+
+    async def _stop_sidecars(self, pod: JSON) -> None:
+        """Swap each still-running sidecar's image for nop, as Tekton stops sidecars."""
+        containers = (pod.get("spec") or {}).get("containers") or []
+        statuses = {c["name"]: c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+        ops = [
+            {"op": "replace", "path": f"/spec/containers/{index}/image", "value": self.images.nop}
+            for index, c in enumerate(containers)
+            if c["name"].startswith("sidecar-")
+            and c.get("image") != self.images.nop
+            and "terminated" not in (statuses.get(c["name"], {}).get("state") or {})
+        ]
+        if ops:
+            meta = pod["metadata"]
+            await self.client.patch(PODS.path(meta["namespace"], meta["name"]), ops, "json")
+
+    async def _delete_pod(self, run: Run[PipelineInPodInput]) -> None:
+        await self.client.delete(
+            PODS.path(run.namespace, self.pod_name(run)), params={"gracePeriodSeconds": "1"}
+        )
+
+    async def on_cancel(self, run: Run[PipelineInPodInput]) -> None:
+        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM)."""
+        await self._delete_pod(run)
+
+    async def on_timeout(self, run: Run[PipelineInPodInput]) -> None:
+        """The attempt timed out: delete its Pod."""
+        await self._delete_pod(run)
