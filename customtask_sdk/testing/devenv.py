@@ -36,7 +36,8 @@ _FIELD_MANAGER = "customtask-sdk-dev"
 async def apply_manifests(
     client: KubeClient, paths: Sequence[Path], namespace: str, *, dry_run: bool = False
 ) -> list[JSON]:
-    """Server-side apply every document of ``paths`` (namespaced ones into ``namespace``)."""
+    """Server-side apply every document of ``paths`` (namespaced ones into ``namespace``);
+    one with ``generateName`` and no ``name`` is created, as ``kubectl create`` does."""
     discovery = Discovery(client)
     applied = []
     for path in paths:
@@ -46,7 +47,13 @@ async def apply_manifests(
             resource = await discovery.resource(doc["apiVersion"], doc["kind"])
             if resource.namespaced:
                 doc["metadata"].setdefault("namespace", namespace)
-            applied.append(await client.apply(resource, doc, _FIELD_MANAGER, dry_run=dry_run))
+            meta = doc["metadata"]
+            if "name" not in meta and "generateName" in meta:
+                params = {"dryRun": "All"} if dry_run else None
+                collection = resource.path(meta.get("namespace"))
+                applied.append(await client.create(collection, doc, params=params))
+            else:
+                applied.append(await client.apply(resource, doc, _FIELD_MANAGER, dry_run=dry_run))
     return applied
 
 

@@ -309,3 +309,15 @@ def test_the_deployment_runs_two_hardened_replicas_with_their_identity() -> None
     assert "USER 65532:65532" in DOCKERFILE.read_text().splitlines()
     assert main["resources"]["limits"]["memory"] == "256Mi"
     assert set(main["resources"]["requests"]) == {"cpu", "memory"}
+
+
+async def test_a_manifest_with_generate_name_is_created_each_time(
+    kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "cm.yaml"
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}}
+    manifest.write_text(yaml.safe_dump(config_map))
+    first, second = [(await apply_manifests(kube, [manifest], namespace))[0] for _ in range(2)]
+    names = {first["metadata"]["name"], second["metadata"]["name"]}
+    assert len(names) == 2
+    assert all(name.startswith("x-") for name in names)
