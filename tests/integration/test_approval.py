@@ -454,6 +454,17 @@ async def test_pipeline_run_cancel_and_timeouts_close_the_gate(
         timed = await open_gate(kube, team, approvers=["alice"])
         await kube.patch(CUSTOM_RUNS.path(team, timed), {"spec": {"timeout": "2s"}})
         await gate_where(kube, team, "cancelled-gate", state_is("pending"))
+        # Tekton cancels the children its status lists (from its cache): wait for the gate.
+        await wait_for(
+            kube,
+            PIPELINE_RUNS,
+            team,
+            "cancelled",
+            lambda pr: any(
+                child.get("name") == "cancelled-gate"
+                for child in (pr.get("status") or {}).get("childReferences") or ()
+            ),
+        )
         await kube.patch(PIPELINE_RUNS.path(team, "cancelled"), {"spec": {"status": "Cancelled"}})
         run = await finished(kube, team, "cancelled-gate")
         assert (condition(run) or {}).get("reason") == "CustomRunCancelled"
