@@ -312,10 +312,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         for key in ("pipeline", "finally"):
             if key in ends and now >= ends[key]:
                 await self._delete_pod(run)
-                unfinished = {"pending", "running"}
-                for task in tasks:
-                    if task["state"] in unfinished:
-                        task.update(state="timedOut", reason="TaskRunTimeout")
+                end_unfinished(tasks, "timedOut", "TaskRunTimeout")
                 limit = format_go_duration(limits[key])
                 return Failed(TIMEOUT, f"timeouts.{key} ({limit}) passed", extra_fields=fields)
         dag_done = all(
@@ -372,10 +369,51 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             PODS.path(run.namespace, self.pod_name(run)), params={"gracePeriodSeconds": "1"}
         )
 
-    async def on_cancel(self, run: Run[PipelineInPodInput]) -> None:
-        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM)."""
-        await self._delete_pod(run)
+    def _last_tasks(self, run: Run[PipelineInPodInput]) -> list[JSON] | None:
+        """Each task's status as the Pod shows it now, else as last written (``None``:
+        the run never got as far as its Pod). A Pod being deleted is not read: its steps
+        end by a signal, which is not how they would have ended."""
+        written = run.extra_fields.get("tasks")
+        frozen = self._frozen(run)
+        pod = next(
+            (p for p in run.owned(PODS) if p["metadata"]["name"] == self.pod_name(run)), None
+        )
+        if frozen is None or pod is None or pod["metadata"].get("deletionTimestamp"):
+            return list(written) if isinstance(written, list) else None
+        try:
+            plan = self.compile(run, frozen)
+        except RunFailed:  # its input was bad: it never had a Pod
+            return None
+        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
+        return read_pod(plan, pod, timed_out=timed_out).tasks
 
-    async def on_timeout(self, run: Run[PipelineInPodInput]) -> None:
-        """The attempt timed out: delete its Pod."""
+    async def _stopped(
+        self, run: Run[PipelineInPodInput], state: str, reason: str, *, keep_spec: bool
+    ) -> JSON | None:
+        """Delete the attempt's Pod; its final ``extraFields``: unfinished tasks marked."""
+        tasks = self._last_tasks(run)
         await self._delete_pod(run)
+        if tasks is None:
+            return None
+        fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
+        fields["tasks"] = end_unfinished(tasks, state, reason)
+        return fields
+
+    async def on_cancel(self, run: Run[PipelineInPodInput]) -> JSON | None:
+        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM); every
+        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns."""
+        return await self._stopped(run, "cancelled", "TaskRunCancelled", keep_spec=False)
+
+    async def on_timeout(self, run: Run[PipelineInPodInput]) -> JSON | None:
+        """The attempt timed out: delete its Pod; every unfinished task ends timed out
+        (the frozen spec is kept for a retry)."""
+        retried = run.attempt < run.retries
+        return await self._stopped(run, "timedOut", "TaskRunTimeout", keep_spec=retried)
+
+
+def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:
+    """``tasks`` with each pending or running one ended in ``state`` (``reason``)."""
+    for task in tasks:
+        if task.get("state") in ("pending", "running"):
+            task.update(state=state, reason=reason)
+    return tasks
