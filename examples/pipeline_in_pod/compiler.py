@@ -32,9 +32,9 @@ from decimal import Decimal
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
+from examples.pipeline_in_pod.matrix import IN_DIR, LENGTH_REF, LENGTHS_DIR, expand_matrix
 from examples.pipeline_in_pod.model import (
     EnvVar,
-    Param,
     ParamSpec,
     ParamValue,
     PipelineSpec,
@@ -80,6 +80,7 @@ CANCEL_ANNOTATION = "tekton.dev/cancel"
 
 _RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)]+)\)")
 _STATUS_REF = re.compile(r"\$\(tasks\.(?:([a-z0-9][-a-z0-9]*)\.)?status\)")
+_WHOLE_ARRAY_RESULT = re.compile(r"\$\(tasks\.[a-z0-9][-a-z0-9]*\.results\.[^)\[.]+\[\*\]\)")
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "ksh"}
 
 
@@ -136,6 +137,8 @@ class Plan:
     tasks: tuple[TaskPlan, ...]
     results: Mapping[str, ParamValue]
     waits_for_ready: bool
+    #: Each matrixed task to its instances; a task of this name in ``tasks`` is a join.
+    matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -166,8 +169,6 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                         "containers are fixed when the Pod is created",
                         "Unsupported",
                     )
-            if where == "finally" and ptask.matrix is not None:
-                raise CompileError(f"{at}.matrix", "not supported yet in finally", "Unsupported")
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
@@ -191,94 +192,13 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                     raise CompileError(f"{at}.steps[{index}].image", "is required")
 
 
-# -- matrix -------------------------------------------------------------------------
-
-
-def combinations(ptask: PipelineTask, scope: Scope) -> list[dict[str, str]]:
-    """A matrix's combinations, as Tekton fans it out: the cross product of its params,
-    then each ``include``: added to the combinations its matrix params match (to every
-    one when it names none), else a combination of its own.
-
-    Raises:
-        CompileError: a matrix param is not an array.
-    """
-    assert ptask.matrix is not None
-    names: list[str] = []
-    combos: list[dict[str, str]] = [{}]
-    for param in ptask.matrix.params:
-        values = scope.value(param.value)
-        if not isinstance(values, list):
-            raise CompileError(
-                f"tasks[{ptask.name}].matrix.params[{param.name}]", "must be an array"
-            )
-        names.append(param.name)
-        combos = [{**combo, param.name: value} for combo in combos for value in values]
-    for include in ptask.matrix.include:
-        given = {p["name"]: scope.string(str(p["value"])) for p in include.get("params") or []}
-        keys = {k: v for k, v in given.items() if k in names}
-        matched = [c for c in combos if all(c.get(k) == v for k, v in keys.items())]
-        if matched:
-            for combo in matched:
-                combo.update({k: v for k, v in given.items() if k not in names})
-        else:
-            combos.append(dict(given))
-    return combos
-
-
-def expand_matrix(
-    pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec], scope: Scope
-) -> tuple[PipelineSpec, dict[str, TaskSpec]]:
-    """Each matrixed task as one task per combination (``<task>-<i>``); a dependant of the
-    matrixed task waits for all of them.
-
-    Raises:
-        CompileError: an instance's name is taken, or another task uses its results
-            (Tekton aggregates them into arrays: not yet).
-    """
-    fanned: dict[str, list[str]] = {}
-    expanded: list[PipelineTask] = []
-    specs = dict(tasks)
-    names = {p.name for p in [*pipeline.tasks, *pipeline.finally_]}
-    for ptask in pipeline.tasks:
-        if ptask.matrix is None:
-            expanded.append(ptask)
-            continue
-        instances = []
-        for index, combo in enumerate(combinations(ptask, scope)):
-            name = f"{ptask.name}-{index}"
-            if name in names:
-                raise CompileError(
-                    f"tasks[{name}]", f"is also an instance of matrix {ptask.name!r}"
-                )
-            params = [*ptask.params, *(Param(name=k, value=v) for k, v in combo.items())]
-            expanded.append(
-                ptask.model_copy(update={"name": name, "matrix": None, "params": params})
-            )
-            specs[name] = tasks[ptask.name]
-            instances.append(name)
-        fanned[ptask.name] = instances
-    if not fanned:
-        return pipeline, specs
-    for ptask in [*expanded, *pipeline.finally_]:
-        used = task_refs(_task_texts(ptask)) & fanned.keys()
-        if used:
-            raise CompileError(
-                f"tasks[{ptask.name}]",
-                f"uses results of the matrix {sorted(used)[0]!r}: not supported yet",
-                "Unsupported",
-            )
-    out = [
-        p.model_copy(update={"runAfter": [i for r in p.runAfter for i in fanned.get(r, [r])]})
-        for p in expanded
-    ]
-    return pipeline.model_copy(update={"tasks": out}), specs
-
-
 # -- params and context -------------------------------------------------------------
 
 
 def _check_type(where: str, spec: ParamSpec, value: ParamValue) -> ParamValue:
     kind = spec.kind
+    if kind == "array" and isinstance(value, str) and _WHOLE_ARRAY_RESULT.fullmatch(value):
+        value = [value]  # a whole array result, as Tekton replaces it at run time
     actual = (
         "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "string"
     )
@@ -406,7 +326,7 @@ def levels(deps: Mapping[str, Sequence[str]]) -> dict[str, int]:
 
 
 def _is_dynamic(text: str) -> bool:
-    return bool(_RESULT_REF.search(text) or _STATUS_REF.search(text))
+    return bool(_RESULT_REF.search(text) or _STATUS_REF.search(text) or LENGTH_REF.search(text))
 
 
 def static_when(ptask: PipelineTask, scope: Scope) -> bool | None:
@@ -474,6 +394,11 @@ def step_ref_name(task: str) -> str:
     return f"pip-{task}"
 
 
+def length_ref_name(task: str) -> str:
+    """The ``$(steps.<name>...)`` name under which matrix ``task``'s result lengths are read."""
+    return f"piplen-{task}"
+
+
 def results_mount(task: str) -> str:
     """Where a consumer mounts task ``task``'s results (the entrypoint's step-results dir)."""
     return f"/tekton/steps/step-{step_ref_name(task)}/results"
@@ -484,6 +409,9 @@ def runtime_refs(text: str) -> str:
     run-time ``$(steps...)`` references."""
     text = _RESULT_REF.sub(
         lambda m: f"$(steps.{step_ref_name(m.group(1))}.results.{m.group(2)})", text
+    )
+    text = LENGTH_REF.sub(
+        lambda m: f"$(steps.{length_ref_name(m.group(1))}.results.{m.group(2)})", text
     )
     return _STATUS_REF.sub(
         lambda m: f"$(steps.{STATUS_REF}.results.{_status_file(m.group(1))})", text
@@ -533,6 +461,7 @@ def script_refs(where: str, script: str, env: list[JSON]) -> str:
     """
     found = list(dict.fromkeys(m.group(0) for m in _RESULT_REF.finditer(script)))
     found += list(dict.fromkeys(m.group(0) for m in _STATUS_REF.finditer(script)))
+    found += list(dict.fromkeys(m.group(0) for m in LENGTH_REF.finditer(script)))
     if not found:
         return script
     if not is_shell(script):
@@ -1017,6 +946,10 @@ def _consumer_mounts(container: JSON, produced: Mapping[str, str]) -> None:
     for task, volume in produced.items():
         if any(f"$(steps.{step_ref_name(task)}." in text for text in texts):
             container["volumeMounts"].append(_mount(volume, results_mount(task), True))
+        lengths = length_ref_name(task)
+        if any(f"$(steps.{lengths}." in text for text in texts):  # a matrix join's
+            mount = _mount(volume, f"/tekton/steps/step-{lengths}/results", True)
+            container["volumeMounts"].append({**mount, "subPath": LENGTHS_DIR})
     if any(f"$(steps.{STATUS_REF}." in text for text in texts):
         container["volumeMounts"].append(
             _mount("pip-status", f"/tekton/steps/step-{STATUS_REF}/results", True)
@@ -1128,7 +1061,8 @@ def compile_pipeline(
     """
     check_one_pod(pipeline, tasks)
     outer = pipeline_scope(pipeline, params, ctx)
-    pipeline, tasks = expand_matrix(pipeline, tasks, outer)
+    fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
+    pipeline, tasks = fanout.pipeline, fanout.tasks
     deps = dependencies(pipeline)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
@@ -1163,6 +1097,8 @@ def compile_pipeline(
         elif not root:  # and once the scheduler says the pipeline is not stopping
             gates[name] = list(waits)
             waits.append(f"{GATE_DIR}/{name}")
+        if name in fanout.joins:  # reads what each instance produced
+            mounts[name] = _instance_mounts(fanout.instances[name], build.plans)
         steps = compile_task(
             ptask,
             spec,
@@ -1239,6 +1175,7 @@ def compile_pipeline(
         tasks=tuple(build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
+        matrices=fanout.instances,
     )
 
 
@@ -1268,6 +1205,16 @@ def check_message_budget(pod_spec: JSON, plans: Sequence[TaskPlan]) -> None:
             "pipeline into fewer tasks or steps per Pod",
             "Unsupported",
         )
+
+
+def _instance_mounts(instances: Sequence[str], plans: Sequence[TaskPlan]) -> list[JSON]:
+    """A join's mounts: each instance's results (``pip-results-<plan index>``), read-only."""
+    index = {plan.name: i for i, plan in enumerate(plans) if plan.skipped is None}
+    return [
+        _mount(f"pip-results-{index[name]}", f"{IN_DIR}/{name}", True)
+        for name in instances
+        if name in index
+    ]
 
 
 def _plan(

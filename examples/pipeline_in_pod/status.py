@@ -22,7 +22,7 @@ from examples.pipeline_in_pod.compiler import (
 )
 from examples.pipeline_in_pod.model import ParamValue
 
-__all__ = ["FATAL_WAITING", "PodView", "Verdict", "read_pod"]
+__all__ = ["FATAL_WAITING", "PodView", "Verdict", "aggregate", "read_pod"]
 
 JSON = dict[str, Any]
 
@@ -210,6 +210,19 @@ _ENDED = {"succeeded", "failed", "skipped", "timedOut", "cancelled"}
 _FAILED = {"failed", "timedOut", "cancelled"}
 
 
+def aggregate(
+    instances: Sequence[str], results: Mapping[str, Mapping[str, ParamValue]]
+) -> dict[str, ParamValue]:
+    """A matrix's results as Tekton aggregates them: each result an array of the values
+    of the instances that produced it, in TaskRun-name order."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(instances):
+        for result, value in results.get(name, {}).items():
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.setdefault(result, []).append(text)
+    return dict(out)
+
+
 def pipeline_results(
     wanted: Mapping[str, ParamValue], results: Mapping[str, Mapping[str, ParamValue]]
 ) -> dict[str, ParamValue]:
@@ -286,7 +299,10 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
         entry, kept = _task_state(task, statuses, states, pod, timed_out)
         states[task.name] = entry["state"]
         results[task.name] = kept
-        tasks.append(entry)
+        if task.name not in plan.matrices or entry["state"] == "failed":
+            tasks.append(entry)  # a matrix's join is no task of the pipeline, unless it broke
+    for matrix, instances in plan.matrices.items():
+        results[matrix] = aggregate(instances, results)
     steps_done = all(states[task.name] in _ENDED for task in plan.tasks)
     fatal = next((t for t in tasks if t.get("reason") in FATAL_WAITING), None)
     if fatal is not None:
