@@ -27,8 +27,9 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
@@ -44,6 +45,7 @@ from examples.pipeline_in_pod.model import (
     TaskSpec,
     WorkspaceBinding,
 )
+from examples.pipeline_in_pod.nested import flatten
 from examples.pipeline_in_pod.substitution import Scope
 
 __all__ = [
@@ -242,6 +244,14 @@ def pipeline_scope(
     )
     bind_params("params", pipeline.params, params, scope)
     return scope
+
+
+def _child_scope(
+    ctx: RunContext, name: str, child: PipelineSpec, params: Mapping[str, ParamValue]
+) -> Scope:
+    """The scope of child pipeline task ``name``: Tekton's child run is ``<run>-<name>``."""
+    run = f"{ctx.pipeline_run}-{name}"
+    return pipeline_scope(child, params, replace(ctx, pipeline_run=run, pipeline=run))
 
 
 def task_scope(ptask: PipelineTask, spec: TaskSpec, outer: Scope, ctx: RunContext) -> Scope:
@@ -1059,8 +1069,9 @@ def compile_pipeline(
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
-    check_one_pod(pipeline, tasks)
     outer = pipeline_scope(pipeline, params, ctx)
+    pipeline, outers = flatten(pipeline, outer, partial(_child_scope, ctx))
+    check_one_pod(pipeline, tasks)
     fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
     pipeline, tasks = fanout.pipeline, fanout.tasks
     deps = dependencies(pipeline)
@@ -1069,10 +1080,11 @@ def compile_pipeline(
     mounts: dict[str, list[JSON]] = {}
     verdicts: dict[str, bool | None] = {}
     for ptask in [*pipeline.tasks, *pipeline.finally_]:
-        scope = task_scope(ptask, tasks[ptask.name], outer, ctx)
+        own = outers.get(ptask.name, outer)  # a child pipeline's task: the child's
+        scope = task_scope(ptask, tasks[ptask.name], own, ctx)
         mounts[ptask.name] = task_workspaces(ptask, tasks[ptask.name], volumes, bindings, scope)
         scopes[ptask.name] = scope
-        verdicts[ptask.name] = static_when(ptask, outer)
+        verdicts[ptask.name] = static_when(ptask, own)
     skipped = skipped_tasks(pipeline, deps, verdicts)
     has_sidecars = any(
         tasks[p.name].sidecars
@@ -1106,7 +1118,7 @@ def compile_pipeline(
             waits,
             build,
             wait_content=root and has_sidecars,
-            when=when_flag(ptask, outer) if verdicts[name] is None else (),
+            when=when_flag(ptask, outers.get(name, outer)) if verdicts[name] is None else (),
             mounts=mounts[name],
         )
         last_posts[name] = post_file(name, len(steps) - 1)

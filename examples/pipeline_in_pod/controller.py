@@ -52,6 +52,7 @@ from examples.pipeline_in_pod.compiler import (
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
+    PipelineTask,
     TaskSpec,
     WorkspaceBinding,
 )
@@ -134,32 +135,68 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "InvalidParams",
                     "name a Pipeline (customRef.name or pipelineRef.name) or embed pipelineSpec",
                 )
-            try:
-                found = await self.client.get(PIPELINES.path(run.namespace, name))
-            except NotFoundError:
-                raise _input_error(
-                    "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
-                ) from None
-            spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
-        tasks: dict[str, JSON] = {}
-        for ptask in [*spec.tasks, *spec.finally_]:
-            if ptask.taskSpec is not None:
-                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
-                continue
-            assert ptask.taskRef is not None
-            try:
-                task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
-            except NotFoundError:
-                raise _input_error(
-                    "TaskNotFound",
-                    f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
-                ) from None
-            tasks[ptask.name] = task.get("spec") or {}
+            spec = await self._pipeline(run, name)
+        spec, tasks = await self._resolve_tasks(run, spec, "", (name,) if name else ())
         return {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
             "tasks": tasks,
         }
+
+    async def _pipeline(self, run: Run[PipelineInPodInput], name: str) -> PipelineSpec:
+        try:
+            found = await self.client.get(PIPELINES.path(run.namespace, name))
+        except NotFoundError:
+            raise _input_error(
+                "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
+            ) from None
+        spec: PipelineSpec = self._validate(
+            PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}"
+        )
+        return spec
+
+    async def _resolve_tasks(
+        self, run: Run[PipelineInPodInput], spec: PipelineSpec, prefix: str, seen: tuple[str, ...]
+    ) -> tuple[PipelineSpec, dict[str, JSON]]:
+        """Each task's spec (a child pipeline's by ``<child>-<task>``), and ``spec`` with each
+        child pipeline embedded (``pipelineRef`` resolved)."""
+        tasks: dict[str, JSON] = {}
+        resolved: dict[str, list[PipelineTask]] = {"tasks": [], "finally_": []}
+        for where, ptasks in (("tasks", spec.tasks), ("finally_", spec.finally_)):
+            for ptask in ptasks:
+                name = f"{prefix}{ptask.name}"
+                if ptask.pipelineRef is not None or ptask.pipelineSpec is not None:
+                    child, chain = ptask.pipelineSpec, seen
+                    if ptask.pipelineRef is not None:
+                        chain = (*seen, ptask.pipelineRef.name)
+                        if ptask.pipelineRef.name in seen:
+                            raise _input_error(
+                                "InvalidPipeline",
+                                f"tasks[{name}].pipelineRef: Pipeline "
+                                f"{ptask.pipelineRef.name!r} runs itself ({' -> '.join(chain)})",
+                            )
+                        child = await self._pipeline(run, ptask.pipelineRef.name)
+                    assert child is not None
+                    child, inner = await self._resolve_tasks(run, child, f"{name}-", chain)
+                    tasks.update(inner)
+                    ptask = ptask.model_copy(update={"pipelineRef": None, "pipelineSpec": child})
+                elif ptask.taskSpec is not None:
+                    tasks[name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+                else:
+                    assert ptask.taskRef is not None
+                    tasks[name] = await self._task(run, name, ptask.taskRef.name)
+                resolved[where].append(ptask)
+        return spec.model_copy(update=resolved), tasks
+
+    async def _task(self, run: Run[PipelineInPodInput], ptask: str, name: str) -> JSON:
+        try:
+            task = await self.client.get(TASKS.path(run.namespace, name))
+        except NotFoundError:
+            raise _input_error(
+                "TaskNotFound", f"tasks[{ptask}].taskRef: Task {name!r} not found"
+            ) from None
+        spec: JSON = task.get("spec") or {}
+        return spec
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:

@@ -243,11 +243,18 @@ class PipelineTask(_Tekton):
     timeout: str | None = None
     retries: int = 0
     matrix: Matrix | None = None
+    #: A child Pipeline (TEP-0056, Tekton alpha): its tasks run in the same Pod.
+    pipelineRef: PipelineRef | None = None
+    pipelineSpec: PipelineSpec | None = None
 
     @model_validator(mode="after")
     def _one_task(self) -> PipelineTask:
-        if (self.taskRef is None) == (self.taskSpec is None):
-            raise ValueError(f"task {self.name!r} needs exactly one of taskRef and taskSpec")
+        given = [self.taskRef, self.taskSpec, self.pipelineRef, self.pipelineSpec]
+        if sum(item is not None for item in given) != 1:
+            raise ValueError(
+                f"task {self.name!r} needs exactly one of taskRef, taskSpec, pipelineRef "
+                "and pipelineSpec"
+            )
         return self
 
 
@@ -267,6 +274,9 @@ class PipelineRef(_Tekton):
     """A namespaced ``tekton.dev/v1`` Pipeline by name."""
 
     name: str
+
+
+PipelineTask.model_rebuild()
 
 
 class Timeouts(_Tekton):

@@ -975,3 +975,89 @@ def test_a_result_used_inside_an_inline_task_spec_orders_the_tasks_too() -> None
         ]
     )
     assert plan.task("b").deps == ("a",)
+
+
+# -- pipelines in pipelines ---------------------------------------------------------
+
+
+def _child(**fields: Any) -> dict[str, Any]:
+    """A child pipeline task: inner x, then y reading x's result and the child's param."""
+    spec = {
+        "params": [{"name": "word"}, {"name": "tail", "default": "!"}],
+        "workspaces": [{"name": "src"}],
+        "tasks": [
+            task(
+                "x",
+                step("echo", "$(context.pipelineRun.name)"),
+                spec={"results": [{"name": "r"}]},
+            ),
+            task(
+                "y",
+                step("echo", "$(params.word)$(params.tail)", "$(params.v)"),
+                params=[{"name": "v", "value": "$(tasks.x.results.r)"}],
+                workspaces=[{"name": "w", "workspace": "src", "subPath": "in"}],
+                spec={"params": [{"name": "v"}], "workspaces": [{"name": "w"}]},
+            ),
+        ],
+    }
+    return {
+        "name": "c",
+        "pipelineSpec": spec,
+        "params": [{"name": "word", "value": "$(params.greeting)"}],
+        "workspaces": [{"name": "src", "workspace": "shared", "subPath": "repo"}],
+        **fields,
+    }
+
+
+def _nested(*tasks: dict[str, Any], finally_: list[dict[str, Any]] | None = None) -> Plan:
+    spec = PipelineSpec.model_validate(
+        {
+            "params": [{"name": "greeting"}],
+            "workspaces": [{"name": "shared"}],
+            "tasks": list(tasks),
+            "finally": finally_ or [],
+        }
+    )
+    resolved = {p.name: p.taskSpec for p in [*spec.tasks, *spec.finally_] if p.taskSpec}
+    for inner in _child()["pipelineSpec"]["tasks"]:  # as the controller resolves them
+        resolved[f"c-{inner['name']}"] = TaskSpec.model_validate(inner["taskSpec"])
+    return compile_pipeline(spec, resolved, {"greeting": "hi"}, [], CTX, IMAGES)
+
+
+def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
+    plan = _nested(task("a"), _child(runAfter=["a"]), task("after", runAfter=["c"]))
+    c = containers(plan)
+    assert command(c["step-c-x-unnamed-0"]) == ["echo", "pr-c"]  # Tekton's child run name
+    assert command(c["step-c-y-unnamed-0"]) == ["echo", "hi!", "$(steps.pip-c-x.results.r)"]
+    assert plan.task("c-x").deps == ("a",)
+    assert plan.task("c-y").deps == ("a", "c-x")
+    assert plan.task("after").deps == ("c-x", "c-y")
+    mounts = {m["mountPath"]: m for m in c["step-c-y-unnamed-0"]["volumeMounts"]}
+    assert mounts["/workspace/w"]["subPath"] == "repo/in"  # the parent's workspace
+
+
+@pytest.mark.parametrize(
+    ("tasks", "finally_", "field", "message"),
+    [
+        (
+            [_child(), task("u", params=[{"name": "v", "value": "$(tasks.c.results.r)"}])],
+            [],
+            "tasks[u]",
+            'result reference to pipelineTask "c" is not supported',
+        ),
+        ([task("a")], [_child()], "finally[c]", "in finally is not supported yet"),
+        (
+            [_child(matrix={"params": [{"name": "p", "value": ["1"]}]})],
+            [],
+            "tasks[c].matrix",
+            "does not fan out",
+        ),
+        ([_child(timeout="1m")], [], "tasks[c].timeout", "does not apply a timeout"),
+    ],
+)
+def test_what_tekton_does_not_do_with_a_child_pipeline_is_rejected(
+    tasks: list[dict[str, Any]], finally_: list[dict[str, Any]], field: str, message: str
+) -> None:
+    with pytest.raises(CompileError, match=message) as caught:
+        _nested(*tasks, finally_=finally_)
+    assert caught.value.field == field
