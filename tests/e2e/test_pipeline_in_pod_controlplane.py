@@ -484,3 +484,28 @@ async def test_the_demo_runs_the_sample_and_prints_each_tasks_state(
     assert "package                  succeeded (Succeeded)" in printed
     done_pr = await wait_for(kube, PIPELINE_RUNS, namespace, pr["metadata"]["name"], done)
     assert done_pr["status"]["results"] == [{"name": "image", "value": "registry.local/app-v1.2.3"}]
+
+
+async def test_a_child_pipeline_by_name_is_frozen_into_the_pod_and_a_loop_is_rejected(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    await publish(kube, namespace, "inner")
+    outer = {"tasks": [{"name": "c", "pipelineRef": {"name": "inner"}}]}
+    await create_object(kube, PIPELINES, namespace, outer, name="outer")
+    loop = {"tasks": [{"name": "again", "pipelineRef": {"name": "loop"}}]}
+    await create_object(kube, PIPELINES, namespace, loop, name="loop")
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, ref("outer"))
+        looping = await create_run(kube, namespace, ref("loop"))
+        pod = await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, lambda o: bool(tasks_state(o)))
+        failed = await wait_for(kube, CUSTOM_RUNS, namespace, looping, done)
+    containers = [c["name"] for c in pod["spec"]["containers"]]
+    assert containers == ["step-c-make-say", "step-c-use-unnamed-0", "pip-scheduler"]
+    frozen = run["status"]["extraFields"]["spec"]
+    assert frozen["pipeline"]["tasks"][0]["pipelineSpec"]["tasks"][0]["name"] == "make"
+    assert frozen["tasks"]["c-make"]["steps"][0]["name"] == "say"
+    assert set(tasks_state(run)) == {"c-make", "c-use"}
+    assert outcome(failed) == ("False", "InvalidPipeline")
+    assert "Pipeline 'loop' runs itself (loop -> loop)" in condition(failed)["message"]  # type: ignore[index]
