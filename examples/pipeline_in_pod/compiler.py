@@ -32,6 +32,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from examples.pipeline_in_pod.claims import bind_claims
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
 from examples.pipeline_in_pod.matrix import IN_DIR, LENGTH_REF, LENGTHS_DIR, expand_matrix
 from examples.pipeline_in_pod.model import (
@@ -141,6 +142,8 @@ class Plan:
     waits_for_ready: bool
     #: Each matrixed task to its instances; a task of this name in ``tasks`` is a join.
     matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: PersistentVolumeClaims to make (owned by the run) before the Pod: volumeClaimTemplates.
+    claims: Sequence[JSON] = ()
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -1075,6 +1078,7 @@ def compile_pipeline(
     fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
     pipeline, tasks = fanout.pipeline, fanout.tasks
     deps = dependencies(pipeline)
+    bindings, claims = bind_claims(bindings, ctx.uid)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
     mounts: dict[str, list[JSON]] = {}
@@ -1188,6 +1192,7 @@ def compile_pipeline(
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
         matrices=fanout.instances,
+        claims=claims,
     )
 
 

@@ -58,10 +58,11 @@ from examples.pipeline_in_pod.model import (
 )
 from examples.pipeline_in_pod.status import read_pod
 
-__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
+__all__ = ["CLAIMS", "PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
 
 JSON = dict[str, Any]
 PODS = Resource("", "v1", "pods", "Pod")
+CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
 TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
 #: Label on every Pod this controller makes (the informer selects on it).
@@ -279,6 +280,11 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 f"Pod {name!r} was deleted while the pipeline ran (evicted, or by someone)",
             )
         if pod is None:
+            for claim in plan.claims:  # volumeClaimTemplates: the run's claims, first
+                body = {**claim, "metadata": {**claim["metadata"], "namespace": run.namespace}}
+                body["metadata"]["ownerReferences"] = [run.owner_reference()]
+                with contextlib.suppress(ConflictError):  # made by an earlier attempt
+                    await self.client.create(CLAIMS.path(run.namespace), body)
             # A conflict: an earlier reconcile made it; its watch event is on its way.
             with contextlib.suppress(ConflictError):
                 await self.client.create(PODS.path(run.namespace), self._pod_body(run, plan))

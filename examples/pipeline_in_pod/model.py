@@ -125,12 +125,20 @@ class WorkspaceBinding(_Tekton):
     persistentVolumeClaim: dict[str, Any] | None = None
     configMap: dict[str, Any] | None = None
     secret: dict[str, Any] | None = None
+    #: A claim made per run from this template (Tekton's naming), owned by the run.
+    volumeClaimTemplate: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkspaceBinding:
         given = [
             key
-            for key in ("emptyDir", "persistentVolumeClaim", "configMap", "secret")
+            for key in (
+                "emptyDir",
+                "persistentVolumeClaim",
+                "configMap",
+                "secret",
+                "volumeClaimTemplate",
+            )
             if getattr(self, key) is not None
         ]
         if len(given) > 1:

@@ -339,12 +339,17 @@ def _init_failure(pod: JSON) -> Verdict | None:
     return None
 
 
+#: The scheduler waits for a claim being bound (a volumeClaimTemplate's, just made).
+_CLAIM_PENDING = "unbound immediate PersistentVolumeClaims"
+
+
 def _unschedulable(status: JSON) -> str | None:
     for cond in status.get("conditions") or []:
         if (
             cond.get("type") == "PodScheduled"
             and cond.get("status") == "False"
             and cond.get("reason") == "Unschedulable"
+            and _CLAIM_PENDING not in cond.get("message", "")
         ):
             return f"the Pod cannot be scheduled: {cond.get('message', '')}"
     return None

@@ -146,6 +146,7 @@ CONTROLLERS = [
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
+            ("", "persistentvolumeclaims"): {"create"},
         },
     ),
 ]

@@ -9,6 +9,7 @@ what only one Pod shows: one Pod made, sidecars stopped, cancellation, fast fail
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
-from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
+from examples.pipeline_in_pod.controller import CLAIMS, PODS, PipelineInPod, custom_run
 
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
@@ -614,3 +615,47 @@ async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
         "after": "succeeded",
     }
     assert ours == tekton
+
+
+async def test_a_volume_claim_template_gets_a_claim_owned_by_the_run_named_as_tekton(
+    node: Node, node_namespace: str, pip: PipelineInPod
+) -> None:
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}
+    spec = {
+        "workspaces": [{"name": "shared"}],
+        "tasks": [
+            t(
+                "write",
+                sh("echo kept > $(workspaces.w.path)/file"),
+                workspaces=[{"name": "w", "workspace": "shared"}],
+                spec={"workspaces": [{"name": "w"}]},
+            ),
+            t(
+                "read",
+                sh("printf $(cat $(workspaces.w.path)/file) > $(results.out.path)"),
+                runAfter=["write"],
+                workspaces=[{"name": "w", "workspace": "shared"}],
+                spec={"workspaces": [{"name": "w"}], "results": [{"name": "out"}]},
+            ),
+        ],
+        "results": [result("read")],
+    }
+    name = f"pip-{uuid.uuid4().hex[:6]}"
+    bound = [{"name": "shared", "volumeClaimTemplate": {"spec": claim}}]
+    body = custom_run(name, {"pipelineSpec": spec, "workspaces": bound})
+    created = await node.client.create(CUSTOM_RUNS.path(node_namespace), body)
+    tekton, ours = await asyncio.gather(
+        tekton_run(node.client, node_namespace, spec),
+        wait_for(node.client, CUSTOM_RUNS, node_namespace, name, done, timeout=180),
+    )
+    assert (condition(ours) or {}).get("status") == "True", condition(ours)
+    assert ours["status"]["results"] == [{"name": "r-read", "value": "kept"}]
+    assert tekton[2] == {"r-read": "kept"}
+    claims = (await node.client.get(CLAIMS.path(node_namespace)))["items"]
+    owners = {c["metadata"]["name"]: c["metadata"]["ownerReferences"][0] for c in claims}
+    uid = created["metadata"]["uid"]
+    ours_name = "pvc-" + hashlib.sha256(f"shared{uid}".encode()).hexdigest()[:10]
+    assert owners[ours_name]["uid"] == uid
+    # Tekton's own claim for its PipelineRun, by the same rule
+    (run,) = [o for o in owners.values() if o["kind"] == "PipelineRun"]
+    assert "pvc-" + hashlib.sha256(f"shared{run['uid']}".encode()).hexdigest()[:10] in owners

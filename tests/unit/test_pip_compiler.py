@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -1061,3 +1062,30 @@ def test_what_tekton_does_not_do_with_a_child_pipeline_is_rejected(
     with pytest.raises(CompileError, match=message) as caught:
         _nested(*tasks, finally_=finally_)
     assert caught.value.field == field
+
+
+def test_a_volume_claim_template_binds_the_workspace_to_a_claim_named_as_tekton_names_it() -> None:
+    template = {"metadata": {"name": "cache"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    plan = build(
+        [
+            task(
+                "t",
+                workspaces=[{"name": "w", "workspace": "src"}],
+                spec={"workspaces": [{"name": "w"}]},
+            )
+        ],
+        bindings=[
+            {"name": "src", "volumeClaimTemplate": template},
+            {"name": "other", "volumeClaimTemplate": {"spec": {}}},
+        ],
+        workspaces=[{"name": "src"}, {"name": "other"}],
+    )
+    # Tekton: <template name, else "pvc">-<sha256(workspace name + owner uid)[:10]>
+    expected = "cache-" + hashlib.sha256(b"src" + CTX.uid.encode()).hexdigest()[:10]
+    assert [c["metadata"]["name"] for c in plan.claims] == [
+        expected,
+        "pvc-" + hashlib.sha256(b"other" + CTX.uid.encode()).hexdigest()[:10],
+    ]
+    assert plan.claims[0]["spec"] == template["spec"]
+    volumes = {v["name"]: v for v in plan.pod_spec["volumes"]}
+    assert volumes["ws-src"] == {"name": "ws-src", "persistentVolumeClaim": {"claimName": expected}}
