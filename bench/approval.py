@@ -187,9 +187,8 @@ def start_controller(
     )
 
 
-async def queue_waits(port: int) -> str:
-    """The controller's queue wait (ready to handed to a worker) from its /metrics: the
-    share of reconciles that waited at most 1 ms, 10 ms, 100 ms, 1 s."""
+async def queue_buckets(port: int) -> dict[float, float]:
+    """The controller's ``workqueue_queue_duration_seconds`` buckets from its /metrics."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/metrics") as answer,
@@ -198,11 +197,18 @@ async def queue_waits(port: int) -> str:
     buckets: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith("workqueue_queue_duration_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(bound)] = buckets.get(float(bound), 0.0) + float(line.split()[-1])
-    total = buckets.get(float("inf"), 0.0) or 1.0
+            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    return buckets
+
+
+def queue_waits(before: dict[float, float], after: dict[float, float]) -> str:
+    """The share of reconciles between two scrapes that waited in the queue (ready to
+    handed to a worker) at most 1 ms, 10 ms, 100 ms, 1 s."""
+    count = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = count.get(float("inf"), 0.0) or 1.0
     shares = ", ".join(
-        f"<= {label} {100 * buckets.get(bound, 0.0) / total:.1f}%"
+        f"<= {label} {100 * count.get(bound, 0.0) / total:.1f}%"
         for bound, label in ((1e-3, "1 ms"), (1e-2, "10 ms"), (1e-1, "100 ms"), (1.0, "1 s"))
     )
     return f"{shares} (n={total:.0f} reconciles)"
@@ -255,6 +261,7 @@ async def decisions(
         ]
         print(f"decisions: {load()} before")
         cpu = cpu_seconds(proc.pid)
+        queued = await queue_buckets(port)
         round_trips, answered = await paced_responses(clients, namespace, "gate", rate)
         await asyncio.wait_for(asyncio.gather(*watchers), 120)
         cpu = cpu_seconds(proc.pid) - cpu
@@ -263,7 +270,8 @@ async def decisions(
         print(f"decisions: deciding write answered -> Succeeded=True: {summary(latencies)}")
         print(f"decisions: the deciding write itself (with admission): {summary(round_trips)}")
         print(f"decisions: controller CPU {cpu / gates * 1000:.2f} ms per decision")
-        print(f"decisions: controller queue wait: {await queue_waits(port)}")
+        waits = queue_waits(queued, await queue_buckets(port))
+        print(f"decisions: controller queue wait: {waits}")
         trails = await audit_trails(cp, namespace, gates)
         breakdown(trails, delivered, done)
     finally:
