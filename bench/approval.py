@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import shutil
 import sys
@@ -29,8 +30,9 @@ from pathlib import Path
 
 import aiohttp
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, ApiError, KubeClient
 from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.certs import CertificateAuthority
 from customtask_sdk.testing.controllers import controller_process
 from customtask_sdk.testing.processes import ManagedProcess, free_port
 
@@ -328,16 +330,85 @@ def breakdown(
         print(f"  {label}: {summary(values)}")
 
 
+WEBHOOK = "approval-bench-webhook"
+
+
+async def start_webhook(cp: ControlPlane) -> ManagedProcess:
+    """Serve ``webhook_standin.py`` on loopback over HTTPS (a self-signed certificate) and
+    register it for ApprovalTask updates, failing closed; returns once it is called."""
+    authority = CertificateAuthority("approval-bench-webhook-ca")
+    cert, key = cp.workdir / "webhook.crt", cp.workdir / "webhook.key"
+    authority.issue_serving(["127.0.0.1"]).write(cert, key)
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "webhook_standin.py"),
+        str(port),
+        str(cert),
+        str(key),
+    ]
+    proc = ManagedProcess("webhook-standin", argv, cp.log_dir)
+    await proc.start()
+    webhook: JSON = {
+        "name": "approvaltasks.bench.customtask.dev",
+        "clientConfig": {
+            "url": f"https://127.0.0.1:{port}/validate",
+            "caBundle": base64.b64encode(authority.cert_pem).decode(),
+        },
+        "rules": [
+            {
+                "apiGroups": [APPROVAL_TASKS.group],
+                "apiVersions": [APPROVAL_TASKS.version],
+                "operations": ["UPDATE"],
+                "resources": [APPROVAL_TASKS.plural],
+            }
+        ],
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 10,
+    }
+    configs = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    await cp.client.create(configs, {"metadata": {"name": WEBHOOK}, "webhooks": [webhook]})
+    namespace = "bench-webhook-probe"
+    await cp.client.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    gate: JSON = {
+        "apiVersion": APPROVAL_TASKS.api_version,
+        "kind": "ApprovalTask",
+        "metadata": {"name": "probe"},
+        "spec": {"approvers": ["someone-else"], "numberOfApprovalsRequired": 1},
+    }
+    await cp.client.create(APPROVAL_TASKS.path(namespace), gate)
+    foreign = {"spec": {"responses": {"default": {"decision": "approve"}}}}
+    async with asyncio.timeout(30):
+        while True:  # until the apiserver calls it: the admin's response is refused
+            try:
+                await cp.client.patch(
+                    APPROVAL_TASKS.path(namespace, "probe"), foreign, params={"dryRun": "All"}
+                )
+            except ApiError:
+                return proc
+            await asyncio.sleep(0.1)
+
+
 async def admission(cp: ControlPlane, gates: int, rate: float) -> None:
+    """Response writes with the admission policies (CEL), with nothing, with a webhook."""
     kube = cp.client
     clients = await users(cp, gates)
+    webhook: ManagedProcess | None = None
     try:
-        for label, enforced in (("with policies", True), ("without policies", False)):
-            namespace = f"bench-admission-{'on' if enforced else 'off'}"
+        for label, mode in (
+            ("with the policies (CEL in the apiserver)", "policies"),
+            ("without admission checks", "none"),
+            ("with an HTTPS webhook on loopback instead", "webhook"),
+        ):
+            namespace = f"bench-admission-{mode}"
             await namespace_for_approvers(kube, namespace)
-            if not enforced:
+            if mode == "none":
                 await uninstall_admission(kube)
                 await wait_enforced(kube, enforced=False)
+            if mode == "webhook":
+                webhook = await start_webhook(cp)
 
             async def create(i: int, namespace: str = namespace) -> None:
                 body: JSON = {
@@ -349,9 +420,12 @@ async def admission(cp: ControlPlane, gates: int, rate: float) -> None:
                 await kube.create(APPROVAL_TASKS.path(namespace), body)
 
             await bounded(gates, 32, create)
+            print(f"admission: {load()}")
             round_trips, _ = await paced_responses(clients, namespace, "gate", rate)
             print(f"admission: response write {label}: {summary(round_trips)}")
     finally:
+        if webhook is not None:
+            await webhook.stop()
         for client in clients:
             await client.close()
 
