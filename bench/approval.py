@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, ApiError, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, ForbiddenError, KubeClient, ServerError
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.certs import CertificateAuthority
 from customtask_sdk.testing.controllers import controller_process
@@ -386,8 +386,10 @@ async def start_webhook(cp: ControlPlane) -> ManagedProcess:
                 await cp.client.patch(
                     APPROVAL_TASKS.path(namespace, "probe"), foreign, params={"dryRun": "All"}
                 )
-            except ApiError:
+            except ForbiddenError:
                 return proc
+            except ServerError:  # not listening yet
+                pass
             await asyncio.sleep(0.1)
 
 
@@ -488,7 +490,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--workers",
         type=lambda text: [int(n) for n in text.split(",")],
-        default=[16],
+        default=[64],
         help="the controller's --workers; a comma-separated list runs one trial per value",
     )
     parser.add_argument("--skip", default="", help="comma-separated: decisions,memory,admission")

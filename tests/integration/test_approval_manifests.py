@@ -69,5 +69,6 @@ def test_the_deployment_runs_the_approval_reconciler() -> None:
         ["run", "examples.approval.controller:Approval", *container["args"]]
     )
     assert args.lease_name == "customtask-approval"
+    assert args.workers == 64  # a decision holds a worker for two writes in sequence
     assert isinstance(load_reconciler("examples.approval.controller:Approval"), Approval)
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "approval-controller"
