@@ -66,7 +66,7 @@ _NOT_WITH_REF = (
     ("volumeMounts", "volumeMounts"),
     ("results", "results"),
 )
-_PARAM_REF = re.compile(r"\$\(params(?:\.([_a-zA-Z][_a-zA-Z0-9.-]*?)|\[['\"]([^'\"]+)['\"]\])")
+_PARAM_REF = re.compile(r"\$\(params(?:\.([_a-zA-Z][_a-zA-Z0-9.-]*)|\[['\"]([^'\"]+)['\"]\])")
 _STEP_RESULT = re.compile(r"^\$\(steps\.([^.)]+)\.results\.([^.)\[]+)\)$")
 
 
@@ -132,12 +132,13 @@ def check_step_fields(where: str, step: Step) -> None:
 
 
 def _param_names(text: str) -> list[str]:
-    """The params ``$(params.x...)`` in ``text`` references (``x``, before any ``.key``)."""
-    out = []
-    for match in _PARAM_REF.finditer(text):
-        name = match.group(1) or match.group(2) or ""
-        out.append(re.split(r"[.\[]", name, maxsplit=1)[0])
-    return out
+    """What ``$(params.<name>...)`` in ``text`` reference: the whole dotted name (a
+    string or array param may have dots in its name, an object is ``<name>.<key>``)."""
+    return [m.group(1) or m.group(2) or "" for m in _PARAM_REF.finditer(text)]
+
+
+def _declared(name: str, declared: set[str]) -> bool:
+    return name in declared or name.split(".", 1)[0] in declared
 
 
 def validate_step_action(name: str, spec: StepActionSpec) -> None:
@@ -170,7 +171,7 @@ def validate_step_action(name: str, spec: StepActionSpec) -> None:
             )
         texts.append((f"volumeMounts[{index}].name", mount_name))
     for field_name, text in texts:
-        unknown = [p for p in _param_names(text) if p not in declared]
+        unknown = [p for p in _param_names(text) if not _declared(p, declared)]
         if unknown:
             raise CompileError(f"{at}.{field_name}", f"non-existent variable in {text!r}")
 
