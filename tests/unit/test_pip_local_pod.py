@@ -54,6 +54,7 @@ APPLETS = [
     "head",
     "rm",
     "cp",
+    "ln",
 ]
 
 

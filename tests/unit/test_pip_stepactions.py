@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from examples.pipeline_in_pod.compiler import CompileError, Plan, compile_pipeline
 from examples.pipeline_in_pod.model import PipelineSpec
+from examples.pipeline_in_pod.status import read_pod
 from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 from tests.unit.test_pip_compiler import CTX, IMAGES, command, containers, flag
+from tests.unit.test_pip_local_pod import pod, run_pod, usable
 
 #: StepActions from Tekton's docs/stepactions.md, as the tests name them.
 ACTIONS: dict[str, dict[str, Any]] = {
@@ -47,8 +50,7 @@ ACTIONS: dict[str, dict[str, Any]] = {
         "image": "busybox",
         "env": [{"name": "IMAGE", "value": "$(params.image)"}],
         "script": (
-            'printf "sha256:%s" "$(echo "$IMAGE" | md5sum | cut -c1-12)" '
-            "> $(step.results.digest.path)\n"
+            'printf "sha256:%s" "$(printf %s "$IMAGE" | tr / -)" > $(step.results.digest.path)\n'
             'printf "%s" "$IMAGE" > $(step.results.url.path)\n'
         ),
     },
@@ -370,3 +372,121 @@ def test_a_first_steps_when_in_a_task_with_a_when_decided_in_the_pod_is_refused(
     with pytest.raises(CompileError) as caught:
         compile_pipeline(pipeline, tasks, {}, [], CTX, IMAGES)
     assert caught.value.field == "tasks[t].steps[0].when"
+
+
+# -- run for real under Tekton's entrypoint (local Pods: root) ------------------------
+
+local = pytest.mark.skipif(usable() is not None, reason=str(usable()))
+
+
+@local
+def test_stepactions_run_under_tektons_entrypoint(tmp_path: Path) -> None:
+    """The kaniko-style digest fetched as a task result and used by a later task; the same
+    StepAction twice; a step skipped by its when (Skipped, exit 0), one run by CEL."""
+    build_task = {
+        "name": "build",
+        "params": [{"name": "img", "value": "$(params.img)"}],
+        "taskSpec": {
+            "params": [{"name": "img"}],
+            "results": [
+                {"name": "digest", "value": "$(steps.kaniko.results.digest)"},
+                {"name": "both"},
+            ],
+            "steps": [
+                ref("kaniko", step="kaniko", params=[{"name": "image", "value": "$(params.img)"}]),
+                ref("kaniko", step="again", params=[{"name": "image", "value": "other/x"}]),
+                ref(
+                    "echo",
+                    step="skipped",
+                    params=[{"name": "word", "value": "no"}],
+                    when=[
+                        {
+                            "input": "$(steps.kaniko.results.url)",
+                            "operator": "notin",
+                            "values": ["reg/app"],
+                        }
+                    ],
+                ),
+                {
+                    "name": "join",
+                    "image": "busybox",
+                    "command": [
+                        "sh",
+                        "-c",
+                        'printf "%s|%s" "$1" "$2" > $(results.both.path)',
+                        "--",
+                    ],
+                    "args": ["$(steps.kaniko.results.digest)", "$(steps.again.results.digest)"],
+                    "when": [{"cel": "'$(steps.again.results.url)' == 'other/x'"}],
+                },
+            ],
+        },
+    }
+    use = {
+        "name": "use",
+        "params": [{"name": "d", "value": "$(tasks.build.results.digest)"}],
+        "taskSpec": {
+            "params": [{"name": "d"}],
+            "results": [{"name": "out"}],
+            "steps": [
+                {"image": "busybox", "script": 'printf "got-$(params.d)" > $(results.out.path)'}
+            ],
+        },
+    }
+    pipeline = PipelineSpec.model_validate(
+        {
+            "params": [{"name": "img", "default": "reg/app"}],
+            "tasks": [build_task, use],
+            "results": [
+                {"name": "digest", "value": "$(tasks.build.results.digest)"},
+                {"name": "both", "value": "$(tasks.build.results.both)"},
+                {"name": "out", "value": "$(tasks.use.results.out)"},
+            ],
+        }
+    )
+    tasks = {p.name: p.taskSpec for p in pipeline.tasks if p.taskSpec is not None}
+    plan = compile_pipeline(pipeline, tasks, {}, [], CTX, IMAGES, actions())
+    view = read_pod(plan, pod(plan.pod_spec, run_pod(plan.pod_spec, tmp_path)))
+    assert view.verdict is not None
+    assert view.verdict.results == {
+        "digest": "sha256:reg-app",
+        "both": "sha256:reg-app|sha256:other-x",
+        "out": "got-sha256:reg-app",
+    }, view.tasks
+    build = next(t for t in view.tasks if t["name"] == "build")
+    assert build["state"] == "succeeded"
+    assert [(s["name"], s["exitCode"], s["reason"]) for s in build["steps"]] == [
+        ("kaniko", 0, ""),
+        ("again", 0, ""),
+        ("skipped", 0, "Skipped"),
+        ("join", 0, ""),
+    ]
+
+
+@local
+def test_a_task_whose_only_step_is_skipped_by_its_when_succeeds(tmp_path: Path) -> None:
+    pipeline = PipelineSpec.model_validate(
+        {
+            "tasks": [
+                {
+                    "name": "t",
+                    "taskSpec": {
+                        "steps": [
+                            ref(
+                                "echo",
+                                params=[{"name": "word", "value": "x"}],
+                                when=[{"input": "a", "operator": "in", "values": ["b"]}],
+                            )
+                        ]
+                    },
+                }
+            ]
+        }
+    )
+    tasks = {p.name: p.taskSpec for p in pipeline.tasks if p.taskSpec is not None}
+    plan = compile_pipeline(pipeline, tasks, {}, [], CTX, IMAGES, actions())
+    view = read_pod(plan, pod(plan.pod_spec, run_pod(plan.pod_spec, tmp_path)))
+    assert view.verdict is not None
+    assert view.verdict.succeeded
+    assert view.tasks[0]["state"] == "succeeded"
+    assert view.tasks[0]["steps"][0]["reason"] == "Skipped"
