@@ -155,7 +155,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         tasks: dict[str, JSON] = {}
         for ptask in [*spec.tasks, *spec.finally_]:
             if ptask.taskSpec is not None:
-                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
                 continue
             assert ptask.taskRef is not None
             try:
@@ -168,7 +168,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             tasks[ptask.name] = task.get("spec") or {}
         frozen: JSON = {
             "pipelineName": name or run.name,
-            "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
+            "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
         }
         actions = await self._step_actions(run.namespace, tasks)
