@@ -16,6 +16,7 @@ shell: places scripts, and the finally barrier).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import os
@@ -56,13 +57,23 @@ from examples.pipeline_in_pod.model import (
     WorkspaceBinding,
 )
 from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 
-__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
+__all__ = [
+    "PIPELINES",
+    "PODS",
+    "STEP_ACTIONS",
+    "TASKS",
+    "PipelineInPod",
+    "custom_run",
+    "images_from_env",
+]
 
 JSON = dict[str, Any]
 PODS = Resource("", "v1", "pods", "Pod")
 PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
 TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
+STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -144,7 +155,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         tasks: dict[str, JSON] = {}
         for ptask in [*spec.tasks, *spec.finally_]:
             if ptask.taskSpec is not None:
-                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
                 continue
             assert ptask.taskRef is not None
             try:
@@ -155,11 +166,40 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
                 ) from None
             tasks[ptask.name] = task.get("spec") or {}
-        return {
+        frozen: JSON = {
             "pipelineName": name or run.name,
-            "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
+            "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
         }
+        actions = await self._step_actions(run.namespace, tasks)
+        if actions:
+            frozen["stepActions"] = actions
+        return frozen
+
+    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+        """Every StepAction the tasks' steps reference: one GET per distinct name, at once
+        (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
+        names: list[str] = []
+        for task, spec in tasks.items():
+            try:
+                found = step_action_names(spec)
+            except CompileError as exc:
+                where = f"tasks[{task}].{exc.field}"
+                raise _input_error(exc.reason, f"{where}: {exc.message}") from None
+            names += [name for name in found if name not in names]
+
+        async def get(name: str) -> JSON:
+            try:
+                action = await self.client.get(STEP_ACTIONS.path(namespace, name))
+            except NotFoundError:
+                raise _input_error(
+                    "StepActionNotFound", f"StepAction {name!r} not found in {namespace!r}"
+                ) from None
+            spec: JSON = action.get("spec") or {}
+            return spec
+
+        specs = await asyncio.gather(*(get(name) for name in names))
+        return dict(zip(names, specs, strict=True))
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
@@ -203,11 +243,15 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
         )
+        actions = {
+            name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")
+            for name, spec in (frozen.get("stepActions") or {}).items()
+        }
         bindings = list(run.params.workspaces)  # a pipeline task's bindings come in spec
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images)
+            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images, actions)
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 

@@ -180,7 +180,8 @@ def _task_state(
         steps.append(step)
     if not state:
         if terminated == len(task.steps):
-            if skipped_steps == len(task.steps):
+            if skipped_steps == len(task.steps) and not task.steps[0].when:
+                # The task's own when (a step's own when skips only the step, as Tekton)
                 state, reason = "skipped", "WhenExpressionsEvaluatedFalse"
             else:
                 state, reason = "succeeded", "Succeeded"

@@ -56,6 +56,7 @@ APPLETS = [
     "cp",
     "od",
     "awk",
+    "ln",
 ]
 
 
