@@ -37,8 +37,10 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
+from customtask_sdk.client import CUSTOM_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import parse_time
+from examples.pipeline_in_pod import customtasks
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -47,7 +49,6 @@ from examples.pipeline_in_pod.compiler import (
     Images,
     Plan,
     RunContext,
-    compile_pipeline,
 )
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
@@ -113,6 +114,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     accepts_named_ref = True
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
+        # The CustomRuns of its custom tasks (customtasks.py).
+        Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -147,6 +150,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
                 continue
             assert ptask.taskRef is not None
+            if ptask.taskRef.is_custom:  # run by its own controller: customtasks.py
+                continue
             try:
                 task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
             except NotFoundError:
@@ -207,7 +212,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images)
+            return customtasks.compile_with_custom_tasks(
+                pipeline, tasks, values, bindings, ctx, self.images
+            )
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -252,12 +259,32 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        view = read_pod(plan, pod, timed_out=timed_out)
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
+        if plan.custom:
+            stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
+            if timed_out:
+                stopping["dag"] = customtasks.TIMED_OUT
+            await customtasks.sync(
+                self.client,
+                run,
+                self.owns[1],
+                plan.custom,
+                view,
+                pod,
+                limits,
+                stopping,
+                PODS.path(run.namespace, name),
+            )
         if view.verdict is None:
-            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            outcome = await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
+                await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
+            return outcome
         await self._stop_sidecars(pod)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
@@ -373,9 +400,12 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         )
 
     async def on_cancel(self, run: Run[PipelineInPodInput]) -> None:
-        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM)."""
+        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM), and cancel
+        the custom tasks' CustomRuns."""
         await self._delete_pod(run)
+        await customtasks.cancel_all(self.client, run, customtasks.CANCELLED)
 
     async def on_timeout(self, run: Run[PipelineInPodInput]) -> None:
-        """The attempt timed out: delete its Pod."""
+        """The attempt timed out: delete its Pod, cancel its CustomRuns."""
         await self._delete_pod(run)
+        await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)

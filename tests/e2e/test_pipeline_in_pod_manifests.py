@@ -24,7 +24,7 @@ PODS = Resource("", "v1", "pods", "Pod")
 #: The SDK's calls (CustomRuns, their status, Events), the Pipeline and Tasks read at the
 #: start, and the Pods: created, watched, patched (ready, sidecars), deleted (cancel).
 CLUSTER_WIDE = {
-    ("tekton.dev", "customruns"): {"get", "list", "watch", "patch"},
+    ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
     ("tekton.dev", "customruns/status"): {"get", "patch", "update"},
     ("tekton.dev", "pipelines"): {"get"},
     ("tekton.dev", "tasks"): {"get"},
