@@ -7,9 +7,11 @@ The stand-ins running for real under Tekton's entrypoint: ``test_pip_local_pod.p
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from examples.pipeline_in_pod.compiler import CompileError, Images, Plan, RunContext
@@ -358,3 +360,16 @@ def test_a_custom_run_gets_the_runs_task_timeout_only_over_tektons_default() -> 
     assert child_timeout(task, {"pipeline": hours, "finally": datetime.timedelta(hours=1)}) == (
         "2h0m0s"
     )
+
+
+def test_the_release_sample_compiles_with_its_approval_as_a_custom_task() -> None:
+    sample = Path(__file__).parents[2] / "examples" / "pipeline_in_pod" / "release.yaml"
+    run = yaml.safe_load(sample.read_text())
+    spec = PipelineSpec.model_validate(run["spec"]["customSpec"]["spec"]["pipelineSpec"])
+    specs = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
+    compiled = compile_with_custom_tasks(spec, specs, {}, [], CTX, IMAGES)
+    assert set(compiled.custom) == {"approval"}
+    assert compiled.custom["approval"].timeout == "24h"
+    assert compiled.task("publish").deps == ("approval",)
+    readme = (sample.parent / "README.md").read_text()
+    assert sample.read_text() in readme  # the README shows the sample whole
