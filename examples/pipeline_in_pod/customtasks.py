@@ -451,7 +451,7 @@ def decide(
     entries = {entry["name"]: entry for entry in view.tasks}
     for task in customs.values():
         entry = entries.get(task.name)
-        if entry is None or entry.get("skipped"):
+        if entry is None:
             continue
         name = child_name(run, task.name, attempt)
         child = children.get(name)
