@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
-from customtask_sdk.testing import condition, wait_deleted, wait_for
+from customtask_sdk.testing import condition, create_object, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.pytest_plugin import Cluster
 from examples.pipeline_in_pod import __main__ as pipeline_in_pod_cli
@@ -79,18 +79,6 @@ def ref(name: str) -> JSON:
     }
 
 
-async def create(
-    kube: KubeClient, resource: Resource, namespace: str, name: str, spec: JSON
-) -> None:
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": resource.kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    await kube.create(resource.path(namespace), body)
-
-
 def container(name: str, state: JSON, ready: bool = False) -> JSON:
     """A containerStatuses entry as the kubelet writes it."""
     return {
@@ -105,8 +93,8 @@ def container(name: str, state: JSON, ready: bool = False) -> JSON:
 
 async def publish(kube: KubeClient, namespace: str, pipeline: str) -> None:
     """The Task ``maker`` and PIPELINE as Pipeline ``pipeline``."""
-    await create(kube, TASKS, namespace, "maker", MAKER)
-    await create(kube, PIPELINES, namespace, pipeline, PIPELINE)
+    await create_object(kube, TASKS, namespace, MAKER, name="maker")
+    await create_object(kube, PIPELINES, namespace, PIPELINE, name=pipeline)
 
 
 def terminated(
