@@ -103,6 +103,15 @@ async def start(kube: KubeClient, namespace: str, spec: JSON) -> str:
     return name
 
 
+async def pending_gate(kube: KubeClient, namespace: str, name: str) -> JSON:
+    """The ApprovalTask ``name`` once it waits for responses."""
+
+    def pending(gate: JSON) -> bool:
+        return (gate.get("status") or {}).get("state") == "pending"
+
+    return await wait_for(kube, APPROVAL_TASKS, namespace, name, pending, timeout=120)
+
+
 def task_state(task: str, state: str) -> Any:
     return lambda run: tasks_of(run).get(task, {}).get("state") == state
 
@@ -151,14 +160,7 @@ async def test_build_approval_publish_in_one_pod_approved_by_a_user_while_it_wai
     name = await start(kube, ns, RELEASE)
     gate_name = f"{name}-approval"
     # The CustomRun is made once build has ended, with build's result in its params.
-    gate = await wait_for(
-        kube,
-        APPROVAL_TASKS,
-        ns,
-        gate_name,
-        lambda g: (g.get("status") or {}).get("state") == "pending",
-        timeout=120,
-    )
+    gate = await pending_gate(kube, ns, gate_name)
     assert gate["spec"]["description"] == "Publish sha256:c0ffee?"
     child = await kube.get(CUSTOM_RUNS.path(ns, gate_name))
     owner = child["metadata"]["ownerReferences"][0]
@@ -192,14 +194,7 @@ async def test_cancelling_the_run_cancels_its_custom_run(
     kube, ns = node.client, node_namespace
     name = await start(kube, ns, RELEASE)
     gate_name = f"{name}-approval"
-    await wait_for(
-        kube,
-        APPROVAL_TASKS,
-        ns,
-        gate_name,
-        lambda g: (g.get("status") or {}).get("state") == "pending",
-        timeout=120,
-    )
+    await pending_gate(kube, ns, gate_name)
     await kube.patch(CUSTOM_RUNS.path(ns, name), {"spec": {"status": "RunCancelled"}})
     run = await wait_for(kube, CUSTOM_RUNS, ns, name, done, timeout=60)
     assert (condition(run) or {}).get("reason") == "CustomRunCancelled"
