@@ -144,6 +144,8 @@ class Plan:
     waits_for_ready: bool
     #: Each matrixed task to its instances; a task of this name in ``tasks`` is a join.
     matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Custom tasks, by name (``customtasks.CustomTask``): run through CustomRuns.
+    custom: Mapping[str, Any] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -266,7 +268,7 @@ def task_scope(ptask: PipelineTask, spec: TaskSpec, outer: Scope, ctx: RunContex
             "context.taskRun.name": f"{ctx.pipeline_run}-{ptask.name}",
             "context.taskRun.namespace": ctx.namespace,
             "context.taskRun.uid": ctx.uid,
-            "context.task.name": ptask.taskRef.name if ptask.taskRef else "",
+            "context.task.name": (ptask.taskRef.name or "") if ptask.taskRef else "",
             "context.task.retry-count": "0",
             "context.pipelineTask.retries": "0",
         }

@@ -38,8 +38,10 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
+from customtask_sdk.client import CUSTOM_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import parse_time
+from examples.pipeline_in_pod import customtasks
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -48,7 +50,6 @@ from examples.pipeline_in_pod.compiler import (
     Images,
     Plan,
     RunContext,
-    compile_pipeline,
 )
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
@@ -124,6 +125,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     accepts_named_ref = True
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
+        # The CustomRuns of its custom tasks (customtasks.py).
+        Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -158,6 +161,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
                 continue
             assert ptask.taskRef is not None
+            if ptask.taskRef.is_custom:  # run by its own controller: customtasks.py
+                continue
             try:
                 task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
             except NotFoundError:
@@ -251,7 +256,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images, actions)
+            return customtasks.compile_with_custom_tasks(
+                pipeline, tasks, values, bindings, ctx, self.images, actions
+            )
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -296,12 +303,32 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        view = read_pod(plan, pod, timed_out=timed_out)
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
+        if plan.custom:
+            stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
+            if timed_out:
+                stopping["dag"] = customtasks.TIMED_OUT
+            await customtasks.sync(
+                self.client,
+                run,
+                self.owns[1],
+                plan.custom,
+                view,
+                pod,
+                limits,
+                stopping,
+                PODS.path(run.namespace, name),
+            )
         if view.verdict is None:
-            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            outcome = await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
+                await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
+            return outcome
         await self._stop_sidecars(pod)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
@@ -432,11 +459,19 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         return read_pod(plan, pod, timed_out=timed_out).tasks
 
     async def _stopped(
-        self, run: Run[PipelineInPodInput], state: str, reason: str, *, keep_spec: bool
+        self,
+        run: Run[PipelineInPodInput],
+        state: str,
+        reason: str,
+        custom_state: str,
+        *,
+        keep_spec: bool,
     ) -> JSON | None:
-        """Delete the attempt's Pod; its final ``extraFields``: unfinished tasks marked."""
+        """Delete the attempt's Pod and cancel its custom tasks' CustomRuns (with
+        ``custom_state``); its final ``extraFields``: unfinished tasks marked."""
         tasks = self._last_tasks(run)
         await self._delete_pod(run)
+        await customtasks.cancel_all(self.client, run, custom_state)
         if tasks is None:
             return None
         fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
@@ -445,14 +480,19 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
 
     async def on_cancel(self, run: Run[PipelineInPodInput]) -> JSON | None:
         """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM); every
-        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns."""
-        return await self._stopped(run, "cancelled", "TaskRunCancelled", keep_spec=False)
+        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns; the
+        custom tasks' CustomRuns are cancelled."""
+        return await self._stopped(
+            run, "cancelled", "TaskRunCancelled", customtasks.CANCELLED, keep_spec=False
+        )
 
     async def on_timeout(self, run: Run[PipelineInPodInput]) -> JSON | None:
         """The attempt timed out: delete its Pod; every unfinished task ends timed out
         (the frozen spec is kept for a retry)."""
         retried = run.attempt < run.retries
-        return await self._stopped(run, "timedOut", "TaskRunTimeout", keep_spec=retried)
+        return await self._stopped(
+            run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
+        )
 
 
 def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:

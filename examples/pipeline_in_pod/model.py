@@ -214,11 +214,30 @@ class TaskSpec(_Tekton):
 
 
 class TaskRef(_Tekton):
-    """A reference to a namespaced ``tekton.dev/v1`` Task."""
+    """A namespaced ``tekton.dev/v1`` Task by ``name``, or a custom task: any other
+    ``apiVersion`` and ``kind`` (``name`` optional), run by its own controller through a
+    CustomRun."""
 
-    name: str
-    kind: Literal["Task"] = "Task"
-    apiVersion: Literal["tekton.dev/v1", "tekton.dev/v1beta1"] | None = None
+    name: str | None = None
+    kind: str | None = None
+    apiVersion: str | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        """A custom task: ``apiVersion`` and ``kind`` both given, other than Tekton's Task."""
+        return (
+            self.apiVersion is not None
+            and self.kind is not None
+            and not (self.kind == "Task" and self.apiVersion.startswith("tekton.dev/"))
+        )
+
+    @model_validator(mode="after")
+    def _task_or_custom(self) -> TaskRef:
+        if not self.is_custom and (self.kind not in (None, "Task") or not self.name):
+            raise ValueError(
+                "a taskRef names a Task (name), or a custom task (apiVersion and kind)"
+            )
+        return self
 
 
 class WhenExpression(_Tekton):

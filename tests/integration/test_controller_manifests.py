@@ -146,6 +146,8 @@ CONTROLLERS = [
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
+            # The CustomRuns of custom tasks in the pipeline: created, and cancelled.
+            ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
         },
     ),
 ]
