@@ -133,18 +133,24 @@ RELEASE: JSON = {
                 {"name": "description", "value": "Publish $(tasks.build.results.digest)?"},
             ],
         },
-        in_pod(
-            "publish",
-            'printf "$(params.decision) by $(params.by[*])" > $(results.out.path)',
-            params=[
+        {
+            "name": "publish",
+            "params": [
                 {"name": "decision", "value": "$(tasks.approval.results.decision)"},
                 {"name": "by", "value": ["$(tasks.approval.results.approvedBy[*])"]},
             ],
-            spec={
+            "taskSpec": {
                 "params": [{"name": "decision"}, {"name": "by", "type": "array"}],
                 "results": [{"name": "out"}],
+                "steps": [
+                    {  # an array param expands in args only (as in Tekton)
+                        "image": "busybox",
+                        "command": ["sh", "-c", 'printf "$0 by $*" > $(results.out.path)'],
+                        "args": ["$(params.decision)", "$(params.by[*])"],
+                    }
+                ],
             },
-        ),
+        },
     ],
     "results": [
         {"name": "published", "value": "$(tasks.publish.results.out)"},
