@@ -49,6 +49,7 @@ from examples.pipeline_in_pod.model import (
     WorkspaceBinding,
 )
 from examples.pipeline_in_pod.status import PodView, pipeline_results
+from examples.pipeline_in_pod.stepactions import StepActionSpec
 from examples.pipeline_in_pod.substitution import Scope
 
 __all__ = [
@@ -246,6 +247,7 @@ def compile_with_custom_tasks(
     bindings: Sequence[WorkspaceBinding],
     ctx: RunContext,
     images: Images,
+    step_actions: Mapping[str, StepActionSpec] | None = None,
 ) -> Plan:
     """:func:`~examples.pipeline_in_pod.compiler.compile_pipeline`, custom tasks included
     (``tasks`` need no entry for them): their stand-ins compiled, ``Plan.custom`` set.
@@ -255,7 +257,7 @@ def compile_with_custom_tasks(
     """
     scope = pipeline_scope(pipeline, params, ctx)
     pipeline, specs, custom = prepare(pipeline, tasks, images.shell, scope)
-    plan = compile_pipeline(pipeline, specs, params, bindings, ctx, images)
+    plan = compile_pipeline(pipeline, specs, params, bindings, ctx, images, step_actions)
     add_downward_items(plan.pod_spec, custom)
     return dataclasses.replace(plan, custom=custom)
 

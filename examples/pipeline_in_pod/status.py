@@ -22,7 +22,7 @@ from examples.pipeline_in_pod.compiler import (
 )
 from examples.pipeline_in_pod.model import ParamValue
 
-__all__ = ["FATAL_WAITING", "PodView", "Verdict", "read_pod"]
+__all__ = ["FATAL_WAITING", "PodView", "Verdict", "aggregate", "read_pod"]
 
 JSON = dict[str, Any]
 
@@ -182,7 +182,8 @@ def _task_state(
         steps.append(step)
     if not state:
         if terminated == len(task.steps):
-            if skipped_steps == len(task.steps):
+            if skipped_steps == len(task.steps) and not task.steps[0].when:
+                # The task's own when (a step's own when skips only the step, as Tekton)
                 state, reason = "skipped", "WhenExpressionsEvaluatedFalse"
             else:
                 state, reason = "succeeded", "Succeeded"
@@ -210,6 +211,19 @@ def _task_state(
 
 _ENDED = {"succeeded", "failed", "skipped", "timedOut", "cancelled"}
 _FAILED = {"failed", "timedOut", "cancelled"}
+
+
+def aggregate(
+    instances: Sequence[str], results: Mapping[str, Mapping[str, ParamValue]]
+) -> dict[str, ParamValue]:
+    """A matrix's results as Tekton aggregates them: each result an array of the values
+    of the instances that produced it, in TaskRun-name order."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(instances):
+        for result, value in results.get(name, {}).items():
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.setdefault(result, []).append(text)
+    return dict(out)
 
 
 def pipeline_results(
@@ -297,7 +311,10 @@ def read_pod(
             overlay(entry)
         states[task.name] = entry["state"]
         results[task.name] = kept
-        tasks.append(entry)
+        if task.name not in plan.matrices or entry["state"] == "failed":
+            tasks.append(entry)  # a matrix's join is no task of the pipeline, unless it broke
+    for matrix, instances in plan.matrices.items():
+        results[matrix] = aggregate(instances, results)
     steps_done = all(states[task.name] in _ENDED for task in plan.tasks)
     fatal = next((t for t in tasks if t.get("reason") in FATAL_WAITING), None)
     if fatal is not None:

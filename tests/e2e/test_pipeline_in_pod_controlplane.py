@@ -254,6 +254,45 @@ async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
     assert "init container 'prepare'" in condition(init)["message"]  # type: ignore[index]
 
 
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_cancelled_or_timed_out_run_ends_each_unfinished_task_so(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod, how: str
+) -> None:
+    kube = cluster.client
+    step = {"image": "b", "command": ["x"]}
+    tasks = [
+        {"name": "a", "taskSpec": {"steps": [step]}},
+        {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [step]}},
+        {"name": "c", "runAfter": ["b"], "taskSpec": {"steps": [step]}},
+    ]
+    spec = embedded({"pipelineSpec": {"tasks": tasks}})
+    if how == "timeout":
+        spec["timeout"] = "5s"
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, spec)
+        await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        states = [terminated("step-a-unnamed-0"), started("step-b-unnamed-0")]
+        await kubelet(kube, namespace, f"{name}-pod", [*states, started("step-c-unnamed-0")])
+
+        def b_running(run: JSON) -> bool:
+            return tasks_state(run).get("b") == "running"
+
+        await wait_for(kube, CUSTOM_RUNS, namespace, name, b_running)
+        if how == "cancel":
+            await kube.patch(
+                CUSTOM_RUNS.path(namespace, name), {"spec": {"status": "RunCancelled"}}
+            )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+        await wait_deleted(kube, PODS, namespace, f"{name}-pod")
+    ended, reason = {
+        "cancel": ("cancelled", "CustomRunCancelled"),
+        "timeout": ("timedOut", "CustomRunTimedOut"),
+    }[how]
+    assert outcome(run) == ("False", reason)
+    assert tasks_state(run) == {"a": "succeeded", "b": ended, "c": ended}
+    assert "spec" not in run["status"]["extraFields"]  # a finished run needs it no more
+
+
 async def test_what_one_pod_cannot_run_fails_at_the_start_naming_the_field(
     cluster: Cluster, namespace: str, reconciler: PipelineInPod
 ) -> None:

@@ -55,6 +55,9 @@ APPLETS = [
     "head",
     "rm",
     "cp",
+    "od",
+    "awk",
+    "ln",
 ]
 
 
@@ -562,6 +565,88 @@ def test_a_pipeline_result_from_a_finally_task(tmp_path: Path) -> None:
     )
     assert view.verdict is not None
     assert view.verdict.results == {"r": "done"}
+
+
+def test_matrix_results_are_aggregated_into_arrays_with_their_lengths(tmp_path: Path) -> None:
+    # Eleven instances: Tekton orders them by TaskRun name, so "m-10" comes before "m-2";
+    # "m-3" produces no result and is left out; values keep quotes, backslashes, newlines.
+    script = (
+        'if [ "$(params.n)" != 3 ]; then printf \'v$(params.n) "q" \\\\ \\n\' > '
+        "$(results.out.path); fi"
+    )
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "m",
+                    "matrix": {"params": [{"name": "n", "value": [str(i) for i in range(11)]}]},
+                    "taskSpec": {
+                        "params": [{"name": "n"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh(script)],
+                    },
+                },
+                {
+                    "name": "use",
+                    "runAfter": ["m"],
+                    "params": [
+                        {"name": "all", "value": "$(tasks.m.results.out[*])"},
+                        {"name": "count", "value": "$(tasks.m.matrix.length)"},
+                        {"name": "made", "value": "$(tasks.m.matrix.out.length)"},
+                    ],
+                    "taskSpec": {
+                        "params": [
+                            {"name": "all", "type": "array"},
+                            {"name": "count"},
+                            {"name": "made"},
+                        ],
+                        "results": [{"name": "seen"}],
+                        "steps": [
+                            {
+                                "image": "busybox",
+                                "command": [
+                                    "sh",
+                                    "-c",
+                                    'printf "%s|" "$@" > $(results.seen.path)',
+                                    "--",
+                                ],
+                                "args": ["$(params.all[*])"],
+                            },
+                            sh('printf "$(params.count)/$(params.made)" >> $(results.seen.path)'),
+                        ],
+                    },
+                },
+            ],
+            "finally": [
+                {
+                    "name": "f",
+                    "matrix": {"params": [{"name": "x", "value": ["a", "b"]}]},
+                    "taskSpec": {
+                        "params": [{"name": "x"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh("printf 'f-$(params.x)' > $(results.out.path)")],
+                    },
+                }
+            ],
+            "results": [
+                {"name": "seen", "value": "$(tasks.use.results.seen)"},
+                {"name": "all", "value": "$(tasks.m.results.out[*])"},
+                {"name": "fs", "value": "$(finally.f.results.out[*])"},
+            ],
+        },
+    )
+    expected = {f"m-{i}": "succeeded" for i in range(11)}
+    assert states(view) == {**expected, "use": "succeeded", "f-0": "succeeded", "f-1": "succeeded"}
+    assert view.verdict is not None
+    assert view.verdict.succeeded, view.verdict
+    order = ["0", "1", "10", "2", "4", "5", "6", "7", "8", "9"]
+    values = [f'v{n} "q" \\ \n' for n in order]
+    assert view.verdict.results == {
+        "seen": "".join(f"{v}|" for v in values) + "11/10",
+        "all": values,
+        "fs": ["f-a", "f-b"],
+    }
 
 
 def test_custom_tasks_stand_ins_pass_outcomes_and_results_as_tekton_would(tmp_path: Path) -> None:
