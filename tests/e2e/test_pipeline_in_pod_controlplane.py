@@ -545,3 +545,26 @@ async def test_a_custom_tasks_custom_run_is_made_informed_and_cancelled_as_tekto
     entry = next(t for t in run["status"]["extraFields"]["tasks"] if t["name"] == "long")
     assert entry["customRun"] == f"{name}-long"
     assert entry["reason"] == "CustomRunCancelled"
+
+
+async def test_cancelling_the_run_cancels_its_custom_runs_and_ends_their_tasks(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    wait_ref = {"apiVersion": Wait.api_version, "kind": "Wait"}
+    hold = {"name": "hold", "taskRef": wait_ref, "params": [{"name": "duration", "value": "1h"}]}
+    async with running(kube, reconciler, Wait(), namespace=namespace):
+        name = await create_run(kube, namespace, embedded({"pipelineSpec": {"tasks": [hold]}}))
+        await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        await kubelet(kube, namespace, f"{name}-pod", [terminated("step-hold-start")])
+        await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{name}-hold", lambda o: condition(o) is not None
+        )
+        await kube.patch(CUSTOM_RUNS.path(namespace, name), {"spec": {"status": "RunCancelled"}})
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+        child = await wait_for(kube, CUSTOM_RUNS, namespace, f"{name}-hold", done)
+    assert outcome(run) == ("False", "CustomRunCancelled")
+    assert outcome(child) == ("False", "CustomRunCancelled")
+    assert child["spec"]["statusMessage"].endswith("has been cancelled.")
+    (entry,) = run["status"]["extraFields"]["tasks"]
+    assert (entry["state"], entry["customRun"]) == ("cancelled", f"{name}-hold")
