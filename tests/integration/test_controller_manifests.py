@@ -145,6 +145,7 @@ CONTROLLERS = [
             # patched (ready, sidecars), deleted (cancel).
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
+            ("tekton.dev", "stepactions"): {"get"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
             # The CustomRuns of custom tasks in the pipeline: created, and cancelled.
             ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
