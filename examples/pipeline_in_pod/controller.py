@@ -176,12 +176,12 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
         }
-        actions = await self._step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
         """Every StepAction the tasks' steps reference: one GET per distinct name, at once
         (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
         names: list[str] = []
