@@ -32,6 +32,14 @@ from decimal import Decimal
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
+from examples.pipeline_in_pod.hermetic import (
+    add_checks,
+    all_steps,
+    fence,
+    is_fenced,
+    phase,
+    resolve_tasks,
+)
 from examples.pipeline_in_pod.model import (
     EnvVar,
     Param,
@@ -103,6 +111,10 @@ class RunContext:
     pipeline_run: str
     service_account: str | None = None
     pod_template: Mapping[str, Any] = field(default_factory=dict)
+    #: The run's annotations read by :mod:`~examples.pipeline_in_pod.hermetic` (and its
+    #: Pipeline's), and per pipeline task those of ``taskRunSpecs``.
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    task_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,9 @@ class StepPlan:
     name: str
     container: str
     on_error: str | None = None
+    #: ``pre``, ``steps`` or ``post``; and whether it runs without network.
+    phase: str = "steps"
+    hermetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,14 +186,14 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
-            if ptask.timeout is not None and len(spec.steps) > 1:
+            if ptask.timeout is not None and len(all_steps(spec)) > 1:
                 raise CompileError(
                     f"{at}.timeout",
                     "a timeout on a task of several steps is not supported yet (one Pod "
                     "has no per-task deadline); give each step a timeout instead",
                     "Unsupported",
                 )
-            for index, step in enumerate(spec.steps):
+            for index, step in enumerate(all_steps(spec)):
                 if step.command is None and step.script is None:
                     raise CompileError(
                         f"{at}.steps[{index}]",
@@ -1048,9 +1063,9 @@ def compile_task(
     ]
     steps: list[StepPlan] = []
     containers: list[JSON] = []
-    count = len(spec.steps)
+    count = len(all_steps(spec))
     earlier: dict[str, int] = {}  # step name -> index, for $(steps.<s>.results.<r>)
-    for index, raw in enumerate(spec.steps):
+    for index, raw in enumerate(all_steps(spec)):
         step = merge_template(spec.stepTemplate, raw)
         name = container_name("step", ptask.name, step.name or f"unnamed-{index}", build.taken)
         own = scope.child()
@@ -1084,8 +1099,18 @@ def compile_task(
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"
+        if is_fenced(spec, index):
+            fence(container)
         containers.append(container)
-        steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError))
+        steps.append(
+            StepPlan(
+                step.name or f"unnamed-{index}",
+                name,
+                step.onError,
+                phase(spec, index),
+                is_fenced(spec, index),
+            )
+        )
     build.containers[ptask.name] = containers
     for volume in spec.volumes:  # the Task's own volumes, for its steps' volumeMounts
         known = build.volumes.setdefault(volume["name"], volume)
@@ -1126,6 +1151,7 @@ def compile_pipeline(
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
+    tasks = resolve_tasks(pipeline, tasks, ctx.annotations, ctx.task_annotations, ctx.pod_template)
     check_one_pod(pipeline, tasks)
     outer = pipeline_scope(pipeline, params, ctx)
     pipeline, tasks = expand_matrix(pipeline, tasks, outer)
@@ -1233,6 +1259,7 @@ def compile_pipeline(
         {name: depth.get(name, final_depth) for name in build.containers},
     )
     pod_spec = _pod_spec(ctx, images, build, helpers, volumes)
+    add_checks(pod_spec, BIN)
     check_message_budget(pod_spec, build.plans)
     return Plan(
         pod_spec=pod_spec,

@@ -49,6 +49,7 @@ from examples.pipeline_in_pod.compiler import (
     RunContext,
     compile_pipeline,
 )
+from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -128,6 +129,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
+        annotations = kept(run.obj["metadata"].get("annotations"))
         if spec is None:
             if name is None:
                 raise _input_error(
@@ -141,6 +143,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
                 ) from None
             spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+            # Tekton copies a Pipeline's annotations onto its run; the run's win.
+            annotations = {**kept(found["metadata"].get("annotations")), **annotations}
         tasks: dict[str, JSON] = {}
         for ptask in [*spec.tasks, *spec.finally_]:
             if ptask.taskSpec is not None:
@@ -155,10 +159,14 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
                 ) from None
             tasks[ptask.name] = task.get("spec") or {}
+            own = kept(task["metadata"].get("annotations"))
+            if own:  # the Task's annotations, in the form of an embedded taskSpec's
+                tasks[ptask.name]["metadata"] = {"annotations": own}
         return {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
             "tasks": tasks,
+            "annotations": annotations,
         }
 
     @staticmethod
@@ -202,6 +210,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             pipeline_run=run.pipeline_run or run.name,
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
+            annotations=frozen.get("annotations") or {},
+            task_annotations={
+                spec.pipelineTaskName: spec.metadata.annotations for spec in run.params.taskRunSpecs
+            },
         )
         bindings = list(run.params.workspaces)  # a pipeline task's bindings come in spec
         for raw in run.obj["spec"].get("workspaces") or []:
