@@ -35,7 +35,7 @@ What is known to fail is rejected before the Pod exists, naming the field.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError
@@ -48,6 +48,7 @@ __all__ = [
     "POST_STEPS",
     "PRE_STEPS",
     "UNAVAILABLE",
+    "across_phases",
     "add_checks",
     "all_steps",
     "fence",
@@ -96,6 +97,19 @@ def phase(spec: TaskSpec, index: int) -> str:
     if index < len(spec.preSteps):
         return "pre"
     return "steps" if index < len(spec.preSteps) + len(spec.steps) else "post"
+
+
+def across_phases(spec: TaskSpec, change: Callable[[TaskSpec], TaskSpec]) -> TaskSpec:
+    """``change`` (which maps each step to one step, as inlining StepActions does) applied
+    to the steps of every phase, which keep their phases."""
+    if not spec.preSteps and not spec.postSteps:
+        return change(spec)
+    flat = spec.model_copy(update={"preSteps": [], "steps": all_steps(spec), "postSteps": []})
+    changed = change(flat)
+    steps, pre, end = changed.steps, len(spec.preSteps), len(changed.steps) - len(spec.postSteps)
+    return changed.model_copy(
+        update={"preSteps": steps[:pre], "steps": steps[pre:end], "postSteps": steps[end:]}
+    )
 
 
 def is_fenced(spec: TaskSpec, index: int) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from examples.pipeline_in_pod.compiler import CompileError, Plan, RunContext
+from examples.pipeline_in_pod.compiler import CompileError, Plan, RunContext, compile_pipeline
 from examples.pipeline_in_pod.hermetic import (
     CHECK_CONTAINER,
     EXECUTION_MODE,
@@ -15,9 +15,19 @@ from examples.pipeline_in_pod.hermetic import (
     PRE_STEPS,
     UNAVAILABLE,
 )
-from examples.pipeline_in_pod.model import PipelineInPodInput, TaskSpec
+from examples.pipeline_in_pod.model import PipelineInPodInput, PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import read_pod
-from tests.unit.test_pip_compiler import CTX, build, command, containers, step, task, waited
+from examples.pipeline_in_pod.stepactions import StepActionSpec
+from tests.unit.test_pip_compiler import (
+    CTX,
+    IMAGES,
+    build,
+    command,
+    containers,
+    step,
+    task,
+    waited,
+)
 
 HERMETIC = {EXECUTION_MODE: "hermetic"}
 
@@ -293,3 +303,26 @@ def test_the_frozen_task_keeps_its_pre_and_post_steps() -> None:
     spec = TaskSpec.model_validate({"preSteps": [named("a")], "steps": [named("b")]})
     again = TaskSpec.model_validate(spec.model_dump(by_alias=True, exclude_none=True))
     assert again == spec
+
+
+@pytest.mark.parametrize("form", ["inline", "annotations"])
+def test_a_step_action_as_a_pre_step_is_inlined_and_keeps_its_phase(form: str) -> None:
+    echo = StepActionSpec.model_validate(
+        {"params": [{"name": "word"}], "image": "busybox", "command": ["echo", "$(params.word)"]}
+    )
+    fetch = {"name": "fetch", "ref": {"name": "echo"}, "params": [{"name": "word", "value": "hi"}]}
+    spec: dict[str, Any] = {"metadata": {"annotations": HERMETIC}}
+    if form == "inline":
+        spec.update(preSteps=[fetch], steps=[named("build")])
+    else:
+        spec["metadata"]["annotations"][PRE_STEPS] = "fetch"
+        spec["steps"] = [fetch, named("build")]
+    pipeline = PipelineSpec.model_validate({"tasks": [{"name": "t", "taskSpec": spec}]})
+    assert pipeline.tasks[0].taskSpec is not None
+    tasks = {"t": pipeline.tasks[0].taskSpec}
+    plan = compile_pipeline(pipeline, tasks, {}, [], CTX, IMAGES, {"echo": echo})
+    assert command(containers(plan)["step-t-fetch"]) == ["echo", "hi"]
+    assert [(s.phase, s.hermetic) for s in plan.task("t").steps] == [
+        ("pre", False),
+        ("steps", True),
+    ]
