@@ -51,7 +51,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     RunContext,
 )
-from examples.pipeline_in_pod.hermetic import kept
+from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -174,10 +174,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "TaskNotFound",
                     f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
                 ) from None
-            tasks[ptask.name] = task.get("spec") or {}
-            own = kept(task["metadata"].get("annotations"))
-            if own:  # the Task's annotations, in the form of an embedded taskSpec's
-                tasks[ptask.name]["metadata"] = {"annotations": own}
+            tasks[ptask.name] = task_spec(task)
         frozen: JSON = {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),

@@ -56,6 +56,7 @@ __all__ = [
     "kept",
     "phase",
     "resolve_tasks",
+    "task_spec",
     "unavailable",
 ]
 
@@ -85,6 +86,16 @@ _NEEDS = (
 def kept(annotations: Mapping[str, str] | None) -> dict[str, str]:
     """The annotations of ``annotations`` that this module reads."""
     return {key: value for key, value in (annotations or {}).items() if key in KEYS}
+
+
+def task_spec(task: Mapping[str, Any]) -> JSON:
+    """A Task object's spec, with the annotations read here in the form of an embedded
+    ``taskSpec``'s ``metadata`` (Tekton copies a Task's annotations onto its TaskRun)."""
+    spec = dict(task.get("spec") or {})
+    own = kept((task.get("metadata") or {}).get("annotations"))
+    if own:
+        spec["metadata"] = {"annotations": own}
+    return spec
 
 
 def all_steps(spec: TaskSpec) -> list[Step]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from examples.pipeline_in_pod.__main__ import compile_file
 from examples.pipeline_in_pod.compiler import CompileError, Plan, RunContext, compile_pipeline
 from examples.pipeline_in_pod.hermetic import (
     CHECK_CONTAINER,
@@ -14,6 +17,7 @@ from examples.pipeline_in_pod.hermetic import (
     POST_STEPS,
     PRE_STEPS,
     UNAVAILABLE,
+    task_spec,
 )
 from examples.pipeline_in_pod.model import PipelineInPodInput, PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import read_pod
@@ -325,4 +329,29 @@ def test_a_step_action_as_a_pre_step_is_inlined_and_keeps_its_phase(form: str) -
     assert [(s.phase, s.hermetic) for s in plan.task("t").steps] == [
         ("pre", False),
         ("steps", True),
+    ]
+
+
+def test_the_example_compiles_with_its_phases_and_the_runs_hermetic_build() -> None:
+    path = Path(__file__).parents[2] / "examples" / "pipeline_in_pod" / "hermetic.yaml"
+    pod_spec = compile_file(path, {"source": "s", "upload": "u"})
+    hermetic = [c["name"] for c in pod_spec["containers"] if env(c).get("TEKTON_HERMETIC")]
+    assert hermetic == ["step-scan-scan"]  # the Task's own phases; only scan is hermetic
+    run = next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "CustomRun")
+    given = PipelineInPodInput.model_validate(run["spec"]["customSpec"]["spec"])
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text())}
+    pipeline = PipelineSpec.model_validate(docs["Pipeline"]["spec"])
+    tasks = {
+        "build": TaskSpec.model_validate(task_spec(docs["Task"])),
+        "scan": pipeline.tasks[1].taskSpec,
+    }
+    ctx = replace(
+        CTX,
+        task_annotations={s.pipelineTaskName: s.metadata.annotations for s in given.taskRunSpecs},
+    )
+    plan = compile_pipeline(pipeline, tasks, given.params, [], ctx, IMAGES)
+    assert [(s.name, s.phase, s.hermetic) for s in plan.task("build").steps] == [
+        ("fetch", "pre", False),
+        ("build", "steps", True),
+        ("publish", "post", False),
     ]
