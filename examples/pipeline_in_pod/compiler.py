@@ -34,6 +34,15 @@ from typing import Any
 
 from examples.pipeline_in_pod.claims import bind_claims
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
+from examples.pipeline_in_pod.hermetic import (
+    across_phases,
+    add_checks,
+    all_steps,
+    fence,
+    is_fenced,
+    phase,
+    resolve_tasks,
+)
 from examples.pipeline_in_pod.matrix import IN_DIR, LENGTH_REF, LENGTHS_DIR, expand_matrix
 from examples.pipeline_in_pod.model import (
     EnvVar,
@@ -44,9 +53,11 @@ from examples.pipeline_in_pod.model import (
     Step,
     StepTemplate,
     TaskSpec,
+    WhenExpression,
     WorkspaceBinding,
 )
 from examples.pipeline_in_pod.nested import flatten
+from examples.pipeline_in_pod.stepactions import StepActionSpec, inline_step_actions
 from examples.pipeline_in_pod.substitution import Scope
 
 __all__ = [
@@ -84,6 +95,7 @@ CANCEL_ANNOTATION = "tekton.dev/cancel"
 _RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)]+)\)")
 _STATUS_REF = re.compile(r"\$\(tasks\.(?:([a-z0-9][-a-z0-9]*)\.)?status\)")
 _WHOLE_ARRAY_RESULT = re.compile(r"\$\(tasks\.[a-z0-9][-a-z0-9]*\.results\.[^)\[.]+\[\*\]\)")
+_STEP_RESULT_VALUE = re.compile(r"\$\(steps\.([a-z0-9][-a-z0-9]*)\.results\.([^.)\[]+)\)")
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "ksh"}
 
 
@@ -107,6 +119,10 @@ class RunContext:
     pipeline_run: str
     service_account: str | None = None
     pod_template: Mapping[str, Any] = field(default_factory=dict)
+    #: The run's annotations read by :mod:`~examples.pipeline_in_pod.hermetic` (and its
+    #: Pipeline's), and per pipeline task those of ``taskRunSpecs``.
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    task_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,11 @@ class StepPlan:
     name: str
     container: str
     on_error: str | None = None
+    #: The step has its own ``when``: skipped, it does not make its task skipped.
+    when: bool = False
+    #: ``pre``, ``steps`` or ``post``; and whether it runs without network.
+    phase: str = "steps"
+    hermetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,8 @@ class Plan:
     matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: PersistentVolumeClaims to make (owned by the run) before the Pod: volumeClaimTemplates.
     claims: Sequence[JSON] = ()
+    #: Custom tasks, by name (``customtasks.CustomTask``): run through CustomRuns.
+    custom: Mapping[str, Any] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -177,14 +200,16 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
-            if ptask.timeout is not None and len(spec.steps) > 1:
+            if ptask.timeout is not None and len(all_steps(spec)) > 1:
                 raise CompileError(
                     f"{at}.timeout",
                     "a timeout on a task of several steps is not supported yet (one Pod "
                     "has no per-task deadline); give each step a timeout instead",
                     "Unsupported",
                 )
-            for index, step in enumerate(spec.steps):
+            for index, step in enumerate(all_steps(spec)):
+                if step.ref is not None:  # checked once resolved (stepactions.py)
+                    continue
                 if step.command is None and step.script is None:
                     raise CompileError(
                         f"{at}.steps[{index}]",
@@ -272,7 +297,7 @@ def task_scope(ptask: PipelineTask, spec: TaskSpec, outer: Scope, ctx: RunContex
             "context.taskRun.name": f"{ctx.pipeline_run}-{ptask.name}",
             "context.taskRun.namespace": ctx.namespace,
             "context.taskRun.uid": ctx.uid,
-            "context.task.name": ptask.taskRef.name if ptask.taskRef else "",
+            "context.task.name": (ptask.taskRef.name or "") if ptask.taskRef else "",
             "context.task.retry-count": "0",
             "context.pipelineTask.retries": "0",
         }
@@ -382,8 +407,13 @@ def skipped_tasks(
 
 def when_flag(ptask: PipelineTask, scope: Scope) -> list[JSON]:
     """The task's ``when`` for the entrypoint's ``-when_expressions`` (run-time results)."""
+    return when_json(ptask.when, scope)
+
+
+def when_json(whens: Sequence[WhenExpression], scope: Scope) -> list[JSON]:
+    """``when`` expressions (a task's or a step's) as the entrypoint reads them."""
     out: list[JSON] = []
-    for when in ptask.when:
+    for when in whens:
         if when.cel is not None:
             out.append({"cel": runtime_refs(scope.string(when.cel))})
         else:
@@ -433,6 +463,46 @@ def runtime_refs(text: str) -> str:
 
 def _status_file(task: str | None) -> str:
     return "aggregate" if task is None else f"task-{task}"
+
+
+def fetched_results(
+    where: str, task: str, spec: TaskSpec, steps: Mapping[str, int], volume: str
+) -> list[tuple[str, str, str]]:
+    """Task results whose ``value`` is ``$(steps.<s>.results.<r>)`` (Tekton fetches them
+    from that step's termination message): ``(results volume, result, step result file)``,
+    for :func:`link_results`.
+
+    Raises:
+        CompileError: a ``value`` is not a result reference of a named step of the task.
+    """
+    links = []
+    for result in spec.results:
+        if result.value is None:
+            continue
+        value = result.value if isinstance(result.value, str) else ""
+        match = _STEP_RESULT_VALUE.fullmatch(value)
+        if match is None or match.group(1) not in steps:
+            raise CompileError(
+                f"{where}.results[{result.name}].value",
+                "must be $(steps.<step>.results.<result>) of a named step of this task",
+            )
+        status = post_file(task, steps[match.group(1)]).rsplit("/", 1)[0] + "/status"
+        links.append((volume, result.name, f"{status}/results/{match.group(2)}"))
+    return links
+
+
+def link_results(links: Sequence[tuple[str, str, str]], image: str) -> JSON:
+    """The init container linking each task result fetched from a step result to the
+    step's result file: the task's last step then reports it (``-results``) and later tasks
+    read it like any other result."""
+    volumes = sorted({volume for volume, _, _ in links})
+    lines = [f'ln -s "{target}" "/pip/{volume}/{name}"' for volume, name, target in links]
+    return {
+        "name": "pip-link-results",
+        "image": image,
+        "command": ["sh", "-c", "\n".join(lines)],
+        "volumeMounts": [_mount(volume, f"/pip/{volume}") for volume in volumes],
+    }
 
 
 def pipeline_results(pipeline: PipelineSpec, scope: Scope) -> dict[str, ParamValue]:
@@ -719,10 +789,17 @@ def entrypoint_args(
     return [*args, "-entrypoint", command[0], "--", *command[1:]]
 
 
-def step_result_mounts(task: str, container: JSON, earlier: Mapping[str, int]) -> list[JSON]:
-    """Mounts for ``$(steps.<s>.results.<r>)`` of an earlier step ``s`` of the same task:
-    its results folder, read-only, where the entrypoint reads it at step start."""
-    texts = [*container["command"], *(e.get("value", "") for e in container.get("env", []))]
+def step_result_mounts(
+    task: str, container: JSON, earlier: Mapping[str, int], when: str = ""
+) -> list[JSON]:
+    """Mounts for ``$(steps.<s>.results.<r>)`` of an earlier step ``s`` of the same task
+    (in command, args, env or the step's ``when``): its results folder, read-only, where
+    the entrypoint reads it at step start."""
+    texts = [
+        *container["command"],
+        *(e.get("value", "") for e in container.get("env", [])),
+        when,
+    ]
     mounts = []
     for step, index in earlier.items():
         if any(f"$(steps.{step}.results." in text for text in texts):
@@ -947,6 +1024,8 @@ class _Build:
     volumes: dict[str, JSON] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
     plans: list[TaskPlan] = field(default_factory=list)
+    #: (results volume, task result, step result file): results a task fetches from a step.
+    links: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _consumer_mounts(container: JSON, produced: Mapping[str, str]) -> None:
@@ -994,9 +1073,9 @@ def compile_task(
     ]
     steps: list[StepPlan] = []
     containers: list[JSON] = []
-    count = len(spec.steps)
+    count = len(all_steps(spec))
     earlier: dict[str, int] = {}  # step name -> index, for $(steps.<s>.results.<r>)
-    for index, raw in enumerate(spec.steps):
+    for index, raw in enumerate(all_steps(spec)):
         step = merge_template(spec.stepTemplate, raw)
         name = container_name("step", ptask.name, step.name or f"unnamed-{index}", build.taken)
         own = scope.child()
@@ -1004,10 +1083,18 @@ def compile_task(
         for result in step.results:
             own.strings[f"step.results.{result.name}.path"] = f"{status_dir}/results/{result.name}"
         container = step_container(f"{where}.steps[{index}]", name, step, own, build.scripts)
+        step_when = when_json(step.when, own)
+        if step_when and when and index == 0:
+            raise CompileError(
+                f"{where}.steps[0].when",
+                "a first step's own when, in a task whose when is decided in the Pod, is not "
+                "supported yet: move it to a later step or into the task's when",
+                "Unsupported",
+            )
         container["volumeMounts"] = [
             *common,
             *container["volumeMounts"],
-            *step_result_mounts(ptask.name, container, earlier),
+            *step_result_mounts(ptask.name, container, earlier, json.dumps(step_when)),
         ]
         if step.name:
             earlier[step.name] = index
@@ -1024,15 +1111,27 @@ def compile_task(
             results=[r.name for r in spec.results] if last else (),
             timeout=step.timeout or (ptask.timeout if count == 1 else None),
             on_error=step.onError,
-            when=when,
+            when=[*when, *step_when],
             step_results=[r.name for r in step.results],
             marker=ran_marker(ptask.name) if when and index == 0 else None,
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"
+        if is_fenced(spec, index):
+            fence(container)
         containers.append(container)
-        steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError))
+        steps.append(
+            StepPlan(
+                step.name or f"unnamed-{index}",
+                name,
+                step.onError,
+                bool(step.when),
+                phase=phase(spec, index),
+                hermetic=is_fenced(spec, index),
+            )
+        )
     build.containers[ptask.name] = containers
+    build.links += fetched_results(where, ptask.name, spec, earlier, results_volume)
     for volume in spec.volumes:  # the Task's own volumes, for its steps' volumeMounts
         known = build.volumes.setdefault(volume["name"], volume)
         if known != volume:
@@ -1066,14 +1165,17 @@ def compile_pipeline(
     bindings: Sequence[WorkspaceBinding],
     ctx: RunContext,
     images: Images,
+    step_actions: Mapping[str, StepActionSpec] | None = None,
 ) -> Plan:
-    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec).
+    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec;
+    ``step_actions``: the StepActions its steps reference, by name).
 
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
     outer = pipeline_scope(pipeline, params, ctx)
     pipeline, outers = flatten(pipeline, outer, partial(_child_scope, ctx))
+    tasks = resolve_tasks(pipeline, tasks, ctx.annotations, ctx.task_annotations, ctx.pod_template)
     check_one_pod(pipeline, tasks)
     fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
     pipeline, tasks = fanout.pipeline, fanout.tasks
@@ -1086,6 +1188,10 @@ def compile_pipeline(
     for ptask in [*pipeline.tasks, *pipeline.finally_]:
         own = outers.get(ptask.name, outer)  # a child pipeline's task: the child's
         scope = task_scope(ptask, tasks[ptask.name], own, ctx)
+        inline = partial(
+            inline_step_actions, f"tasks[{ptask.name}]", actions=step_actions or {}, scope=scope
+        )
+        tasks[ptask.name] = across_phases(tasks[ptask.name], inline)
         mounts[ptask.name] = task_workspaces(ptask, tasks[ptask.name], volumes, bindings, scope)
         scopes[ptask.name] = scope
         verdicts[ptask.name] = static_when(ptask, own)
@@ -1185,6 +1291,7 @@ def compile_pipeline(
         {name: depth.get(name, final_depth) for name in build.containers},
     )
     pod_spec = _pod_spec(ctx, images, build, helpers, volumes)
+    add_checks(pod_spec, BIN)
     check_message_budget(pod_spec, build.plans)
     return Plan(
         pod_spec=pod_spec,
@@ -1288,6 +1395,8 @@ def _pod_spec(
     init = [prepare(images.entrypoint)]
     if build.scripts:
         init.append(place_scripts(build.scripts, images.shell))
+    if build.links:
+        init.append(link_results(build.links, images.shell))
     volumes = [
         {"name": "tekton-internal-bin", "emptyDir": {}},
         {"name": "tekton-internal-scripts", "emptyDir": {}},

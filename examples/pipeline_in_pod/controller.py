@@ -16,6 +16,7 @@ shell: places scripts, and the finally barrier).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import os
@@ -37,8 +38,10 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
+from customtask_sdk.client import CUSTOM_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import parse_time
+from examples.pipeline_in_pod import customtasks
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -47,8 +50,8 @@ from examples.pipeline_in_pod.compiler import (
     Images,
     Plan,
     RunContext,
-    compile_pipeline,
 )
+from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -56,15 +59,26 @@ from examples.pipeline_in_pod.model import (
     TaskSpec,
     WorkspaceBinding,
 )
-from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.status import PodView, read_pod
+from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 
-__all__ = ["CLAIMS", "PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
+__all__ = [
+    "CLAIMS",
+    "PIPELINES",
+    "PODS",
+    "STEP_ACTIONS",
+    "TASKS",
+    "PipelineInPod",
+    "custom_run",
+    "images_from_env",
+]
 
 JSON = dict[str, Any]
 PODS = Resource("", "v1", "pods", "Pod")
 CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
 TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
+STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -115,6 +129,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     accepts_named_ref = True
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
+        # The CustomRuns of its custom tasks (customtasks.py).
+        Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -130,21 +146,58 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
+        annotations = kept(run.obj["metadata"].get("annotations"))
         if spec is None:
             if name is None:
                 raise _input_error(
                     "InvalidParams",
                     "name a Pipeline (customRef.name or pipelineRef.name) or embed pipelineSpec",
                 )
-            spec = await self._pipeline(run, name)
+            spec, own = await self._pipeline(run, name)
+            # Tekton copies a Pipeline's annotations onto its run; the run's win.
+            annotations = {**own, **annotations}
         spec, tasks = await self._resolve_tasks(run, spec, "", (name,) if name else ())
-        return {
+        frozen: JSON = {
             "pipelineName": name or run.name,
-            "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
+            "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
+            "annotations": annotations,
         }
+        actions = await self.resolve_step_actions(run.namespace, tasks)
+        if actions:
+            frozen["stepActions"] = actions
+        return frozen
 
-    async def _pipeline(self, run: Run[PipelineInPodInput], name: str) -> PipelineSpec:
+    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+        """Every StepAction the tasks' steps reference: one GET per distinct name, at once
+        (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
+        names: list[str] = []
+        for task, spec in tasks.items():
+            try:
+                phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
+                found = step_action_names({"steps": [s for k in phases for s in spec.get(k) or []]})
+            except CompileError as exc:
+                where = f"tasks[{task}].{exc.field}"
+                raise _input_error(exc.reason, f"{where}: {exc.message}") from None
+            names += [name for name in found if name not in names]
+
+        async def get(name: str) -> JSON:
+            try:
+                action = await self.client.get(STEP_ACTIONS.path(namespace, name))
+            except NotFoundError:
+                raise _input_error(
+                    "StepActionNotFound", f"StepAction {name!r} not found in {namespace!r}"
+                ) from None
+            spec: JSON = action.get("spec") or {}
+            return spec
+
+        specs = await asyncio.gather(*(get(name) for name in names))
+        return dict(zip(names, specs, strict=True))
+
+    async def _pipeline(
+        self, run: Run[PipelineInPodInput], name: str
+    ) -> tuple[PipelineSpec, dict[str, str]]:
+        """Pipeline ``name``'s spec and the annotations a run keeps of it."""
         try:
             found = await self.client.get(PIPELINES.path(run.namespace, name))
         except NotFoundError:
@@ -154,7 +207,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         spec: PipelineSpec = self._validate(
             PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}"
         )
-        return spec
+        return spec, kept(found["metadata"].get("annotations"))
 
     async def _resolve_tasks(
         self, run: Run[PipelineInPodInput], spec: PipelineSpec, prefix: str, seen: tuple[str, ...]
@@ -176,16 +229,17 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                                 f"tasks[{name}].pipelineRef: Pipeline "
                                 f"{ptask.pipelineRef.name!r} runs itself ({' -> '.join(chain)})",
                             )
-                        child = await self._pipeline(run, ptask.pipelineRef.name)
+                        child, _ = await self._pipeline(run, ptask.pipelineRef.name)
                     assert child is not None
                     child, inner = await self._resolve_tasks(run, child, f"{name}-", chain)
                     tasks.update(inner)
                     ptask = ptask.model_copy(update={"pipelineRef": None, "pipelineSpec": child})
                 elif ptask.taskSpec is not None:
-                    tasks[name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+                    tasks[name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
                 else:
                     assert ptask.taskRef is not None
-                    tasks[name] = await self._task(run, name, ptask.taskRef.name)
+                    if not ptask.taskRef.is_custom:  # else run by its controller: customtasks.py
+                        tasks[name] = await self._task(run, name, ptask.taskRef.name or "")
                 resolved[where].append(ptask)
         return spec.model_copy(update=resolved), tasks
 
@@ -196,8 +250,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             raise _input_error(
                 "TaskNotFound", f"tasks[{ptask}].taskRef: Task {name!r} not found"
             ) from None
-        spec: JSON = task.get("spec") or {}
-        return spec
+        return task_spec(task)
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
@@ -240,12 +293,22 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             pipeline_run=run.pipeline_run or run.name,
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
+            annotations=frozen.get("annotations") or {},
+            task_annotations={
+                spec.pipelineTaskName: spec.metadata.annotations for spec in run.params.taskRunSpecs
+            },
         )
+        actions = {
+            name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")
+            for name, spec in (frozen.get("stepActions") or {}).items()
+        }
         bindings = list(run.params.workspaces)  # a pipeline task's bindings come in spec
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images)
+            return customtasks.compile_with_custom_tasks(
+                pipeline, tasks, values, bindings, ctx, self.images, actions
+            )
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -295,12 +358,30 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        view = read_pod(plan, pod, timed_out=timed_out)
+        view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
+        if plan.custom:
+            stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
+            if timed_out:
+                stopping["dag"] = customtasks.TIMED_OUT
+            await customtasks.sync(
+                self.client,
+                run,
+                self.owns[1],
+                plan.custom,
+                view,
+                pod,
+                limits,
+                stopping,
+                PODS.path(run.namespace, name),
+            )
         if view.verdict is None:
-            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            outcome = await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
+                await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
+            return outcome
         await self._stop_sidecars(pod)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
@@ -427,15 +508,29 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             plan = self.compile(run, frozen)
         except RunFailed:  # its input was bad: it never had a Pod
             return None
-        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        return read_pod(plan, pod, timed_out=timed_out).tasks
+        return self._read(run, plan, pod, bool(run.extra_fields.get("tasksTimedOut"))).tasks
+
+    @staticmethod
+    def _read(run: Run[PipelineInPodInput], plan: Plan, pod: JSON, timed_out: bool) -> PodView:
+        """The Pod read back; a custom task's entry tells its CustomRun's story."""
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        return read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
 
     async def _stopped(
-        self, run: Run[PipelineInPodInput], state: str, reason: str, *, keep_spec: bool
+        self,
+        run: Run[PipelineInPodInput],
+        state: str,
+        reason: str,
+        custom_state: str,
+        *,
+        keep_spec: bool,
     ) -> JSON | None:
-        """Delete the attempt's Pod; its final ``extraFields``: unfinished tasks marked."""
+        """Delete the attempt's Pod and cancel its custom tasks' CustomRuns (with
+        ``custom_state``); its final ``extraFields``: unfinished tasks marked."""
         tasks = self._last_tasks(run)
         await self._delete_pod(run)
+        await customtasks.cancel_all(self.client, run, custom_state)
         if tasks is None:
             return None
         fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
@@ -444,14 +539,19 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
 
     async def on_cancel(self, run: Run[PipelineInPodInput]) -> JSON | None:
         """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM); every
-        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns."""
-        return await self._stopped(run, "cancelled", "TaskRunCancelled", keep_spec=False)
+        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns; the
+        custom tasks' CustomRuns are cancelled."""
+        return await self._stopped(
+            run, "cancelled", "TaskRunCancelled", customtasks.CANCELLED, keep_spec=False
+        )
 
     async def on_timeout(self, run: Run[PipelineInPodInput]) -> JSON | None:
         """The attempt timed out: delete its Pod; every unfinished task ends timed out
         (the frozen spec is kept for a retry)."""
         retried = run.attempt < run.retries
-        return await self._stopped(run, "timedOut", "TaskRunTimeout", keep_spec=retried)
+        return await self._stopped(
+            run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
+        )
 
 
 def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:

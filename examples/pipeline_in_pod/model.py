@@ -23,9 +23,12 @@ __all__ = [
     "PipelineTask",
     "Sidecar",
     "Step",
+    "StepRef",
     "StepTemplate",
+    "TaskMetadata",
     "TaskRef",
     "TaskResult",
+    "TaskRunSpec",
     "TaskSpec",
     "WhenExpression",
     "WorkspaceBinding",
@@ -73,12 +76,14 @@ class Param(_Tekton):
 
 
 class TaskResult(_Tekton):
-    """A declared task result; written to ``$(results.<name>.path)``."""
+    """A declared task result; written to ``$(results.<name>.path)``, or (a task's) fetched
+    from a step result by ``value: $(steps.<s>.results.<r>)``."""
 
     name: str
     type: Literal["string", "array", "object"] = "string"
     description: str = ""
     properties: dict[str, dict[str, Any]] | None = None
+    value: ParamValue | None = None
 
 
 class PipelineResult(_Tekton):
@@ -172,8 +177,17 @@ class StepTemplate(_ContainerFields):
     """Defaults for every step of a Task (a step's own values win; env merged by name)."""
 
 
+class StepRef(_Tekton):
+    """A step's ``ref``: a namespaced StepAction by ``name``, or a ``resolver`` and its
+    ``params`` (remote resolution)."""
+
+    name: str = ""
+    resolver: str | None = None
+    params: list[Param] | None = None
+
+
 class Step(_ContainerFields):
-    """A step: one container, ordered by Tekton's entrypoint."""
+    """A step: one container, ordered by Tekton's entrypoint; or (``ref``) a StepAction."""
 
     name: str = ""
     script: str | None = None
@@ -181,6 +195,9 @@ class Step(_ContainerFields):
     timeout: str | None = None
     onError: Literal["continue", "stopAndFail"] | None = None
     displayName: str | None = None
+    ref: StepRef | None = None
+    params: list[Param] = Field(default_factory=list)
+    when: list[WhenExpression] = Field(default_factory=list)
 
 
 class Sidecar(_ContainerFields):
@@ -192,12 +209,24 @@ class Sidecar(_ContainerFields):
     script: str | None = None
 
 
+class TaskMetadata(_Tekton):
+    """Labels and annotations of an embedded ``taskSpec`` (and, frozen, of a Task)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class TaskSpec(_Tekton):
-    """A Task's spec (``tekton.dev/v1``)."""
+    """A Task's spec (``tekton.dev/v1``), plus this controller's ``preSteps`` and
+    ``postSteps`` (run before and after ``steps``, with the network when ``steps`` are
+    hermetic: :mod:`examples.pipeline_in_pod.hermetic`)."""
 
     params: list[ParamSpec] = Field(default_factory=list)
     results: list[TaskResult] = Field(default_factory=list)
+    preSteps: list[Step] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
+    postSteps: list[Step] = Field(default_factory=list)
+    metadata: TaskMetadata | None = None
     sidecars: list[Sidecar] = Field(default_factory=list)
     workspaces: list[WorkspaceDeclaration] = Field(default_factory=list)
     stepTemplate: StepTemplate | None = None
@@ -207,11 +236,30 @@ class TaskSpec(_Tekton):
 
 
 class TaskRef(_Tekton):
-    """A reference to a namespaced ``tekton.dev/v1`` Task."""
+    """A namespaced ``tekton.dev/v1`` Task by ``name``, or a custom task: any other
+    ``apiVersion`` and ``kind`` (``name`` optional), run by its own controller through a
+    CustomRun."""
 
-    name: str
-    kind: Literal["Task"] = "Task"
-    apiVersion: Literal["tekton.dev/v1", "tekton.dev/v1beta1"] | None = None
+    name: str | None = None
+    kind: str | None = None
+    apiVersion: str | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        """A custom task: ``apiVersion`` and ``kind`` both given, other than Tekton's Task."""
+        return (
+            self.apiVersion is not None
+            and self.kind is not None
+            and not (self.kind == "Task" and self.apiVersion.startswith("tekton.dev/"))
+        )
+
+    @model_validator(mode="after")
+    def _task_or_custom(self) -> TaskRef:
+        if not self.is_custom and (self.kind not in (None, "Task") or not self.name):
+            raise ValueError(
+                "a taskRef names a Task (name), or a custom task (apiVersion and kind)"
+            )
+        return self
 
 
 class WhenExpression(_Tekton):
@@ -295,12 +343,20 @@ class Timeouts(_Tekton):
     finally_: str | None = Field(None, alias="finally")
 
 
+class TaskRunSpec(_Tekton):
+    """Per pipeline task settings of the run, as a PipelineRun's ``taskRunSpecs``: only
+    ``metadata`` (its annotations apply to that task, as Tekton's reach its TaskRun)."""
+
+    pipelineTaskName: str
+    metadata: TaskMetadata = Field(default_factory=TaskMetadata)
+
+
 class PipelineInPodInput(Params):
     """The run's input: pipeline params, plus (embedded spec) the pipeline and bindings.
 
     ``spec.params`` and any field of ``customSpec.spec`` other than ``pipelineRef``,
-    ``pipelineSpec``, ``workspaces``, ``timeouts`` and ``podTemplate`` are the Pipeline's
-    params.
+    ``pipelineSpec``, ``workspaces``, ``timeouts``, ``podTemplate`` and ``taskRunSpecs``
+    are the Pipeline's params.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
@@ -310,6 +366,7 @@ class PipelineInPodInput(Params):
     workspaces: list[WorkspaceBinding] = Field(default_factory=list)
     timeouts: Timeouts | None = None
     podTemplate: dict[str, Any] | None = None
+    taskRunSpecs: list[TaskRunSpec] = Field(default_factory=list)
 
     @property
     def params(self) -> dict[str, ParamValue]:

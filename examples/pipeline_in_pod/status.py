@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     TaskPlan,
 )
+from examples.pipeline_in_pod.hermetic import CHECK_CONTAINER, UNAVAILABLE, unavailable
 from examples.pipeline_in_pod.model import ParamValue
 
 __all__ = ["FATAL_WAITING", "PodView", "Verdict", "aggregate", "read_pod"]
@@ -57,11 +58,13 @@ class Verdict:
 
 @dataclass(frozen=True)
 class PodView:
-    """What the controller reads of a Pod: each task's status, and the verdict once done."""
+    """What the controller reads of a Pod: each task's status, and the verdict once done;
+    ``results``: each task's results, whole."""
 
     tasks: list[JSON]
     verdict: Verdict | None
     steps_done: bool
+    results: Mapping[str, Mapping[str, ParamValue]] = field(default_factory=dict)
 
 
 def _termination(state: JSON) -> tuple[dict[str, ParamValue], dict[str, str], bool]:
@@ -129,6 +132,10 @@ def _task_state(
         status = statuses.get(plan.container) or {}
         current = status.get("state") or {}
         step: JSON = {"name": plan.name, "container": plan.container}
+        if plan.phase != "steps":
+            step["phase"] = plan.phase
+        if plan.hermetic:
+            step["hermetic"] = True
         if "waiting" in current:
             why = current["waiting"].get("reason", "")
             step["waiting"] = why
@@ -180,7 +187,8 @@ def _task_state(
         steps.append(step)
     if not state:
         if terminated == len(task.steps):
-            if skipped_steps == len(task.steps):
+            if skipped_steps == len(task.steps) and not task.steps[0].when:
+                # The task's own when (a step's own when skips only the step, as Tekton)
                 state, reason = "skipped", "WhenExpressionsEvaluatedFalse"
             else:
                 state, reason = "succeeded", "Succeeded"
@@ -273,11 +281,18 @@ def _resolve(
     return None if missing else text
 
 
-def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
+def read_pod(
+    plan: Plan,
+    pod: JSON,
+    *,
+    timed_out: bool = False,
+    overlay: Callable[[JSON], None] | None = None,
+) -> PodView:
     """Each task's status from ``pod``, and the verdict once every step has ended.
 
     ``timed_out``: the controller stopped the DAG's steps for ``timeouts.tasks`` (a step
-    it cancelled timed out)."""
+    it cancelled timed out). ``overlay``: called on each task's entry before it counts
+    (a custom task's entry tells its CustomRun's story)."""
     status = pod.get("status") or {}
     statuses = {c["name"]: c for c in status.get("containerStatuses") or []}
     states: dict[str, str] = {}
@@ -297,6 +312,8 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
     results: dict[str, dict[str, ParamValue]] = {}
     for task in plan.tasks:
         entry, kept = _task_state(task, statuses, states, pod, timed_out)
+        if overlay is not None:
+            overlay(entry)
         states[task.name] = entry["state"]
         results[task.name] = kept
         if task.name not in plan.matrices or entry["state"] == "failed":
@@ -307,23 +324,26 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
     fatal = next((t for t in tasks if t.get("reason") in FATAL_WAITING), None)
     if fatal is not None:
         verdict = Verdict(False, fatal["reason"], f"task {fatal['name']!r}: {fatal['message']}")
-        return PodView(tasks, verdict, steps_done)
-    init = _init_failure(pod)
+        return PodView(tasks, verdict, steps_done, results)
+    init = _init_failure(pod, plan)
     if init is not None:
-        return PodView(tasks, init, steps_done)
+        return PodView(tasks, init, steps_done, results)
     unschedulable = _unschedulable(status)
     if unschedulable is not None:
-        return PodView(tasks, Verdict(False, "PodUnschedulable", unschedulable), steps_done)
+        verdict = Verdict(False, "PodUnschedulable", unschedulable)
+        return PodView(tasks, verdict, steps_done, results)
     if status.get("phase") == "Failed" and not steps_done:
         why = status.get("reason") or "PodFailed"
-        return PodView(tasks, Verdict(False, why, status.get("message") or why), steps_done)
+        verdict = Verdict(False, why, status.get("message") or why)
+        return PodView(tasks, verdict, steps_done, results)
     if not steps_done:
-        return PodView(tasks, None, False)
-    return PodView(tasks, _verdict(plan, tasks, results), True)
+        return PodView(tasks, None, False, results)
+    return PodView(tasks, _verdict(plan, tasks, results), True, results)
 
 
-def _init_failure(pod: JSON) -> Verdict | None:
-    """An init container (``prepare``, ``place-scripts``) that cannot run or failed."""
+def _init_failure(pod: JSON, plan: Plan) -> Verdict | None:
+    """An init container (``prepare``, ``place-scripts``, a hermetic check) that cannot
+    run or failed."""
     meta = pod.get("metadata", {})
     for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
         state = container.get("state") or {}
@@ -333,6 +353,8 @@ def _init_failure(pod: JSON) -> Verdict | None:
         if waiting in FATAL_WAITING:
             message = (state["waiting"].get("message") or "")[:512]
             return Verdict(False, waiting, f"init container {name!r}: {message}")
+        if code and name.startswith(CHECK_CONTAINER):
+            return Verdict(False, UNAVAILABLE, unavailable(meta, plan.pod_spec, name))
         if code:
             logs = f"kubectl logs -n {meta.get('namespace', '')} {meta.get('name', '')} -c {name}"
             return Verdict(False, "InitFailed", f"init container {name!r} exited {code}: {logs}")

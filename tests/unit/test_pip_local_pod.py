@@ -28,6 +28,7 @@ from examples.pipeline_in_pod.compiler import (
     RunContext,
     compile_pipeline,
 )
+from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
@@ -56,6 +57,7 @@ APPLETS = [
     "cp",
     "od",
     "awk",
+    "ln",
 ]
 
 
@@ -133,6 +135,7 @@ def run_pod(
         folder.mkdir(parents=True)
         for item in (volume.get("downwardAPI") or {}).get("items") or []:
             key = item["fieldRef"]["fieldPath"].split("'")[1]
+            (folder / item["path"]).parent.mkdir(parents=True, exist_ok=True)
             (folder / item["path"]).write_text((annotations or {}).get(key, ""))
         volumes[volume["name"]] = folder
     for container in pod_spec.get("initContainers") or []:
@@ -644,3 +647,79 @@ def test_matrix_results_are_aggregated_into_arrays_with_their_lengths(tmp_path: 
         "all": values,
         "fs": ["f-a", "f-b"],
     }
+
+
+def test_custom_tasks_stand_ins_pass_outcomes_and_results_as_tekton_would(tmp_path: Path) -> None:
+    # The controller's annotations are there from the start: each stand-in goes at once.
+    pipeline = PipelineSpec.model_validate(
+        {
+            "tasks": [
+                {"name": "build", "taskSpec": {"steps": [sh("true")]}},
+                {
+                    "name": "approval",
+                    "runAfter": ["build"],
+                    "taskRef": {"apiVersion": "approval.customtask.dev/v1alpha1", "kind": "A"},
+                },
+                {
+                    "name": "publish",
+                    "params": [
+                        {"name": "d", "value": "$(tasks.approval.results.decision)"},
+                        {"name": "who", "value": ["$(tasks.approval.results.by[*])"]},
+                    ],
+                    "taskSpec": {
+                        "params": [{"name": "d"}, {"name": "who", "type": "array"}],
+                        "results": [{"name": "out"}],
+                        "steps": [
+                            {
+                                "image": "busybox",
+                                "command": ["sh", "-c", 'printf "$0:$*" > $(results.out.path)'],
+                                "args": ["$(params.d)", "$(params.who[*])"],
+                            }
+                        ],
+                    },
+                },
+                {
+                    "name": "wait",
+                    "runAfter": ["publish"],
+                    "taskRef": {"apiVersion": "wait.dev/v1", "kind": "Wait"},
+                },
+                {"name": "after-wait", "runAfter": ["wait"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [
+                {
+                    "name": "report",
+                    "params": [{"name": "s", "value": "$(tasks.wait.status)"}],
+                    "taskSpec": {
+                        "params": [{"name": "s"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh("printf $(params.s) > $(results.out.path)")],
+                    },
+                }
+            ],
+            "results": [
+                {"name": "published", "value": "$(tasks.publish.results.out)"},
+                {"name": "reported", "value": "$(finally.report.results.out)"},
+            ],
+        }
+    )
+    tasks = {t.name: t.taskSpec for t in [*pipeline.tasks, *pipeline.finally_] if t.taskSpec}
+    plan = compile_with_custom_tasks(pipeline, tasks, {}, [], CTX, Images("ep", "nop", "sh"))
+    approval, wait = plan.custom["approval"], plan.custom["wait"]
+    annotations = {
+        approval.state_key: "Succeeded",
+        approval.result_key("decision"): "approved",
+        approval.result_key("by"): '["alice","bob"]',
+        wait.state_key: "CustomRunTimedOut: timed out",
+    }
+    status = run_pod(plan.pod_spec, tmp_path, annotations=annotations)
+    view = read_pod(plan, pod(plan.pod_spec, status))
+    assert states(view) == {
+        "build": "succeeded",
+        "approval": "succeeded",
+        "publish": "succeeded",
+        "wait": "failed",
+        "after-wait": "skipped",
+        "report": "succeeded",
+    }
+    assert view.verdict is not None
+    assert view.verdict.results == {"published": "approved:alice bob", "reported": "Failed"}
