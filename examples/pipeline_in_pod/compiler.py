@@ -93,6 +93,8 @@ READY_ANNOTATION = "tekton.dev/ready"
 CANCEL_ANNOTATION = "tekton.dev/cancel"
 
 _RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)]+)\)")
+#: The step named by a run-time reference ``$(steps.<name>.``.
+_STEP_NAME = re.compile(r"\$\(steps\.([^.()]+)\.")
 _STATUS_REF = re.compile(r"\$\(tasks\.(?:([a-z0-9][-a-z0-9]*)\.)?status\)")
 _WHOLE_ARRAY_RESULT = re.compile(r"\$\(tasks\.[a-z0-9][-a-z0-9]*\.results\.[^)\[.]+\[\*\]\)")
 _STEP_RESULT_VALUE = re.compile(r"\$\(steps\.([a-z0-9][-a-z0-9]*)\.results\.([^.)\[]+)\)")
@@ -1035,14 +1037,17 @@ def _consumer_mounts(container: JSON, produced: Mapping[str, str]) -> None:
         *container.get("args", []),
         *(e.get("value", "") for e in container.get("env", [])),
     ]
+    named = {match.group(1) for text in texts for match in _STEP_NAME.finditer(text)}
+    if not named:
+        return
     for task, volume in produced.items():
-        if any(f"$(steps.{step_ref_name(task)}." in text for text in texts):
+        if step_ref_name(task) in named:
             container["volumeMounts"].append(_mount(volume, results_mount(task), True))
         lengths = length_ref_name(task)
-        if any(f"$(steps.{lengths}." in text for text in texts):  # a matrix join's
+        if lengths in named:  # a matrix join's
             mount = _mount(volume, f"/tekton/steps/step-{lengths}/results", True)
             container["volumeMounts"].append({**mount, "subPath": LENGTHS_DIR})
-    if any(f"$(steps.{STATUS_REF}." in text for text in texts):
+    if STATUS_REF in named:
         container["volumeMounts"].append(
             _mount("pip-status", f"/tekton/steps/step-{STATUS_REF}/results", True)
         )
