@@ -34,7 +34,7 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, ForbiddenError, KubeClient,
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.certs import CertificateAuthority
 from customtask_sdk.testing.controllers import controller_process
-from customtask_sdk.testing.processes import ManagedProcess, free_port
+from customtask_sdk.testing.processes import ManagedProcess, cpu_seconds, free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -214,18 +214,6 @@ def queue_waits(before: dict[float, float], after: dict[float, float]) -> str:
         for bound, label in ((1e-3, "1 ms"), (1e-2, "10 ms"), (1e-1, "100 ms"), (1.0, "1 s"))
     )
     return f"{shares} (n={total:.0f} reconciles)"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:

@@ -43,7 +43,7 @@ from customtask_sdk.client import CUSTOM_RUNS, JSON, GoneError, KubeClient
 from customtask_sdk.reconciler.run import format_time
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.controllers import controller_process
-from customtask_sdk.testing.processes import ManagedProcess, free_port
+from customtask_sdk.testing.processes import ManagedProcess, cpu_seconds, free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_API = "wait.customtask.dev/v1alpha1"
@@ -198,18 +198,6 @@ async def ceiling(
 async def remove_runs(kube: KubeClient, namespace: str) -> None:
     """Delete a phase's runs, so the apiserver's cache and etcd are alike for every trial."""
     await kube.delete(CUSTOM_RUNS.path(namespace))
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def scrape(port: int) -> dict[str, float]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import controller_process
-from customtask_sdk.testing.processes import ManagedProcess, free_port
+from customtask_sdk.testing.processes import ManagedProcess, cpu_seconds, free_port, rss_mb
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
 from examples.pipeline_in_pod.controller import CLAIMS, PODS, custom_run
 from examples.pipeline_in_pod.model import PipelineSpec
@@ -44,18 +44,6 @@ NAMESPACE = "bench-pip"
 
 if TYPE_CHECKING:
     from customtask_sdk.testing.node import Node
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def trivial(name: str, after: str | None) -> JSON:

@@ -15,9 +15,11 @@ __all__ = [
     "AsyncService",
     "ManagedProcess",
     "child_pids",
+    "cpu_seconds",
     "free_port",
     "has_exited",
     "kill_leftovers",
+    "rss_mb",
     "tail_file",
 ]
 
@@ -197,3 +199,17 @@ def kill_leftovers(pids: Iterable[int]) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def rss_mb(pid: int) -> float:
+    """Process ``pid``'s resident memory in MiB (``VmRSS``), for benchmarks."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used, for benchmarks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

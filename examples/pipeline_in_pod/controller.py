@@ -198,12 +198,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         self, run: Run[PipelineInPodInput], name: str
     ) -> tuple[PipelineSpec, dict[str, str]]:
         """Pipeline ``name``'s spec and the annotations a run keeps of it."""
-        try:
-            found = await self.client.get(PIPELINES.path(run.namespace, name))
-        except NotFoundError:
-            raise _input_error(
-                "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
-            ) from None
+        message = f"Pipeline {name!r} not found in {run.namespace!r}"
+        found = await self._get(PIPELINES.path(run.namespace, name), "PipelineNotFound", message)
         spec: PipelineSpec = self._validate(
             PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}"
         )
@@ -244,13 +240,15 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         return spec.model_copy(update=resolved), tasks
 
     async def _task(self, run: Run[PipelineInPodInput], ptask: str, name: str) -> JSON:
+        message = f"tasks[{ptask}].taskRef: Task {name!r} not found"
+        return task_spec(await self._get(TASKS.path(run.namespace, name), "TaskNotFound", message))
+
+    async def _get(self, path: str, reason: str, message: str) -> JSON:
+        """The object at ``path``; missing, the run fails with ``reason`` and ``message``."""
         try:
-            task = await self.client.get(TASKS.path(run.namespace, name))
+            return await self.client.get(path)
         except NotFoundError:
-            raise _input_error(
-                "TaskNotFound", f"tasks[{ptask}].taskRef: Task {name!r} not found"
-            ) from None
-        return task_spec(task)
+            raise _input_error(reason, message) from None
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
