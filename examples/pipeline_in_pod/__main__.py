@@ -32,6 +32,26 @@ from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 
 
+def _task_specs(
+    path: Path, spec: PipelineSpec, named: dict[str, Any], prefix: str = ""
+) -> dict[str, TaskSpec]:
+    """Each task's spec by name (an embedded child pipeline's as ``<child>-<task>``)."""
+    tasks: dict[str, TaskSpec] = {}
+    for ptask in [*spec.tasks, *spec.finally_]:
+        name = f"{prefix}{ptask.name}"
+        if ptask.taskSpec is not None:
+            tasks[name] = ptask.taskSpec
+        elif ptask.pipelineSpec is not None:
+            tasks.update(_task_specs(path, ptask.pipelineSpec, named, f"{name}-"))
+        elif ptask.taskRef is not None and ptask.taskRef.is_custom:
+            continue  # runs as a CustomRun
+        elif ptask.taskRef is not None and ptask.taskRef.name in named:
+            tasks[name] = TaskSpec.model_validate(named[ptask.taskRef.name])
+        else:
+            raise SystemExit(f"{path}: task {name!r} names a Task (or Pipeline) not in the file")
+    return tasks
+
+
 def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
     """The Pod spec for the Pipeline in ``path`` (its Tasks from the same file)."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -40,16 +60,7 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
         raise SystemExit(f"{path}: expected one Pipeline, found {len(pipelines)}")
     named = {d["metadata"]["name"]: task_spec(d) for d in docs if d.get("kind") == "Task"}
     spec = PipelineSpec.model_validate(pipelines[0]["spec"])
-    tasks: dict[str, TaskSpec] = {}
-    for ptask in [*spec.tasks, *spec.finally_]:
-        if ptask.taskSpec is not None:
-            tasks[ptask.name] = ptask.taskSpec
-        elif ptask.taskRef is not None and ptask.taskRef.is_custom:
-            continue  # runs as a CustomRun
-        elif ptask.taskRef is not None and ptask.taskRef.name in named:
-            tasks[ptask.name] = TaskSpec.model_validate(named[ptask.taskRef.name])
-        else:
-            raise SystemExit(f"{path}: task {ptask.name!r} names a Task not in the file")
+    tasks = _task_specs(path, spec, named)
     name = pipelines[0]["metadata"]["name"]
     annotations = kept(pipelines[0]["metadata"].get("annotations"))
     ctx = RunContext(

@@ -48,3 +48,21 @@ def test_compile_names_the_field_of_what_one_pod_cannot_run(
     path.write_text(yaml.safe_dump(pipeline))
     assert main(["compile", str(path)]) == 1
     assert capsys.readouterr().err.startswith("Unsupported: tasks[t].retries: ")
+
+
+def test_compile_puts_an_embedded_child_pipelines_tasks_in_the_pod(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step = {"image": "b", "command": ["x"]}
+    child = {"tasks": [{"name": "x", "taskSpec": {"steps": [step]}}]}
+    pipeline = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "Pipeline",
+        "metadata": {"name": "p"},
+        "spec": {"tasks": [{"name": "c", "pipelineSpec": child}]},
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    assert main(["compile", str(path)]) == 0
+    pod = yaml.safe_load(capsys.readouterr().out)
+    assert [c["name"] for c in pod["containers"]] == ["step-c-x-unnamed-0"]
