@@ -82,7 +82,6 @@ def _workspaces(
         child_ws = binding.workspace or binding.name
         mapped = parent.get(child_ws)
         if mapped is None:  # not bound by the child task: unbound (fails if not optional)
-            out.append(binding.model_copy(update={"workspace": f"{child_ws}.unbound"}))
             continue
         sub = "/".join(p for p in (mapped.subPath, binding.subPath) if p)
         out.append(

@@ -1089,3 +1089,9 @@ def test_a_volume_claim_template_binds_the_workspace_to_a_claim_named_as_tekton_
     assert plan.claims[0]["spec"] == template["spec"]
     volumes = {v["name"]: v for v in plan.pod_spec["volumes"]}
     assert volumes["ws-src"] == {"name": "ws-src", "persistentVolumeClaim": {"claimName": expected}}
+
+
+def test_a_child_workspace_the_child_task_leaves_unbound_fails_the_task_needing_it() -> None:
+    with pytest.raises(CompileError, match="the task needs this workspace") as caught:
+        _nested(_child(workspaces=[]))
+    assert caught.value.field == "tasks[c-y].workspaces[w]"
