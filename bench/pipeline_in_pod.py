@@ -133,8 +133,9 @@ async def in_pod(kube: KubeClient, spec: JSON) -> float:
     return await timed(kube, CUSTOM_RUNS, body)
 
 
-async def pods(kube: KubeClient) -> int:
-    return len((await kube.get(PODS.path(NAMESPACE)))["items"])
+async def pods(kube: KubeClient) -> set[str]:
+    """The Pods there are now (a run's: those there after it and not before it)."""
+    return {p["metadata"]["name"] for p in (await kube.get(PODS.path(NAMESPACE)))["items"]}
 
 
 def big_workspace() -> JSON:
@@ -247,7 +248,7 @@ async def side_by_side(node: Node, trials: int) -> None:
                 used = cpu_seconds(proc.pid)
                 ours.append(await in_pod(kube, spec))
                 cpu.append(cpu_seconds(proc.pid) - used)
-                made_theirs, made_ours = middle - before, await pods(kube) - middle
+                made_theirs, made_ours = len(middle - before), len(await pods(kube) - middle)
             ratio = statistics.median(theirs) / statistics.median(ours)
             print(
                 f"{label:<14} {spread(theirs):>20} {made_theirs:>4} {spread(ours):>20} "
