@@ -28,8 +28,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import aiohttp
-
 from customtask_sdk.client import CUSTOM_RUNS, JSON, ForbiddenError, KubeClient, ServerError
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.certs import CertificateAuthority
@@ -41,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from audit_trace import AUDIT_LOG, Trail, audit_args, decision_trails, read_audit_log  # noqa: E402
 
+from bench import cpu_seconds, scrape  # noqa: E402
 from examples.approval.controller import APPROVAL_TASKS, Approval  # noqa: E402
 from examples.approval.install import (  # noqa: E402
     CONTROLLER,
@@ -189,18 +188,13 @@ def start_controller(
     )
 
 
-async def queue_buckets(port: int) -> dict[float, float]:
-    """The controller's ``workqueue_queue_duration_seconds`` buckets from its /metrics."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as answer,
-    ):
-        text = await answer.text()
+def queue_buckets(metrics: dict[str, float]) -> dict[float, float]:
+    """The controller's ``workqueue_queue_duration_seconds`` buckets, from its /metrics."""
     buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith("workqueue_queue_duration_seconds_bucket{"):
-            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
-            buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    for key, value in metrics.items():
+        if key.startswith("workqueue_queue_duration_seconds_bucket{"):
+            bound = float(key.split('le="', 1)[1].split('"', 1)[0])
+            buckets[bound] = buckets.get(bound, 0.0) + value
     return buckets
 
 
@@ -221,11 +215,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -263,7 +252,7 @@ async def decisions(
         ]
         print(f"decisions: {load()} before")
         cpu = cpu_seconds(proc.pid)
-        queued = await queue_buckets(port)
+        queued = queue_buckets(await scrape(port))
         round_trips, answered = await paced_responses(clients, namespace, "gate", rate)
         await asyncio.wait_for(asyncio.gather(*watchers), 120)
         cpu = cpu_seconds(proc.pid) - cpu
@@ -272,7 +261,7 @@ async def decisions(
         print(f"decisions: deciding write answered -> Succeeded=True: {summary(latencies)}")
         print(f"decisions: the deciding write itself (with admission): {summary(round_trips)}")
         print(f"decisions: controller CPU {cpu / gates * 1000:.2f} ms per decision")
-        waits = queue_waits(queued, await queue_buckets(port))
+        waits = queue_waits(queued, queue_buckets(await scrape(port)))
         print(f"decisions: controller queue wait: {waits}")
         trails = await audit_trails(cp, namespace, gates)
         breakdown(trails, delivered, done)
