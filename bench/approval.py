@@ -1,18 +1,24 @@
 """Benchmarks of the Approval gate on the local control plane; prints figures, asserts nothing.
 
     .venv/bin/python bench/approval.py [--gates 1000] [--rate 50] [--memory-gates 10000]
+        [--workers 64[,16,...]] [--skip decisions,memory,admission]
 
-One ControlPlane (etcd + kube-apiserver + Tekton's CRDs) with Approval's CRD, RBAC and
-admission policies installed; the controller runs as a subprocess (``customtask-sdk run``)
-under its service account's user, the approvers are client-certificate users.
+One ControlPlane (etcd + kube-apiserver + Tekton's CRDs, the apiserver writing an audit
+log of gate and run writes) with Approval's CRD, RBAC and admission policies installed;
+the controller runs as a subprocess (``customtask-sdk run``) under its service account's
+user, the approvers are client-certificate users. Every phase prints the load average.
 
-1. decisions: ``--gates`` gates (one approver each, quorum 1) opened at once; once all are
-   pending, each is decided by its own user's write, ``--rate`` writes/s. Latency: from
-   the deciding write's answer to the CustomRun's ``Succeeded=True`` (seen on a watch).
-2. admission: the same response writes on gates with no controller, with the policies
-   installed and then without: the write's round trip, so the difference is what the
-   validating and mutating policies add.
-3. memory: the controller's RSS with ``--memory-gates`` pending gates in its caches.
+1. decisions (once per ``--workers`` value): ``--gates`` gates (one approver each, quorum
+   1) opened at once; once all are pending, each is decided by its own user's write,
+   ``--rate`` writes/s. Latency: from the deciding write's answer to the CustomRun's
+   ``Succeeded=True`` (seen on a watch); then, per decision, from the audit log, the
+   apiserver's share (the response's watch delivery, the gate's and the run's status
+   writes) and the controller's (the rest); the controller's CPU per decision and how
+   long its reconciles waited in the queue (its /metrics).
+2. memory: the controller's RSS with ``--memory-gates`` pending gates in its caches.
+3. admission: the same response writes on gates with no controller, with the policies
+   installed, with none, and with an HTTPS webhook (``webhook_standin.py``) instead: the
+   write's round trip, so the differences are what each mechanism adds.
 """
 
 from __future__ import annotations
