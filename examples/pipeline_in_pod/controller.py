@@ -58,7 +58,7 @@ from examples.pipeline_in_pod.model import (
     TaskSpec,
     WorkspaceBinding,
 )
-from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.status import PodView, read_pod
 from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 
 __all__ = [
@@ -181,12 +181,12 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             "tasks": tasks,
             "annotations": annotations,
         }
-        actions = await self._step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
         """Every StepAction the tasks' steps reference: one GET per distinct name, at once
         (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
         names: list[str] = []
@@ -313,9 +313,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
-        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
-        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
+        view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
@@ -465,8 +463,14 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             plan = self.compile(run, frozen)
         except RunFailed:  # its input was bad: it never had a Pod
             return None
-        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        return read_pod(plan, pod, timed_out=timed_out).tasks
+        return self._read(run, plan, pod, bool(run.extra_fields.get("tasksTimedOut"))).tasks
+
+    @staticmethod
+    def _read(run: Run[PipelineInPodInput], plan: Plan, pod: JSON, timed_out: bool) -> PodView:
+        """The Pod read back; a custom task's entry tells its CustomRun's story."""
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        return read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
 
     async def _stopped(
         self,
