@@ -359,7 +359,8 @@ def main() -> None:
     for count in (10, 100):
         size, mib = status_size(count)
         print(
-            f"status of a {count:>3}-task run: {size / 1024:.1f} KiB; 1,000 cached: {mib:.1f} MiB"
+            f"status of a {count:>3}-task run: {size / 1024:.1f} KiB; "
+            f"1,000 held whole: {mib:.1f} MiB (decoded)"
         )
     if not args.compile_only:
         asyncio.run(on_node(args.trials, args.finished_runs))
