@@ -23,6 +23,7 @@ from examples.pipeline_in_pod.model import (
     ParamValue,
     PipelineSpec,
     PipelineTask,
+    WhenExpression,
     WorkspacePipelineTaskBinding,
 )
 from examples.pipeline_in_pod.substitution import Scope
@@ -105,6 +106,17 @@ def _renamed(ptask: PipelineTask, child: str, names: set[str]) -> PipelineTask:
     return PipelineTask.model_validate(data)
 
 
+def _in_scope(when: WhenExpression, scope: Scope) -> WhenExpression:
+    """``when`` with ``scope``'s variables replaced (the child's tasks see other ones)."""
+    return when.model_copy(
+        update={
+            "input": scope.string(when.input) if when.input is not None else None,
+            "values": scope.strings_list(when.values) if when.values is not None else None,
+            "cel": scope.string(when.cel) if when.cel is not None else None,
+        }
+    )
+
+
 def _prefixed(child_scope: ChildScope, prefix: str) -> ChildScope:
     """``child_scope`` for the children of child ``prefix`` (their names prefixed)."""
 
@@ -152,6 +164,7 @@ def flatten(
             flat.append(ptask)
             continue
         values = {param.name: outer.value(param.value) for param in ptask.params}
+        when = [_in_scope(w, outer) for w in ptask.when]  # read in the parent's scope
         inner_scope = child_scope(ptask.name, child, values)
         child, deeper = flatten(child, inner_scope, _prefixed(child_scope, ptask.name))
         names = {p.name for p in child.tasks}
@@ -168,7 +181,7 @@ def flatten(
             renamed = renamed.model_copy(
                 update={
                     "runAfter": [*waits, *renamed.runAfter],
-                    "when": [*ptask.when, *renamed.when],
+                    "when": [*when, *renamed.when],
                     "workspaces": _workspaces(renamed.workspaces, ptask.workspaces),
                 }
             )

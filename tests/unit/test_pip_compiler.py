@@ -1095,3 +1095,14 @@ def test_a_child_workspace_the_child_task_leaves_unbound_fails_the_task_needing_
     with pytest.raises(CompileError, match="the task needs this workspace") as caught:
         _nested(_child(workspaces=[]))
     assert caught.value.field == "tasks[c-y].workspaces[w]"
+
+
+def test_a_child_pipeline_tasks_when_is_read_in_the_parents_scope() -> None:
+    skip = [{"input": "$(params.greeting)", "operator": "in", "values": ["bye"]}]
+    plan = _nested(_child(when=skip))
+    assert {t.name: t.skipped for t in plan.tasks} == {
+        "c-x": "WhenExpressionsEvaluatedFalse",
+        "c-y": "WhenExpressionsEvaluatedFalse",
+    }
+    run = _nested(_child(when=[{**skip[0], "values": ["hi"]}]))
+    assert {t.name: t.skipped for t in run.tasks} == {"c-x": None, "c-y": None}
