@@ -1,6 +1,6 @@
 """The wait from a custom task's completion to its dependants starting inside the Pod.
 
-    sudo .venv/bin/python bench/pip_custom_tasks.py [--runs 5] [--pairs 10]
+    sudo PYTHONPATH=. .venv/bin/python bench/pip_custom_tasks.py [--runs 5] [--pairs 10]
 
 On the real node, Pipeline-in-Pod runs ``--runs`` pipelines one after another, each a
 chain of ``--pairs`` (a Wait custom task of 0s, then an in-Pod task that depends on it).
@@ -42,7 +42,12 @@ def chain(pairs: int) -> JSON:
         }
         if i:
             custom["runAfter"] = [f"t{i - 1}"]
-        step = {"name": "s", "image": "busybox", "command": ["true"]}
+        step = {
+            "name": "s",
+            "image": "busybox",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["true"],
+        }
         tasks += [custom, {"name": f"t{i}", "runAfter": [f"c{i}"], "taskSpec": {"steps": [step]}}]
     return {"tasks": tasks}
 
