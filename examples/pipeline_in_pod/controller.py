@@ -51,6 +51,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     RunContext,
 )
+from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -142,6 +143,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
+        annotations = kept(run.obj["metadata"].get("annotations"))
         if spec is None:
             if name is None:
                 raise _input_error(
@@ -155,6 +157,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
                 ) from None
             spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+            # Tekton copies a Pipeline's annotations onto its run; the run's win.
+            annotations = {**kept(found["metadata"].get("annotations")), **annotations}
         tasks: dict[str, JSON] = {}
         for ptask in [*spec.tasks, *spec.finally_]:
             if ptask.taskSpec is not None:
@@ -170,24 +174,26 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "TaskNotFound",
                     f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
                 ) from None
-            tasks[ptask.name] = task.get("spec") or {}
+            tasks[ptask.name] = task_spec(task)
         frozen: JSON = {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
+            "annotations": annotations,
         }
-        actions = await self._step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
         """Every StepAction the tasks' steps reference: one GET per distinct name, at once
         (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
         names: list[str] = []
         for task, spec in tasks.items():
             try:
-                found = step_action_names(spec)
+                phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
+                found = step_action_names({"steps": [s for k in phases for s in spec.get(k) or []]})
             except CompileError as exc:
                 where = f"tasks[{task}].{exc.field}"
                 raise _input_error(exc.reason, f"{where}: {exc.message}") from None
@@ -247,6 +253,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             pipeline_run=run.pipeline_run or run.name,
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
+            annotations=frozen.get("annotations") or {},
+            task_annotations={
+                spec.pipelineTaskName: spec.metadata.annotations for spec in run.params.taskRunSpecs
+            },
         )
         actions = {
             name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")

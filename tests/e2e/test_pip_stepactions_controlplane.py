@@ -12,12 +12,11 @@ import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, Resource
 from customtask_sdk.testing import wait_for
-from customtask_sdk.testing.controllers import running
+from customtask_sdk.testing.controllers import create_object, running
 from customtask_sdk.testing.pytest_plugin import Cluster
 from examples.pipeline_in_pod.controller import PODS, TASKS, PipelineInPod
 from tests.e2e.test_pipeline_in_pod_controlplane import (
     IMAGES,
-    create,
     create_run,
     done,
     embedded,
@@ -42,30 +41,18 @@ SAY = {
 }
 
 
-async def step_action(
-    cluster: Cluster, resource: Resource, namespace: str, name: str, spec: JSON
-) -> None:
-    body = {
-        "apiVersion": f"{resource.group}/{resource.version}",
-        "kind": "StepAction",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    await cluster.client.create(resource.path(namespace), body)
-
-
 async def test_stepactions_are_resolved_once_and_frozen_with_the_tasks(
     cluster: Cluster, namespace: str
 ) -> None:
     kube = cluster.client
-    await step_action(cluster, V1BETA1, namespace, "kaniko", KANIKO)
-    await step_action(cluster, V1ALPHA1, namespace, "say", SAY)
-    await create(
+    await create_object(cluster.client, V1BETA1, namespace, KANIKO, name="kaniko")
+    await create_object(cluster.client, V1ALPHA1, namespace, SAY, name="say")
+    await create_object(
         kube,
         TASKS,
         namespace,
-        "announce",
-        {
+        name="announce",
+        spec={
             "steps": [
                 {"name": "say", "ref": {"name": "say"}, "params": [{"name": "word", "value": "hi"}]}
             ]
