@@ -26,10 +26,10 @@ import statistics
 import subprocess
 import time
 import uuid
-from typing import Any
 
 from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.testbin import cache_dir
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
 from examples.pipeline_in_pod.controller import PipelineInPod
@@ -148,13 +148,7 @@ async def main(args: argparse.Namespace) -> None:
         kube = cp.client
         await cp.ensure_namespace(NAMESPACE)
         for index in range(TASKS * STEPS):
-            body: dict[str, Any] = {
-                "apiVersion": "tekton.dev/v1beta1",
-                "kind": "StepAction",
-                "metadata": {"name": f"sa-{index}"},
-                "spec": action(index),
-            }
-            await kube.create(STEP_ACTIONS.path(NAMESPACE), body)
+            await create_object(kube, STEP_ACTIONS, NAMESPACE, action(index), name=f"sa-{index}")
         rows = []
         for distinct in (TASKS * STEPS, STEPS):
             rows.append((distinct, await ours(cp, pipeline(distinct), args.trials)))

@@ -17,6 +17,7 @@ import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, Resource
 from customtask_sdk.testing import condition, wait_for
+from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.controller import custom_run
 from tests.node.test_pipeline_in_pod import (
@@ -223,13 +224,7 @@ CORPUS: dict[str, JSON] = {
 async def step_actions(node: Node, node_namespace: str) -> None:
     """The StepActions, created in the test's namespace (deleted with it)."""
     for name, (resource, spec) in STEP_ACTIONS.items():
-        body = {
-            "apiVersion": f"{resource.group}/{resource.version}",
-            "kind": "StepAction",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-        await node.client.create(resource.path(node_namespace), body)
+        await create_object(node.client, resource, node_namespace, spec, name=name)
 
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
