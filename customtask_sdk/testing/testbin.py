@@ -469,19 +469,24 @@ def _install_tekton_resolvers(version: str, log: Log) -> None:
     """Tekton's remote resolvers (``cmd/resolvers``: git, hub, bundle, cluster, http), built
     as the controller is (the same knative patch: its servers on chosen ports, loopback)."""
     dest = _component_dir("tekton-resolvers", version)
-    if _is_built(dest, ("resolvers",), _RECIPES["tekton-resolvers"]):
-        return
     module = "github.com/tektoncd/pipeline"
-    gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
-    _build_module(
-        "tekton-resolvers",
-        gomod,
-        {"resolvers": f"{module}/cmd/resolvers"},
-        dest,
-        log,
-        prepare=_tekton_listeners_from_env,
-        recipe=_RECIPES["tekton-resolvers"],
-    )
+    if not _is_built(dest, ("resolvers",), _RECIPES["tekton-resolvers"]):
+        gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
+        _build_module(
+            "tekton-resolvers",
+            gomod,
+            {"resolvers": f"{module}/cmd/resolvers"},
+            dest,
+            log,
+            prepare=_tekton_listeners_from_env,
+            recipe=_RECIPES["tekton-resolvers"],
+        )
+    if not (dest / "config").is_dir():  # its namespace and ConfigMaps
+        source = Path(_module_info(module, version, Path(tempfile.gettempdir()), log)["Dir"])
+        shutil.copytree(source / "config" / "resolvers", dest / "config")
+        for path in (dest / "config").rglob("*"):
+            path.chmod(0o644)
+        (dest / "config").chmod(0o755)
 
 
 def locate_tekton_resolvers(versions: Versions = PINNED) -> Path:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 
+import pytest
 import yaml
 
+from customtask_sdk import ConflictError
 from customtask_sdk.client import CUSTOM_RUNS, JSON, Resource
 from customtask_sdk.testing import wait_for
 from customtask_sdk.testing.controllers import create_object, running
@@ -235,3 +238,30 @@ async def test_a_failed_resolution_fails_the_run_with_the_resolvers_message(
         run = await answer(cluster, request, failed, name)
     assert outcome(run) == ("False", "StepActionResolutionFailed")
     assert "no such stepaction" in run["status"]["conditions"][0]["message"]
+
+
+async def test_tektons_cluster_resolver_resolves_a_remote_stepaction(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Tekton's own resolvers binary (built by testbin) answers the ResolutionRequest: a
+    StepAction read from another namespace by the cluster resolver."""
+    if cluster.control_plane is None:
+        pytest.skip("needs the local control plane (starts Tekton's resolvers)")
+    cp = cluster.control_plane
+    await cp.start_tekton_resolvers()
+    kube = cluster.client
+    await cp.ensure_namespace("shared")
+    with contextlib.suppress(ConflictError):
+        await create_object(kube, V1BETA1, "shared", KANIKO, name="kaniko")
+    async with running(kube, PipelineInPod(images=IMAGES), namespace=namespace):
+        name = await create_run(kube, namespace, remote_run())
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, lambda o: done(o) or made_pod(o))
+        assert not done(run), run["status"]
+        (frozen,) = run["status"]["extraFields"]["spec"]["stepActions"].values()
+        assert frozen == KANIKO
+        pod = await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        assert pod["spec"]["containers"][0]["env"] == [{"name": "IMAGE", "value": "reg/app"}]
+
+
+def made_pod(run: JSON) -> bool:
+    return "pod" in (run.get("status", {}).get("extraFields") or {})
