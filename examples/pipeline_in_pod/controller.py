@@ -54,6 +54,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     RunContext,
 )
+from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -61,7 +62,7 @@ from examples.pipeline_in_pod.model import (
     TaskSpec,
     WorkspaceBinding,
 )
-from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.status import PodView, read_pod
 from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_refs
 
 __all__ = [
@@ -152,6 +153,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
+        annotations = kept(run.obj["metadata"].get("annotations"))
         if spec is None:
             if name is None:
                 raise _input_error(
@@ -165,6 +167,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
                 ) from None
             spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+            # Tekton copies a Pipeline's annotations onto its run; the run's win.
+            annotations = {**kept(found["metadata"].get("annotations")), **annotations}
         tasks: dict[str, JSON] = {}
         for ptask in [*spec.tasks, *spec.finally_]:
             if ptask.taskSpec is not None:
@@ -180,11 +184,12 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                     "TaskNotFound",
                     f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
                 ) from None
-            tasks[ptask.name] = task.get("spec") or {}
+            tasks[ptask.name] = task_spec(task)
         frozen: JSON = {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
+            "annotations": annotations,
         }
         actions = await self.resolve_step_actions(run.namespace, tasks, run)
         if actions:
@@ -204,7 +209,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         refs: dict[str, StepRef] = {}
         for task, spec in tasks.items():
             try:
-                found = step_action_refs(spec)
+                phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
+                found = step_action_refs({"steps": [s for k in phases for s in spec.get(k) or []]})
             except CompileError as exc:
                 where = f"tasks[{task}].{exc.field}"
                 raise _input_error(exc.reason, f"{where}: {exc.message}") from None
@@ -322,6 +328,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             pipeline_run=run.pipeline_run or run.name,
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
+            annotations=frozen.get("annotations") or {},
+            task_annotations={
+                spec.pipelineTaskName: spec.metadata.annotations for spec in run.params.taskRunSpecs
+            },
         )
         actions = {
             name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")
@@ -378,9 +388,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
-        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
-        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
+        view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await self._mark_ready(pod)
@@ -530,8 +538,14 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             plan = self.compile(run, frozen)
         except RunFailed:  # its input was bad: it never had a Pod
             return None
-        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        return read_pod(plan, pod, timed_out=timed_out).tasks
+        return self._read(run, plan, pod, bool(run.extra_fields.get("tasksTimedOut"))).tasks
+
+    @staticmethod
+    def _read(run: Run[PipelineInPodInput], plan: Plan, pod: JSON, timed_out: bool) -> PodView:
+        """The Pod read back; a custom task's entry tells its CustomRun's story."""
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        return read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
 
     async def _stopped(
         self,
