@@ -25,7 +25,6 @@ import re
 import statistics
 import subprocess
 import time
-import uuid
 
 from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane
@@ -119,15 +118,9 @@ def resolved(run: JSON) -> bool:
 
 async def tekton(cp: ControlPlane, kube: KubeClient, spec: JSON) -> dict[str, float]:
     before = gets(cp)
-    name = f"pr-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": "PipelineRun",
-        "metadata": {"name": name},
-        "spec": {"pipelineSpec": spec},
-    }
     start = time.perf_counter()
-    await kube.create(PIPELINE_RUNS.path(NAMESPACE), body)
+    run = await create_object(kube, PIPELINE_RUNS, NAMESPACE, {"pipelineSpec": spec})
+    name = run["metadata"]["name"]
     params = {"labelSelector": f"tekton.dev/pipelineRun={name}"}
     while True:
         runs = (await kube.get(TASK_RUNS.path(NAMESPACE), params))["items"]

@@ -48,6 +48,10 @@ SAY = {
 }
 
 
+def made_pod(run: JSON) -> bool:
+    return "pod" in (run.get("status", {}).get("extraFields") or {})
+
+
 async def test_stepactions_are_resolved_once_and_frozen_with_the_tasks(
     cluster: Cluster, namespace: str
 ) -> None:
@@ -88,13 +92,7 @@ async def test_stepactions_are_resolved_once_and_frozen_with_the_tasks(
     }
     async with running(kube, PipelineInPod(images=IMAGES), namespace=namespace):
         name = await create_run(kube, namespace, embedded(spec))
-        run = await wait_for(
-            kube,
-            CUSTOM_RUNS,
-            namespace,
-            name,
-            lambda o: "pod" in (o.get("status", {}).get("extraFields") or {}),
-        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, made_pod)
         frozen = run["status"]["extraFields"]["spec"]
         assert frozen["stepActions"] == {"kaniko": KANIKO, "say": SAY}
         pod = await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
@@ -196,7 +194,7 @@ async def answer(
             if current.get("conditions", [{}])[0].get("status") != condition["status"]:
                 await cluster.client.patch(f"{path}/status", {"status": status})
             found = await cluster.client.get(CUSTOM_RUNS.path(meta["namespace"], run))
-            if done(found) or "pod" in (found.get("status", {}).get("extraFields") or {}):
+            if done(found) or made_pod(found):
                 return found
             await asyncio.sleep(0.2)
 
@@ -261,7 +259,3 @@ async def test_tektons_cluster_resolver_resolves_a_remote_stepaction(
         assert frozen == KANIKO
         pod = await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
         assert pod["spec"]["containers"][0]["env"] == [{"name": "IMAGE", "value": "reg/app"}]
-
-
-def made_pod(run: JSON) -> bool:
-    return "pod" in (run.get("status", {}).get("extraFields") or {})
