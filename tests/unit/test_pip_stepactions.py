@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from examples.pipeline_in_pod.__main__ import compile_file
 from examples.pipeline_in_pod.compiler import CompileError, Plan, compile_pipeline
 from examples.pipeline_in_pod.model import PipelineSpec
 from examples.pipeline_in_pod.status import read_pod
@@ -534,3 +535,34 @@ def test_the_readmes_stepaction_example_runs(tmp_path: Path) -> None:
     assert view.verdict is not None
     assert view.verdict.results == {"digest": "sha256:reg-app"}, view.tasks
     assert "deploying sha256:reg-app" in log(tmp_path, "step-deploy-unnamed-0")
+
+
+def test_compile_reads_the_stepactions_of_the_file(tmp_path: Path) -> None:
+    docs = [
+        {
+            "apiVersion": "tekton.dev/v1beta1",
+            "kind": "StepAction",
+            "metadata": {"name": "echo"},
+            "spec": ACTIONS["echo"],
+        },
+        {
+            "apiVersion": "tekton.dev/v1",
+            "kind": "Pipeline",
+            "metadata": {"name": "p"},
+            "spec": {
+                "tasks": [
+                    {
+                        "name": "t",
+                        "taskSpec": {
+                            "steps": [ref("echo", params=[{"name": "word", "value": "hi"}])]
+                        },
+                    }
+                ]
+            },
+        },
+    ]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    pod_spec = compile_file(path, {})
+    (step,) = [c for c in pod_spec["containers"] if c["name"] == "step-t-s"]
+    assert step["args"][-2:] == ["--", "hi!"]
