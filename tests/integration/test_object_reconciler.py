@@ -3,6 +3,7 @@ with Tekton's own controller running beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from typing import Any, ClassVar
 
@@ -34,10 +35,8 @@ class Delegated(ObjectReconciler):
         started = obj.status.get("startTime") or obj.obj["metadata"]["creationTimestamp"]
         if not obj.owned(CONFIG_MAPS):
             meta = {"name": obj.name, "labels": LABEL, "ownerReferences": [obj.owner_reference()]}
-            try:
+            with contextlib.suppress(ConflictError):  # made earlier; its event is on its way
                 await self.client.create(CONFIG_MAPS.path(obj.namespace), {"metadata": meta})
-            except ConflictError:
-                pass  # made by an earlier reconcile; its event is on its way
             cond = {"type": "Succeeded", "status": "Unknown", "reason": "Running"}
             return Result(status={"startTime": started, "conditions": [cond]})
         cond = {"type": "Succeeded", "status": "True", "reason": "Succeeded"}
