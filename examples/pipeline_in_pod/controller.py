@@ -27,11 +27,9 @@ from pydantic import ValidationError
 from customtask_sdk import (
     ConflictError,
     Failed,
-    NotFoundError,
     Outcome,
     Owned,
     Reconciler,
-    Resource,
     Run,
     RunFailed,
     Running,
@@ -42,7 +40,6 @@ from customtask_sdk.reconciler.run import parse_time
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
-    READY_ANNOTATION,
     CompileError,
     Images,
     Plan,
@@ -55,14 +52,22 @@ from examples.pipeline_in_pod.model import (
     TaskSpec,
     WorkspaceBinding,
 )
+from examples.pipeline_in_pod.pods import (
+    PIPELINES,
+    PODS,
+    TASKS,
+    Unresolvable,
+    container_state,
+    mark_ready,
+    resolve_pipeline,
+    resolve_tasks,
+    stop_sidecars,
+)
 from examples.pipeline_in_pod.status import read_pod
 
 __all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
 
 JSON = dict[str, Any]
-PODS = Resource("", "v1", "pods", "Pod")
-PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
-TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -81,15 +86,6 @@ def custom_run(name: str, spec: Mapping[str, Any]) -> JSON:
         "metadata": {"name": name},
         "spec": {"customSpec": custom},
     }
-
-
-def _container(pod: JSON, name: str) -> JSON:
-    """The state of container ``name`` in ``pod`` (``{}`` before it has one)."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status["name"] == name:
-            state: JSON = status.get("state") or {}
-            return state
-    return {}
 
 
 def images_from_env(env: Mapping[str, str] = os.environ) -> Images:
@@ -128,33 +124,19 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
-        if spec is None:
-            if name is None:
-                raise _input_error(
-                    "InvalidParams",
-                    "name a Pipeline (customRef.name or pipelineRef.name) or embed pipelineSpec",
-                )
-            try:
-                found = await self.client.get(PIPELINES.path(run.namespace, name))
-            except NotFoundError:
-                raise _input_error(
-                    "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
-                ) from None
-            spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
-        tasks: dict[str, JSON] = {}
-        for ptask in [*spec.tasks, *spec.finally_]:
-            if ptask.taskSpec is not None:
-                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
-                continue
-            assert ptask.taskRef is not None
-            try:
-                task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
-            except NotFoundError:
-                raise _input_error(
-                    "TaskNotFound",
-                    f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
-                ) from None
-            tasks[ptask.name] = task.get("spec") or {}
+        try:
+            if spec is None:
+                if name is None:
+                    raise _input_error(
+                        "InvalidParams",
+                        "name a Pipeline (customRef.name or pipelineRef.name) or embed "
+                        "pipelineSpec",
+                    )
+                found = await resolve_pipeline(self.client, run.namespace, name)
+                spec = self._validate(PipelineSpec, found, f"Pipeline {name!r}")
+            tasks = await resolve_tasks(self.client, run.namespace, spec)
+        except Unresolvable as exc:
+            raise _input_error(exc.reason, exc.message) from None
         return {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
@@ -255,10 +237,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         view = read_pod(plan, pod, timed_out=timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
-            await self._mark_ready(pod)
+            await mark_ready(self.client, pod)
         if view.verdict is None:
             return await self._running(run, pod, view.tasks, fields, limits, timed_out)
-        await self._stop_sidecars(pod)
+        await stop_sidecars(self.client, pod, self.images.nop)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
             # The run ends here: its frozen spec is no longer needed (a retry would read it),
@@ -304,7 +286,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         """Act on the pipeline's own timeouts while it runs; else wait for the Pod."""
         now, wake = run.now, []
         ends = {key: run.started_at + limit for key, limit in limits.items()}
-        barrier = _container(pod, BARRIER_CONTAINER).get("terminated") or {}
+        barrier = container_state(pod, BARRIER_CONTAINER).get("terminated") or {}
         if "finally" in limits and barrier.get("finishedAt"):
             ends["finally"] = parse_time(barrier["finishedAt"]) + limits["finally"]
         elif "finally" in ends:
@@ -337,35 +319,6 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             extra_fields=fields,
             requeue_after=min(wake) if wake else None,
         )
-
-    async def _mark_ready(self, pod: JSON) -> None:
-        """Release the steps once every sidecar is ready (Tekton's ``tekton.dev/ready``)."""
-        if (pod["metadata"].get("annotations") or {}).get(READY_ANNOTATION) == "READY":
-            return
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        sidecars = [c for c in statuses if c["name"].startswith("sidecar-")]
-        if not sidecars or not all(c.get("ready") for c in sidecars):
-            return
-        meta = pod["metadata"]
-        await self.client.patch(
-            PODS.path(meta["namespace"], meta["name"]),
-            {"metadata": {"annotations": {READY_ANNOTATION: "READY"}}},
-        )
-
-    async def _stop_sidecars(self, pod: JSON) -> None:
-        """Swap each still-running sidecar's image for nop, as Tekton stops sidecars."""
-        containers = (pod.get("spec") or {}).get("containers") or []
-        statuses = {c["name"]: c for c in (pod.get("status") or {}).get("containerStatuses") or []}
-        ops = [
-            {"op": "replace", "path": f"/spec/containers/{index}/image", "value": self.images.nop}
-            for index, c in enumerate(containers)
-            if c["name"].startswith("sidecar-")
-            and c.get("image") != self.images.nop
-            and "terminated" not in (statuses.get(c["name"], {}).get("state") or {})
-        ]
-        if ops:
-            meta = pod["metadata"]
-            await self.client.patch(PODS.path(meta["namespace"], meta["name"]), ops, "json")
 
     async def _delete_pod(self, run: Run[PipelineInPodInput]) -> None:
         await self.client.delete(
