@@ -98,7 +98,7 @@ done
 
 if [ "$SKIP_BUILD" != 1 ]; then
   log "building $IMAGE"
-  docker build -f examples/wait/Dockerfile -t "$IMAGE" .
+  docker build -f examples/Dockerfile --target wait -t "$IMAGE" .
 fi
 log "loading $IMAGE into the cluster"
 kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"

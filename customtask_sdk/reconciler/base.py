@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
@@ -189,14 +189,23 @@ class Reconciler(ReconcilerBase, Generic[P]):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement reconcile()")
 
-    async def on_cancel(self, run: Run[P]) -> None:
+    async def on_cancel(self, run: Run[P]) -> Mapping[str, Any] | None:
         """Clean up a run being cancelled (``spec.status: RunCancelled``); default: nothing.
 
         Raising retries the cleanup later; the run is marked cancelled once it returns.
+        Return a mapping to replace ``status.extraFields`` in that final status (as an
+        outcome's ``extra_fields`` does); ``None`` keeps what is stored.
         """
+        return None
 
-    async def on_timeout(self, run: Run[P]) -> None:
-        """Clean up an attempt that timed out, before it is failed or retried."""
+    async def on_timeout(self, run: Run[P]) -> Mapping[str, Any] | None:
+        """Clean up an attempt that timed out, before it is failed or retried.
+
+        Return a mapping to replace ``status.extraFields`` of the failed attempt (as an
+        outcome's ``extra_fields`` does; kept in ``retriesStatus`` when it is retried);
+        ``None`` keeps what is stored.
+        """
+        return None
 
     async def finalize(self, run: Run[P]) -> None:
         """Release external resources of a run that finished or is being deleted.

@@ -272,14 +272,17 @@ async def step(
     timed_out = run.deadline is not None and now >= run.deadline
     try:
         if cancelling:
-            await _limited(reconciler, "on_cancel", reconciler.on_cancel(run))
+            fields = await _limited(reconciler, "on_cancel", reconciler.on_cancel(run))
+            if fields is not None:
+                status.data["extraFields"] = _stored_form(fields)
             status.finish(False, CANCELLED, cancel_message)
             return status.result(generation)
         if timed_out:
-            await _limited(reconciler, "on_timeout", reconciler.on_timeout(run))
+            fields = await _limited(reconciler, "on_timeout", reconciler.on_timeout(run))
             outcome: Outcome = Failed(
                 TIMED_OUT,
                 f"CustomRun {run.name!r} failed to finish within {run.describe_timeout()!r}",
+                extra_fields=fields,
             )
         else:
             outcome = await _limited(reconciler, "reconcile", reconciler.reconcile(run))

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from customtask_sdk.testing.clock import FakeClock
-    from customtask_sdk.testing.controllers import controller_process, create_custom_run, running
+    from customtask_sdk.testing.controllers import (
+        controller_process,
+        create_custom_run,
+        create_object,
+        running,
+    )
     from customtask_sdk.testing.controlplane import (
         TEKTON_NAMESPACE,
         ControlPlane,
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "clock": ["FakeClock"],
-    "controllers": ["controller_process", "create_custom_run", "running"],
+    "controllers": ["controller_process", "create_custom_run", "create_object", "running"],
     "controlplane": ["TEKTON_NAMESPACE", "ControlPlane", "ControlPlaneError"],
     "harness": ["Harness", "SimulatedRun", "StepRecord"],
     "node": ["Node", "NodeError", "NodeNetwork"],
@@ -69,6 +74,7 @@ __all__ = [
     "condition",
     "controller_process",
     "create_custom_run",
+    "create_object",
     "install",
     "locate",
     "running",

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.reconciler.objects import ObjectReconciler
 from customtask_sdk.runtime import Manager
@@ -19,7 +19,7 @@ from customtask_sdk.testing.processes import ManagedProcess
 if TYPE_CHECKING:  # the control plane needs the [testing] extra; running() does not
     from customtask_sdk.testing.controlplane import ControlPlane
 
-__all__ = ["controller_process", "create_custom_run", "running"]
+__all__ = ["controller_process", "create_custom_run", "create_object", "running"]
 
 
 @contextlib.asynccontextmanager
@@ -79,6 +79,25 @@ async def create_custom_run(
         "spec": body_spec,
     }
     return await client.create(CUSTOM_RUNS.path(namespace), body)
+
+
+async def create_object(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str,
+    spec: Mapping[str, Any],
+    *,
+    name: str | None = None,
+) -> JSON:
+    """Create an object of ``resource`` (a PipelineRun, a Task, a TaskRun...) with ``spec``,
+    named ``name`` or ``<kind>-<random>``; returns it as the apiserver stored it."""
+    body = {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {"name": name or f"{resource.kind.lower()}-{uuid.uuid4().hex[:6]}"},
+        "spec": dict(spec),
+    }
+    return await client.create(resource.path(namespace), body)
 
 
 def controller_process(

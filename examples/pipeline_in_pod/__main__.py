@@ -25,8 +25,9 @@ import yaml
 from customtask_sdk.client import CUSTOM_RUNS, KubeClient, Resource
 from customtask_sdk.runtime import Manager
 from customtask_sdk.testing import condition, wait_for
-from examples.pipeline_in_pod.compiler import CompileError, RunContext, compile_pipeline
+from examples.pipeline_in_pod.compiler import CompileError, RunContext
 from examples.pipeline_in_pod.controller import PIPELINES, TASKS, PipelineInPod, images_from_env
+from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 
 
@@ -42,13 +43,15 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
     for ptask in [*spec.tasks, *spec.finally_]:
         if ptask.taskSpec is not None:
             tasks[ptask.name] = ptask.taskSpec
+        elif ptask.taskRef is not None and ptask.taskRef.is_custom:
+            continue  # runs as a CustomRun
         elif ptask.taskRef is not None and ptask.taskRef.name in named:
             tasks[ptask.name] = TaskSpec.model_validate(named[ptask.taskRef.name])
         else:
             raise SystemExit(f"{path}: task {ptask.name!r} names a Task not in the file")
     name = pipelines[0]["metadata"]["name"]
     ctx = RunContext(name=name, namespace="default", uid="", pipeline=name, pipeline_run=name)
-    plan = compile_pipeline(spec, tasks, dict(params), [], ctx, images_from_env())
+    plan = compile_with_custom_tasks(spec, tasks, dict(params), [], ctx, images_from_env())
     return plan.pod_spec
 
 

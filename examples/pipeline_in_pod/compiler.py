@@ -32,9 +32,9 @@ from decimal import Decimal
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
+from examples.pipeline_in_pod.matrix import IN_DIR, LENGTH_REF, LENGTHS_DIR, expand_matrix
 from examples.pipeline_in_pod.model import (
     EnvVar,
-    Param,
     ParamSpec,
     ParamValue,
     PipelineSpec,
@@ -42,8 +42,10 @@ from examples.pipeline_in_pod.model import (
     Step,
     StepTemplate,
     TaskSpec,
+    WhenExpression,
     WorkspaceBinding,
 )
+from examples.pipeline_in_pod.stepactions import StepActionSpec, inline_step_actions
 from examples.pipeline_in_pod.substitution import Scope
 
 __all__ = [
@@ -80,6 +82,8 @@ CANCEL_ANNOTATION = "tekton.dev/cancel"
 
 _RESULT_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.results\.([^)]+)\)")
 _STATUS_REF = re.compile(r"\$\(tasks\.(?:([a-z0-9][-a-z0-9]*)\.)?status\)")
+_WHOLE_ARRAY_RESULT = re.compile(r"\$\(tasks\.[a-z0-9][-a-z0-9]*\.results\.[^)\[.]+\[\*\]\)")
+_STEP_RESULT_VALUE = re.compile(r"\$\(steps\.([a-z0-9][-a-z0-9]*)\.results\.([^.)\[]+)\)")
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "ksh"}
 
 
@@ -112,6 +116,8 @@ class StepPlan:
     name: str
     container: str
     on_error: str | None = None
+    #: The step has its own ``when``: skipped, it does not make its task skipped.
+    when: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,10 @@ class Plan:
     tasks: tuple[TaskPlan, ...]
     results: Mapping[str, ParamValue]
     waits_for_ready: bool
+    #: Each matrixed task to its instances; a task of this name in ``tasks`` is a join.
+    matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Custom tasks, by name (``customtasks.CustomTask``): run through CustomRuns.
+    custom: Mapping[str, Any] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -166,8 +176,6 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                         "containers are fixed when the Pod is created",
                         "Unsupported",
                     )
-            if where == "finally" and ptask.matrix is not None:
-                raise CompileError(f"{at}.matrix", "not supported yet in finally", "Unsupported")
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
@@ -179,6 +187,8 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                     "Unsupported",
                 )
             for index, step in enumerate(spec.steps):
+                if step.ref is not None:  # checked once resolved (stepactions.py)
+                    continue
                 if step.command is None and step.script is None:
                     raise CompileError(
                         f"{at}.steps[{index}]",
@@ -191,94 +201,13 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
                     raise CompileError(f"{at}.steps[{index}].image", "is required")
 
 
-# -- matrix -------------------------------------------------------------------------
-
-
-def combinations(ptask: PipelineTask, scope: Scope) -> list[dict[str, str]]:
-    """A matrix's combinations, as Tekton fans it out: the cross product of its params,
-    then each ``include``: added to the combinations its matrix params match (to every
-    one when it names none), else a combination of its own.
-
-    Raises:
-        CompileError: a matrix param is not an array.
-    """
-    assert ptask.matrix is not None
-    names: list[str] = []
-    combos: list[dict[str, str]] = [{}]
-    for param in ptask.matrix.params:
-        values = scope.value(param.value)
-        if not isinstance(values, list):
-            raise CompileError(
-                f"tasks[{ptask.name}].matrix.params[{param.name}]", "must be an array"
-            )
-        names.append(param.name)
-        combos = [{**combo, param.name: value} for combo in combos for value in values]
-    for include in ptask.matrix.include:
-        given = {p["name"]: scope.string(str(p["value"])) for p in include.get("params") or []}
-        keys = {k: v for k, v in given.items() if k in names}
-        matched = [c for c in combos if all(c.get(k) == v for k, v in keys.items())]
-        if matched:
-            for combo in matched:
-                combo.update({k: v for k, v in given.items() if k not in names})
-        else:
-            combos.append(dict(given))
-    return combos
-
-
-def expand_matrix(
-    pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec], scope: Scope
-) -> tuple[PipelineSpec, dict[str, TaskSpec]]:
-    """Each matrixed task as one task per combination (``<task>-<i>``); a dependant of the
-    matrixed task waits for all of them.
-
-    Raises:
-        CompileError: an instance's name is taken, or another task uses its results
-            (Tekton aggregates them into arrays: not yet).
-    """
-    fanned: dict[str, list[str]] = {}
-    expanded: list[PipelineTask] = []
-    specs = dict(tasks)
-    names = {p.name for p in [*pipeline.tasks, *pipeline.finally_]}
-    for ptask in pipeline.tasks:
-        if ptask.matrix is None:
-            expanded.append(ptask)
-            continue
-        instances = []
-        for index, combo in enumerate(combinations(ptask, scope)):
-            name = f"{ptask.name}-{index}"
-            if name in names:
-                raise CompileError(
-                    f"tasks[{name}]", f"is also an instance of matrix {ptask.name!r}"
-                )
-            params = [*ptask.params, *(Param(name=k, value=v) for k, v in combo.items())]
-            expanded.append(
-                ptask.model_copy(update={"name": name, "matrix": None, "params": params})
-            )
-            specs[name] = tasks[ptask.name]
-            instances.append(name)
-        fanned[ptask.name] = instances
-    if not fanned:
-        return pipeline, specs
-    for ptask in [*expanded, *pipeline.finally_]:
-        used = task_refs(_task_texts(ptask)) & fanned.keys()
-        if used:
-            raise CompileError(
-                f"tasks[{ptask.name}]",
-                f"uses results of the matrix {sorted(used)[0]!r}: not supported yet",
-                "Unsupported",
-            )
-    out = [
-        p.model_copy(update={"runAfter": [i for r in p.runAfter for i in fanned.get(r, [r])]})
-        for p in expanded
-    ]
-    return pipeline.model_copy(update={"tasks": out}), specs
-
-
 # -- params and context -------------------------------------------------------------
 
 
 def _check_type(where: str, spec: ParamSpec, value: ParamValue) -> ParamValue:
     kind = spec.kind
+    if kind == "array" and isinstance(value, str) and _WHOLE_ARRAY_RESULT.fullmatch(value):
+        value = [value]  # a whole array result, as Tekton replaces it at run time
     actual = (
         "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "string"
     )
@@ -339,7 +268,7 @@ def task_scope(ptask: PipelineTask, spec: TaskSpec, outer: Scope, ctx: RunContex
             "context.taskRun.name": f"{ctx.pipeline_run}-{ptask.name}",
             "context.taskRun.namespace": ctx.namespace,
             "context.taskRun.uid": ctx.uid,
-            "context.task.name": ptask.taskRef.name if ptask.taskRef else "",
+            "context.task.name": (ptask.taskRef.name or "") if ptask.taskRef else "",
             "context.task.retry-count": "0",
             "context.pipelineTask.retries": "0",
         }
@@ -406,7 +335,7 @@ def levels(deps: Mapping[str, Sequence[str]]) -> dict[str, int]:
 
 
 def _is_dynamic(text: str) -> bool:
-    return bool(_RESULT_REF.search(text) or _STATUS_REF.search(text))
+    return bool(_RESULT_REF.search(text) or _STATUS_REF.search(text) or LENGTH_REF.search(text))
 
 
 def static_when(ptask: PipelineTask, scope: Scope) -> bool | None:
@@ -449,8 +378,13 @@ def skipped_tasks(
 
 def when_flag(ptask: PipelineTask, scope: Scope) -> list[JSON]:
     """The task's ``when`` for the entrypoint's ``-when_expressions`` (run-time results)."""
+    return when_json(ptask.when, scope)
+
+
+def when_json(whens: Sequence[WhenExpression], scope: Scope) -> list[JSON]:
+    """``when`` expressions (a task's or a step's) as the entrypoint reads them."""
     out: list[JSON] = []
-    for when in ptask.when:
+    for when in whens:
         if when.cel is not None:
             out.append({"cel": runtime_refs(scope.string(when.cel))})
         else:
@@ -474,6 +408,11 @@ def step_ref_name(task: str) -> str:
     return f"pip-{task}"
 
 
+def length_ref_name(task: str) -> str:
+    """The ``$(steps.<name>...)`` name under which matrix ``task``'s result lengths are read."""
+    return f"piplen-{task}"
+
+
 def results_mount(task: str) -> str:
     """Where a consumer mounts task ``task``'s results (the entrypoint's step-results dir)."""
     return f"/tekton/steps/step-{step_ref_name(task)}/results"
@@ -485,6 +424,9 @@ def runtime_refs(text: str) -> str:
     text = _RESULT_REF.sub(
         lambda m: f"$(steps.{step_ref_name(m.group(1))}.results.{m.group(2)})", text
     )
+    text = LENGTH_REF.sub(
+        lambda m: f"$(steps.{length_ref_name(m.group(1))}.results.{m.group(2)})", text
+    )
     return _STATUS_REF.sub(
         lambda m: f"$(steps.{STATUS_REF}.results.{_status_file(m.group(1))})", text
     )
@@ -492,6 +434,46 @@ def runtime_refs(text: str) -> str:
 
 def _status_file(task: str | None) -> str:
     return "aggregate" if task is None else f"task-{task}"
+
+
+def fetched_results(
+    where: str, task: str, spec: TaskSpec, steps: Mapping[str, int], volume: str
+) -> list[tuple[str, str, str]]:
+    """Task results whose ``value`` is ``$(steps.<s>.results.<r>)`` (Tekton fetches them
+    from that step's termination message): ``(results volume, result, step result file)``,
+    for :func:`link_results`.
+
+    Raises:
+        CompileError: a ``value`` is not a result reference of a named step of the task.
+    """
+    links = []
+    for result in spec.results:
+        if result.value is None:
+            continue
+        value = result.value if isinstance(result.value, str) else ""
+        match = _STEP_RESULT_VALUE.fullmatch(value)
+        if match is None or match.group(1) not in steps:
+            raise CompileError(
+                f"{where}.results[{result.name}].value",
+                "must be $(steps.<step>.results.<result>) of a named step of this task",
+            )
+        status = post_file(task, steps[match.group(1)]).rsplit("/", 1)[0] + "/status"
+        links.append((volume, result.name, f"{status}/results/{match.group(2)}"))
+    return links
+
+
+def link_results(links: Sequence[tuple[str, str, str]], image: str) -> JSON:
+    """The init container linking each task result fetched from a step result to the
+    step's result file: the task's last step then reports it (``-results``) and later tasks
+    read it like any other result."""
+    volumes = sorted({volume for volume, _, _ in links})
+    lines = [f'ln -s "{target}" "/pip/{volume}/{name}"' for volume, name, target in links]
+    return {
+        "name": "pip-link-results",
+        "image": image,
+        "command": ["sh", "-c", "\n".join(lines)],
+        "volumeMounts": [_mount(volume, f"/pip/{volume}") for volume in volumes],
+    }
 
 
 def pipeline_results(pipeline: PipelineSpec, scope: Scope) -> dict[str, ParamValue]:
@@ -533,6 +515,7 @@ def script_refs(where: str, script: str, env: list[JSON]) -> str:
     """
     found = list(dict.fromkeys(m.group(0) for m in _RESULT_REF.finditer(script)))
     found += list(dict.fromkeys(m.group(0) for m in _STATUS_REF.finditer(script)))
+    found += list(dict.fromkeys(m.group(0) for m in LENGTH_REF.finditer(script)))
     if not found:
         return script
     if not is_shell(script):
@@ -777,10 +760,17 @@ def entrypoint_args(
     return [*args, "-entrypoint", command[0], "--", *command[1:]]
 
 
-def step_result_mounts(task: str, container: JSON, earlier: Mapping[str, int]) -> list[JSON]:
-    """Mounts for ``$(steps.<s>.results.<r>)`` of an earlier step ``s`` of the same task:
-    its results folder, read-only, where the entrypoint reads it at step start."""
-    texts = [*container["command"], *(e.get("value", "") for e in container.get("env", []))]
+def step_result_mounts(
+    task: str, container: JSON, earlier: Mapping[str, int], when: str = ""
+) -> list[JSON]:
+    """Mounts for ``$(steps.<s>.results.<r>)`` of an earlier step ``s`` of the same task
+    (in command, args, env or the step's ``when``): its results folder, read-only, where
+    the entrypoint reads it at step start."""
+    texts = [
+        *container["command"],
+        *(e.get("value", "") for e in container.get("env", [])),
+        when,
+    ]
     mounts = []
     for step, index in earlier.items():
         if any(f"$(steps.{step}.results." in text for text in texts):
@@ -1005,6 +995,8 @@ class _Build:
     volumes: dict[str, JSON] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
     plans: list[TaskPlan] = field(default_factory=list)
+    #: (results volume, task result, step result file): results a task fetches from a step.
+    links: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _consumer_mounts(container: JSON, produced: Mapping[str, str]) -> None:
@@ -1017,6 +1009,10 @@ def _consumer_mounts(container: JSON, produced: Mapping[str, str]) -> None:
     for task, volume in produced.items():
         if any(f"$(steps.{step_ref_name(task)}." in text for text in texts):
             container["volumeMounts"].append(_mount(volume, results_mount(task), True))
+        lengths = length_ref_name(task)
+        if any(f"$(steps.{lengths}." in text for text in texts):  # a matrix join's
+            mount = _mount(volume, f"/tekton/steps/step-{lengths}/results", True)
+            container["volumeMounts"].append({**mount, "subPath": LENGTHS_DIR})
     if any(f"$(steps.{STATUS_REF}." in text for text in texts):
         container["volumeMounts"].append(
             _mount("pip-status", f"/tekton/steps/step-{STATUS_REF}/results", True)
@@ -1058,10 +1054,18 @@ def compile_task(
         for result in step.results:
             own.strings[f"step.results.{result.name}.path"] = f"{status_dir}/results/{result.name}"
         container = step_container(f"{where}.steps[{index}]", name, step, own, build.scripts)
+        step_when = when_json(step.when, own)
+        if step_when and when and index == 0:
+            raise CompileError(
+                f"{where}.steps[0].when",
+                "a first step's own when, in a task whose when is decided in the Pod, is not "
+                "supported yet: move it to a later step or into the task's when",
+                "Unsupported",
+            )
         container["volumeMounts"] = [
             *common,
             *container["volumeMounts"],
-            *step_result_mounts(ptask.name, container, earlier),
+            *step_result_mounts(ptask.name, container, earlier, json.dumps(step_when)),
         ]
         if step.name:
             earlier[step.name] = index
@@ -1078,15 +1082,16 @@ def compile_task(
             results=[r.name for r in spec.results] if last else (),
             timeout=step.timeout or (ptask.timeout if count == 1 else None),
             on_error=step.onError,
-            when=when,
+            when=[*when, *step_when],
             step_results=[r.name for r in step.results],
             marker=ran_marker(ptask.name) if when and index == 0 else None,
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"
         containers.append(container)
-        steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError))
+        steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError, bool(step.when)))
     build.containers[ptask.name] = containers
+    build.links += fetched_results(where, ptask.name, spec, earlier, results_volume)
     for volume in spec.volumes:  # the Task's own volumes, for its steps' volumeMounts
         known = build.volumes.setdefault(volume["name"], volume)
         if known != volume:
@@ -1120,15 +1125,18 @@ def compile_pipeline(
     bindings: Sequence[WorkspaceBinding],
     ctx: RunContext,
     images: Images,
+    step_actions: Mapping[str, StepActionSpec] | None = None,
 ) -> Plan:
-    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec).
+    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec;
+    ``step_actions``: the StepActions its steps reference, by name).
 
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
     check_one_pod(pipeline, tasks)
     outer = pipeline_scope(pipeline, params, ctx)
-    pipeline, tasks = expand_matrix(pipeline, tasks, outer)
+    fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
+    pipeline, tasks = fanout.pipeline, fanout.tasks
     deps = dependencies(pipeline)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
@@ -1136,6 +1144,9 @@ def compile_pipeline(
     verdicts: dict[str, bool | None] = {}
     for ptask in [*pipeline.tasks, *pipeline.finally_]:
         scope = task_scope(ptask, tasks[ptask.name], outer, ctx)
+        tasks[ptask.name] = inline_step_actions(
+            f"tasks[{ptask.name}]", tasks[ptask.name], step_actions or {}, scope
+        )
         mounts[ptask.name] = task_workspaces(ptask, tasks[ptask.name], volumes, bindings, scope)
         scopes[ptask.name] = scope
         verdicts[ptask.name] = static_when(ptask, outer)
@@ -1163,6 +1174,8 @@ def compile_pipeline(
         elif not root:  # and once the scheduler says the pipeline is not stopping
             gates[name] = list(waits)
             waits.append(f"{GATE_DIR}/{name}")
+        if name in fanout.joins:  # reads what each instance produced
+            mounts[name] = _instance_mounts(fanout.instances[name], build.plans)
         steps = compile_task(
             ptask,
             spec,
@@ -1239,6 +1252,7 @@ def compile_pipeline(
         tasks=tuple(build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
+        matrices=fanout.instances,
     )
 
 
@@ -1268,6 +1282,16 @@ def check_message_budget(pod_spec: JSON, plans: Sequence[TaskPlan]) -> None:
             "pipeline into fewer tasks or steps per Pod",
             "Unsupported",
         )
+
+
+def _instance_mounts(instances: Sequence[str], plans: Sequence[TaskPlan]) -> list[JSON]:
+    """A join's mounts: each instance's results (``pip-results-<plan index>``), read-only."""
+    index = {plan.name: i for i, plan in enumerate(plans) if plan.skipped is None}
+    return [
+        _mount(f"pip-results-{index[name]}", f"{IN_DIR}/{name}", True)
+        for name in instances
+        if name in index
+    ]
 
 
 def _plan(
@@ -1324,6 +1348,8 @@ def _pod_spec(
     init = [prepare(images.entrypoint)]
     if build.scripts:
         init.append(place_scripts(build.scripts, images.shell))
+    if build.links:
+        init.append(link_results(build.links, images.shell))
     volumes = [
         {"name": "tekton-internal-bin", "emptyDir": {}},
         {"name": "tekton-internal-scripts", "emptyDir": {}},

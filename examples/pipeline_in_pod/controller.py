@@ -16,6 +16,7 @@ shell: places scripts, and the finally barrier).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import os
@@ -27,16 +28,20 @@ from pydantic import ValidationError
 from customtask_sdk import (
     ConflictError,
     Failed,
+    NotFoundError,
     Outcome,
     Owned,
     Reconciler,
+    Resource,
     Run,
     RunFailed,
     Running,
     Succeeded,
 )
+from customtask_sdk.client import CUSTOM_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import parse_time
+from examples.pipeline_in_pod import customtasks
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -44,7 +49,6 @@ from examples.pipeline_in_pod.compiler import (
     Images,
     Plan,
     RunContext,
-    compile_pipeline,
 )
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
@@ -64,10 +68,20 @@ from examples.pipeline_in_pod.pods import (
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 
-__all__ = ["PIPELINES", "PODS", "TASKS", "PipelineInPod", "custom_run", "images_from_env"]
+__all__ = [
+    "PIPELINES",
+    "PODS",
+    "STEP_ACTIONS",
+    "TASKS",
+    "PipelineInPod",
+    "custom_run",
+    "images_from_env",
+]
 
 JSON = dict[str, Any]
+STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -109,6 +123,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     accepts_named_ref = True
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
+        # The CustomRuns of its custom tasks (customtasks.py).
+        Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -137,11 +153,40 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             tasks = await resolve_tasks(self.client, run.namespace, spec)
         except Unresolvable as exc:
             raise _input_error(exc.reason, exc.message) from None
-        return {
+        frozen: JSON = {
             "pipelineName": name or run.name,
-            "pipeline": spec.model_dump(by_alias=True, exclude_none=True),
+            "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
         }
+        actions = await self._step_actions(run.namespace, tasks)
+        if actions:
+            frozen["stepActions"] = actions
+        return frozen
+
+    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+        """Every StepAction the tasks' steps reference: one GET per distinct name, at once
+        (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
+        names: list[str] = []
+        for task, spec in tasks.items():
+            try:
+                found = step_action_names(spec)
+            except CompileError as exc:
+                where = f"tasks[{task}].{exc.field}"
+                raise _input_error(exc.reason, f"{where}: {exc.message}") from None
+            names += [name for name in found if name not in names]
+
+        async def get(name: str) -> JSON:
+            try:
+                action = await self.client.get(STEP_ACTIONS.path(namespace, name))
+            except NotFoundError:
+                raise _input_error(
+                    "StepActionNotFound", f"StepAction {name!r} not found in {namespace!r}"
+                ) from None
+            spec: JSON = action.get("spec") or {}
+            return spec
+
+        specs = await asyncio.gather(*(get(name) for name in names))
+        return dict(zip(names, specs, strict=True))
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
@@ -185,11 +230,17 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
         )
+        actions = {
+            name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")
+            for name, spec in (frozen.get("stepActions") or {}).items()
+        }
         bindings = list(run.params.workspaces)  # a pipeline task's bindings come in spec
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images)
+            return customtasks.compile_with_custom_tasks(
+                pipeline, tasks, values, bindings, ctx, self.images, actions
+            )
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -234,12 +285,32 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        view = read_pod(plan, pod, timed_out=timed_out)
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         if plan.waits_for_ready and not view.steps_done:
             await mark_ready(self.client, pod)
+        if plan.custom:
+            stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
+            if timed_out:
+                stopping["dag"] = customtasks.TIMED_OUT
+            await customtasks.sync(
+                self.client,
+                run,
+                self.owns[1],
+                plan.custom,
+                view,
+                pod,
+                limits,
+                stopping,
+                PODS.path(run.namespace, name),
+            )
         if view.verdict is None:
-            return await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            outcome = await self._running(run, pod, view.tasks, fields, limits, timed_out)
+            if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
+                await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
+            return outcome
         await stop_sidecars(self.client, pod, self.images.nop)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
@@ -294,10 +365,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         for key in ("pipeline", "finally"):
             if key in ends and now >= ends[key]:
                 await self._delete_pod(run)
-                unfinished = {"pending", "running"}
-                for task in tasks:
-                    if task["state"] in unfinished:
-                        task.update(state="timedOut", reason="TaskRunTimeout")
+                end_unfinished(tasks, "timedOut", "TaskRunTimeout")
                 limit = format_go_duration(limits[key])
                 return Failed(TIMEOUT, f"timeouts.{key} ({limit}) passed", extra_fields=fields)
         dag_done = all(
@@ -325,10 +393,64 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             PODS.path(run.namespace, self.pod_name(run)), params={"gracePeriodSeconds": "1"}
         )
 
-    async def on_cancel(self, run: Run[PipelineInPodInput]) -> None:
-        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM)."""
-        await self._delete_pod(run)
+    def _last_tasks(self, run: Run[PipelineInPodInput]) -> list[JSON] | None:
+        """Each task's status as the Pod shows it now, else as last written (``None``:
+        the run never got as far as its Pod). A Pod being deleted is not read: its steps
+        end by a signal, which is not how they would have ended."""
+        written = run.extra_fields.get("tasks")
+        frozen = self._frozen(run)
+        pod = next(
+            (p for p in run.owned(PODS) if p["metadata"]["name"] == self.pod_name(run)), None
+        )
+        if frozen is None or pod is None or pod["metadata"].get("deletionTimestamp"):
+            return list(written) if isinstance(written, list) else None
+        try:
+            plan = self.compile(run, frozen)
+        except RunFailed:  # its input was bad: it never had a Pod
+            return None
+        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
+        return read_pod(plan, pod, timed_out=timed_out).tasks
 
-    async def on_timeout(self, run: Run[PipelineInPodInput]) -> None:
-        """The attempt timed out: delete its Pod."""
+    async def _stopped(
+        self,
+        run: Run[PipelineInPodInput],
+        state: str,
+        reason: str,
+        custom_state: str,
+        *,
+        keep_spec: bool,
+    ) -> JSON | None:
+        """Delete the attempt's Pod and cancel its custom tasks' CustomRuns (with
+        ``custom_state``); its final ``extraFields``: unfinished tasks marked."""
+        tasks = self._last_tasks(run)
         await self._delete_pod(run)
+        await customtasks.cancel_all(self.client, run, custom_state)
+        if tasks is None:
+            return None
+        fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
+        fields["tasks"] = end_unfinished(tasks, state, reason)
+        return fields
+
+    async def on_cancel(self, run: Run[PipelineInPodInput]) -> JSON | None:
+        """Stop the Pod's work at once: delete the Pod (its steps get SIGTERM); every
+        unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns; the
+        custom tasks' CustomRuns are cancelled."""
+        return await self._stopped(
+            run, "cancelled", "TaskRunCancelled", customtasks.CANCELLED, keep_spec=False
+        )
+
+    async def on_timeout(self, run: Run[PipelineInPodInput]) -> JSON | None:
+        """The attempt timed out: delete its Pod; every unfinished task ends timed out
+        (the frozen spec is kept for a retry)."""
+        retried = run.attempt < run.retries
+        return await self._stopped(
+            run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
+        )
+
+
+def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:
+    """``tasks`` with each pending or running one ended in ``state`` (``reason``)."""
+    for task in tasks:
+        if task.get("state") in ("pending", "running"):
+            task.update(state=state, reason=reason)
+    return tasks

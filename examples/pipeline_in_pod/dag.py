@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["CompileError", "order", "task_refs"]
 
-#: ``$(tasks.<task>.results.<result>...)`` and ``$(tasks.<task>.status)``.
-_TASK_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.(results|status)\b")
+#: ``$(tasks.<task>.results.<result>...)``, ``$(tasks.<task>.status)`` and a matrix's
+#: ``$(tasks.<task>.matrix.<result>.length)``.
+_TASK_REF = re.compile(r"\$\(tasks\.([a-z0-9][-a-z0-9]*)\.(results|status|matrix)\b")
 
 
 class CompileError(ValueError):

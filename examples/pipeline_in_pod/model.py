@@ -23,6 +23,7 @@ __all__ = [
     "PipelineTask",
     "Sidecar",
     "Step",
+    "StepRef",
     "StepTemplate",
     "TaskRef",
     "TaskResult",
@@ -73,12 +74,14 @@ class Param(_Tekton):
 
 
 class TaskResult(_Tekton):
-    """A declared task result; written to ``$(results.<name>.path)``."""
+    """A declared task result; written to ``$(results.<name>.path)``, or (a task's) fetched
+    from a step result by ``value: $(steps.<s>.results.<r>)``."""
 
     name: str
     type: Literal["string", "array", "object"] = "string"
     description: str = ""
     properties: dict[str, dict[str, Any]] | None = None
+    value: ParamValue | None = None
 
 
 class PipelineResult(_Tekton):
@@ -164,8 +167,17 @@ class StepTemplate(_ContainerFields):
     """Defaults for every step of a Task (a step's own values win; env merged by name)."""
 
 
+class StepRef(_Tekton):
+    """A step's ``ref``: a namespaced StepAction by ``name``, or a ``resolver`` and its
+    ``params`` (remote resolution)."""
+
+    name: str = ""
+    resolver: str | None = None
+    params: list[Param] | None = None
+
+
 class Step(_ContainerFields):
-    """A step: one container, ordered by Tekton's entrypoint."""
+    """A step: one container, ordered by Tekton's entrypoint; or (``ref``) a StepAction."""
 
     name: str = ""
     script: str | None = None
@@ -173,6 +185,9 @@ class Step(_ContainerFields):
     timeout: str | None = None
     onError: Literal["continue", "stopAndFail"] | None = None
     displayName: str | None = None
+    ref: StepRef | None = None
+    params: list[Param] = Field(default_factory=list)
+    when: list[WhenExpression] = Field(default_factory=list)
 
 
 class Sidecar(_ContainerFields):
@@ -199,11 +214,30 @@ class TaskSpec(_Tekton):
 
 
 class TaskRef(_Tekton):
-    """A reference to a namespaced ``tekton.dev/v1`` Task."""
+    """A namespaced ``tekton.dev/v1`` Task by ``name``, or a custom task: any other
+    ``apiVersion`` and ``kind`` (``name`` optional), run by its own controller through a
+    CustomRun."""
 
-    name: str
-    kind: Literal["Task"] = "Task"
-    apiVersion: Literal["tekton.dev/v1", "tekton.dev/v1beta1"] | None = None
+    name: str | None = None
+    kind: str | None = None
+    apiVersion: str | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        """A custom task: ``apiVersion`` and ``kind`` both given, other than Tekton's Task."""
+        return (
+            self.apiVersion is not None
+            and self.kind is not None
+            and not (self.kind == "Task" and self.apiVersion.startswith("tekton.dev/"))
+        )
+
+    @model_validator(mode="after")
+    def _task_or_custom(self) -> TaskRef:
+        if not self.is_custom and (self.kind not in (None, "Task") or not self.name):
+            raise ValueError(
+                "a taskRef names a Task (name), or a custom task (apiVersion and kind)"
+            )
+        return self
 
 
 class WhenExpression(_Tekton):

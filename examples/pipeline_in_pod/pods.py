@@ -53,7 +53,8 @@ async def resolve_pipeline(client: KubeClient, namespace: str, name: str) -> JSO
 
 
 async def resolve_tasks(client: KubeClient, namespace: str, spec: PipelineSpec) -> dict[str, JSON]:
-    """Each pipeline task's spec: its ``taskSpec``, or the named Task's spec.
+    """Each pipeline task's spec: its ``taskSpec``, or the named Task's spec (none for a
+    custom task, run by its own controller).
 
     Raises:
         Unresolvable: ``TaskNotFound``, naming the pipeline task.
@@ -61,9 +62,11 @@ async def resolve_tasks(client: KubeClient, namespace: str, spec: PipelineSpec) 
     tasks: dict[str, JSON] = {}
     for ptask in [*spec.tasks, *spec.finally_]:
         if ptask.taskSpec is not None:
-            tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_none=True)
+            tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
             continue
         assert ptask.taskRef is not None
+        if ptask.taskRef.is_custom:
+            continue
         try:
             task = await client.get(TASKS.path(namespace, ptask.taskRef.name))
         except NotFoundError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from examples.pipeline_in_pod.compiler import (
 )
 from examples.pipeline_in_pod.model import ParamValue
 
-__all__ = ["FATAL_WAITING", "PodView", "Verdict", "read_pod"]
+__all__ = ["FATAL_WAITING", "PodView", "Verdict", "aggregate", "read_pod"]
 
 JSON = dict[str, Any]
 
@@ -57,11 +57,13 @@ class Verdict:
 
 @dataclass(frozen=True)
 class PodView:
-    """What the controller reads of a Pod: each task's status, and the verdict once done."""
+    """What the controller reads of a Pod: each task's status, and the verdict once done;
+    ``results``: each task's results, whole."""
 
     tasks: list[JSON]
     verdict: Verdict | None
     steps_done: bool
+    results: Mapping[str, Mapping[str, ParamValue]] = field(default_factory=dict)
 
 
 def _termination(state: JSON) -> tuple[dict[str, ParamValue], dict[str, str], bool]:
@@ -180,7 +182,8 @@ def _task_state(
         steps.append(step)
     if not state:
         if terminated == len(task.steps):
-            if skipped_steps == len(task.steps):
+            if skipped_steps == len(task.steps) and not task.steps[0].when:
+                # The task's own when (a step's own when skips only the step, as Tekton)
                 state, reason = "skipped", "WhenExpressionsEvaluatedFalse"
             else:
                 state, reason = "succeeded", "Succeeded"
@@ -208,6 +211,19 @@ def _task_state(
 
 _ENDED = {"succeeded", "failed", "skipped", "timedOut", "cancelled"}
 _FAILED = {"failed", "timedOut", "cancelled"}
+
+
+def aggregate(
+    instances: Sequence[str], results: Mapping[str, Mapping[str, ParamValue]]
+) -> dict[str, ParamValue]:
+    """A matrix's results as Tekton aggregates them: each result an array of the values
+    of the instances that produced it, in TaskRun-name order."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(instances):
+        for result, value in results.get(name, {}).items():
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.setdefault(result, []).append(text)
+    return dict(out)
 
 
 def pipeline_results(
@@ -260,11 +276,18 @@ def _resolve(
     return None if missing else text
 
 
-def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
+def read_pod(
+    plan: Plan,
+    pod: JSON,
+    *,
+    timed_out: bool = False,
+    overlay: Callable[[JSON], None] | None = None,
+) -> PodView:
     """Each task's status from ``pod``, and the verdict once every step has ended.
 
     ``timed_out``: the controller stopped the DAG's steps for ``timeouts.tasks`` (a step
-    it cancelled timed out)."""
+    it cancelled timed out). ``overlay``: called on each task's entry before it counts
+    (a custom task's entry tells its CustomRun's story)."""
     status = pod.get("status") or {}
     statuses = {c["name"]: c for c in status.get("containerStatuses") or []}
     states: dict[str, str] = {}
@@ -284,26 +307,33 @@ def read_pod(plan: Plan, pod: JSON, *, timed_out: bool = False) -> PodView:
     results: dict[str, dict[str, ParamValue]] = {}
     for task in plan.tasks:
         entry, kept = _task_state(task, statuses, states, pod, timed_out)
+        if overlay is not None:
+            overlay(entry)
         states[task.name] = entry["state"]
         results[task.name] = kept
-        tasks.append(entry)
+        if task.name not in plan.matrices or entry["state"] == "failed":
+            tasks.append(entry)  # a matrix's join is no task of the pipeline, unless it broke
+    for matrix, instances in plan.matrices.items():
+        results[matrix] = aggregate(instances, results)
     steps_done = all(states[task.name] in _ENDED for task in plan.tasks)
     fatal = next((t for t in tasks if t.get("reason") in FATAL_WAITING), None)
     if fatal is not None:
         verdict = Verdict(False, fatal["reason"], f"task {fatal['name']!r}: {fatal['message']}")
-        return PodView(tasks, verdict, steps_done)
+        return PodView(tasks, verdict, steps_done, results)
     init = _init_failure(pod)
     if init is not None:
-        return PodView(tasks, init, steps_done)
+        return PodView(tasks, init, steps_done, results)
     unschedulable = _unschedulable(status)
     if unschedulable is not None:
-        return PodView(tasks, Verdict(False, "PodUnschedulable", unschedulable), steps_done)
+        verdict = Verdict(False, "PodUnschedulable", unschedulable)
+        return PodView(tasks, verdict, steps_done, results)
     if status.get("phase") == "Failed" and not steps_done:
         why = status.get("reason") or "PodFailed"
-        return PodView(tasks, Verdict(False, why, status.get("message") or why), steps_done)
+        verdict = Verdict(False, why, status.get("message") or why)
+        return PodView(tasks, verdict, steps_done, results)
     if not steps_done:
-        return PodView(tasks, None, False)
-    return PodView(tasks, _verdict(plan, tasks, results), True)
+        return PodView(tasks, None, False, results)
+    return PodView(tasks, _verdict(plan, tasks, results), True, results)
 
 
 def _init_failure(pod: JSON) -> Verdict | None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pytest
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
-from customtask_sdk.testing import condition, wait_deleted, wait_for
+from customtask_sdk.testing import condition, create_object, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.pytest_plugin import Cluster
 from examples.pipeline_in_pod import __main__ as pipeline_in_pod_cli
@@ -79,18 +79,6 @@ def ref(name: str) -> JSON:
     }
 
 
-async def create(
-    kube: KubeClient, resource: Resource, namespace: str, name: str, spec: JSON
-) -> None:
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": resource.kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    await kube.create(resource.path(namespace), body)
-
-
 def container(name: str, state: JSON, ready: bool = False) -> JSON:
     """A containerStatuses entry as the kubelet writes it."""
     return {
@@ -105,8 +93,8 @@ def container(name: str, state: JSON, ready: bool = False) -> JSON:
 
 async def publish(kube: KubeClient, namespace: str, pipeline: str) -> None:
     """The Task ``maker`` and PIPELINE as Pipeline ``pipeline``."""
-    await create(kube, TASKS, namespace, "maker", MAKER)
-    await create(kube, PIPELINES, namespace, pipeline, PIPELINE)
+    await create_object(kube, TASKS, namespace, MAKER, name="maker")
+    await create_object(kube, PIPELINES, namespace, PIPELINE, name=pipeline)
 
 
 def terminated(
@@ -263,6 +251,45 @@ async def test_cancelling_deletes_the_pod_and_a_pull_failure_fails_fast(
     assert "task 't'" in condition(run)["message"]  # type: ignore[index]
     assert outcome(init) == ("False", "ErrImagePull")
     assert "init container 'prepare'" in condition(init)["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_cancelled_or_timed_out_run_ends_each_unfinished_task_so(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod, how: str
+) -> None:
+    kube = cluster.client
+    step = {"image": "b", "command": ["x"]}
+    tasks = [
+        {"name": "a", "taskSpec": {"steps": [step]}},
+        {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [step]}},
+        {"name": "c", "runAfter": ["b"], "taskSpec": {"steps": [step]}},
+    ]
+    spec = embedded({"pipelineSpec": {"tasks": tasks}})
+    if how == "timeout":
+        spec["timeout"] = "5s"
+    async with running(kube, reconciler, namespace=namespace):
+        name = await create_run(kube, namespace, spec)
+        await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        states = [terminated("step-a-unnamed-0"), started("step-b-unnamed-0")]
+        await kubelet(kube, namespace, f"{name}-pod", [*states, started("step-c-unnamed-0")])
+
+        def b_running(run: JSON) -> bool:
+            return tasks_state(run).get("b") == "running"
+
+        await wait_for(kube, CUSTOM_RUNS, namespace, name, b_running)
+        if how == "cancel":
+            await kube.patch(
+                CUSTOM_RUNS.path(namespace, name), {"spec": {"status": "RunCancelled"}}
+            )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+        await wait_deleted(kube, PODS, namespace, f"{name}-pod")
+    ended, reason = {
+        "cancel": ("cancelled", "CustomRunCancelled"),
+        "timeout": ("timedOut", "CustomRunTimedOut"),
+    }[how]
+    assert outcome(run) == ("False", reason)
+    assert tasks_state(run) == {"a": "succeeded", "b": ended, "c": ended}
+    assert "spec" not in run["status"]["extraFields"]  # a finished run needs it no more
 
 
 async def test_what_one_pod_cannot_run_fails_at_the_start_naming_the_field(

@@ -6,10 +6,8 @@ cancellation work on the node as on a real cluster.
 
 from __future__ import annotations
 
-import uuid
-
-from customtask_sdk.client import JSON, KubeClient, Resource
-from customtask_sdk.testing import condition, wait_deleted, wait_for
+from customtask_sdk.client import JSON, Resource
+from customtask_sdk.testing import condition, create_object, wait_deleted, wait_for
 from customtask_sdk.testing.node import Node
 
 TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
@@ -31,18 +29,6 @@ def outcome(run: JSON) -> tuple[str, str]:
     """The Succeeded condition's status and reason."""
     found = condition(run) or {}
     return found.get("status", ""), found.get("reason", "")
-
-
-async def create(kube: KubeClient, resource: Resource, namespace: str, spec: JSON) -> str:
-    name = f"{resource.kind.lower()}-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": resource.kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    await kube.create(resource.path(namespace), body)
-    return name
 
 
 async def test_taskrun_with_script_command_working_dir_sidecar_and_results(
@@ -74,7 +60,8 @@ async def test_taskrun_with_script_command_working_dir_sidecar_and_results(
             },
         ],
     }
-    name = await create(node.client, TASK_RUNS, node_namespace, {"taskSpec": task_spec})
+    created = await create_object(node.client, TASK_RUNS, node_namespace, {"taskSpec": task_spec})
+    name = created["metadata"]["name"]
 
     run = await wait_for(node.client, TASK_RUNS, node_namespace, name, done, timeout=90)
 
@@ -139,7 +126,10 @@ async def test_pipelinerun_of_three_tasks_passing_results_with_finally(
             }
         ],
     }
-    name = await create(node.client, PIPELINE_RUNS, node_namespace, {"pipelineSpec": pipeline})
+    created = await create_object(
+        node.client, PIPELINE_RUNS, node_namespace, {"pipelineSpec": pipeline}
+    )
+    name = created["metadata"]["name"]
 
     run = await wait_for(node.client, PIPELINE_RUNS, node_namespace, name, done, timeout=120)
 
@@ -171,7 +161,8 @@ async def test_step_without_command_runs_the_image_entrypoint(
             },
         ],
     }
-    name = await create(node.client, TASK_RUNS, node_namespace, {"taskSpec": task_spec})
+    created = await create_object(node.client, TASK_RUNS, node_namespace, {"taskSpec": task_spec})
+    name = created["metadata"]["name"]
 
     run = await wait_for(node.client, TASK_RUNS, node_namespace, name, done, timeout=90)
 
@@ -190,7 +181,8 @@ def running(run: JSON) -> bool:
 async def test_cancelled_taskrun_stops_and_its_pod_is_deleted(
     node: Node, node_namespace: str
 ) -> None:
-    name = await create(node.client, TASK_RUNS, node_namespace, {"taskSpec": SLEEPER})
+    created = await create_object(node.client, TASK_RUNS, node_namespace, {"taskSpec": SLEEPER})
+    name = created["metadata"]["name"]
     run = await wait_for(node.client, TASK_RUNS, node_namespace, name, running, timeout=90)
     pod = run["status"]["podName"]
 
@@ -205,7 +197,8 @@ async def test_cancelled_taskrun_stops_and_its_pod_is_deleted(
 
 async def test_timed_out_taskrun_fails_with_timeout(node: Node, node_namespace: str) -> None:
     spec = {"taskSpec": SLEEPER, "timeout": "5s"}
-    name = await create(node.client, TASK_RUNS, node_namespace, spec)
+    created = await create_object(node.client, TASK_RUNS, node_namespace, spec)
+    name = created["metadata"]["name"]
 
     run = await wait_for(node.client, TASK_RUNS, node_namespace, name, done, timeout=90)
 
@@ -265,7 +258,8 @@ async def test_volume_claim_template_workspace_is_shared_between_tasks(
         "pipelineSpec": pipeline,
         "workspaces": [{"name": "shared", "volumeClaimTemplate": claim}],
     }
-    name = await create(node.client, PIPELINE_RUNS, node_namespace, spec)
+    created = await create_object(node.client, PIPELINE_RUNS, node_namespace, spec)
+    name = created["metadata"]["name"]
 
     run = await wait_for(node.client, PIPELINE_RUNS, node_namespace, name, done, timeout=120)
 

@@ -34,7 +34,7 @@ CUSTOM_RUNS = Resource("tekton.dev", "v1beta1", "customruns", "CustomRun")
 
 
 def build_image(node: Node) -> str:
-    """The controller's image, as examples/wait/Dockerfile builds it, without Docker."""
+    """The controller's image, as examples/Dockerfile (target wait) builds it, without Docker."""
     node.images.add_python_app(
         "customtask-sdk/wait-controller",
         "test",

@@ -84,23 +84,39 @@ async def test_one_pod_for_the_whole_pipeline_and_sidecars_stopped(
     assert sidecar["image"] == pip.images.nop
 
 
-async def test_cancelling_stops_the_pod_promptly(
-    node: Node, node_namespace: str, pip: PipelineInPod
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_cancelling_or_timing_out_stops_the_pod_and_ends_each_unfinished_task(
+    node: Node, node_namespace: str, pip: PipelineInPod, how: str
 ) -> None:
     name = f"pip-{uuid.uuid4().hex[:6]}"
-    body = custom_run(name, {"pipelineSpec": {"tasks": [t("long", sh("sleep 600"))]}})
+    tasks = [
+        t("quick"),
+        t("long", sh("sleep 600"), runAfter=["quick"]),
+        t("beside", sh("sleep 600"), runAfter=["quick"]),
+        t("after", runAfter=["long"]),
+    ]
+    body = custom_run(name, {"pipelineSpec": {"tasks": tasks}})
+    if how == "timeout":
+        body["spec"]["timeout"] = "20s"
     await node.client.create(CUSTOM_RUNS.path(node_namespace), body)
 
-    def running_task(obj: JSON) -> bool:
+    def long_running(obj: JSON) -> bool:
         tasks = (obj.get("status", {}).get("extraFields") or {}).get("tasks") or []
-        return any(task["state"] == "running" for task in tasks)
+        return any(task["name"] == "long" and task["state"] == "running" for task in tasks)
 
-    await wait_for(node.client, CUSTOM_RUNS, node_namespace, name, running_task, timeout=120)
-    await node.client.patch(
-        CUSTOM_RUNS.path(node_namespace, name), {"spec": {"status": "RunCancelled"}}
-    )
-    run = await wait_for(node.client, CUSTOM_RUNS, node_namespace, name, done, timeout=30)
-    assert (condition(run) or {}).get("reason") == "CustomRunCancelled"
+    await wait_for(node.client, CUSTOM_RUNS, node_namespace, name, long_running, timeout=120)
+    if how == "cancel":
+        await node.client.patch(
+            CUSTOM_RUNS.path(node_namespace, name), {"spec": {"status": "RunCancelled"}}
+        )
+    run = await wait_for(node.client, CUSTOM_RUNS, node_namespace, name, done, timeout=60)
+    ended, reason = {
+        "cancel": ("cancelled", "CustomRunCancelled"),
+        "timeout": ("timedOut", "CustomRunTimedOut"),
+    }[how]
+    assert (condition(run) or {}).get("reason") == reason
+    states = {task["name"]: task["state"] for task in run["status"]["extraFields"]["tasks"]}
+    assert states == {"quick": "succeeded", "long": ended, "beside": ended, "after": ended}
     await wait_deleted(node.client, PODS, node_namespace, f"{name}-pod", timeout=60)
 
 

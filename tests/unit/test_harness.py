@@ -128,6 +128,58 @@ async def test_cancelling_a_waiting_run() -> None:
     assert (run.succeeded, run.reason) == (False, CANCELLED)
 
 
+class Steps(Reconciler[NoParams]):
+    """Keeps per-step states in ``extraFields``; cancel and timeout mark the open ones."""
+
+    api_version = "test.customtask.dev/v1"
+    kind = "Steps"
+
+    async def reconcile(self, run: Run[NoParams]) -> Outcome:
+        fields = {"steps": {"a": "done", "b": "running"}}
+        return Running(message="b", extra_fields=fields, requeue_after=datetime.timedelta(1))
+
+    @staticmethod
+    def _ended(run: Run[NoParams], state: str) -> dict[str, Any]:
+        steps = dict(run.extra_fields["steps"])
+        return {"steps": {k: state if v == "running" else v for k, v in steps.items()}}
+
+    async def on_cancel(self, run: Run[NoParams]) -> dict[str, Any]:
+        return self._ended(run, "cancelled")
+
+    async def on_timeout(self, run: Run[NoParams]) -> dict[str, Any]:
+        return self._ended(run, "timedOut")
+
+
+async def test_cancel_and_timeout_hooks_can_write_the_final_extra_fields() -> None:
+    harness = Harness(Steps())
+    cancelled = harness.custom_run(timeout="1h")
+    await cancelled.step()
+    cancelled.cancel()
+    await cancelled.step()
+    assert (cancelled.succeeded, cancelled.reason) == (False, CANCELLED)
+    assert cancelled.status["extraFields"] == {"steps": {"a": "done", "b": "cancelled"}}
+
+    timed_out = harness.custom_run(timeout="10m", retries=1)
+    await timed_out.run_until_done()
+    assert (timed_out.succeeded, timed_out.reason) == (False, TIMED_OUT)
+    final = {"steps": {"a": "done", "b": "timedOut"}}
+    assert timed_out.status["extraFields"] == final
+    assert timed_out.status["retriesStatus"][0]["extraFields"] == final  # the first attempt's
+
+
+async def test_hooks_returning_nothing_keep_the_stored_extra_fields() -> None:
+    class Quiet(Steps):
+        async def on_cancel(self, run: Run[NoParams]) -> None:
+            return None
+
+    run = Harness(Quiet()).custom_run(timeout="1h")
+    await run.step()
+    run.cancel()
+    await run.step()
+    assert (run.succeeded, run.reason) == (False, CANCELLED)
+    assert run.status["extraFields"] == {"steps": {"a": "done", "b": "running"}}
+
+
 async def test_a_run_nothing_would_wake_is_reported() -> None:
     run = Harness(Scripted(Running(message="forever"))).custom_run(timeout="0")
     with pytest.raises(AssertionError, match="nothing requeues it"):

@@ -24,6 +24,7 @@ from examples.pipeline_in_pod.compiler import (
     scheduler_script,
 )
 from examples.pipeline_in_pod.dag import order
+from examples.pipeline_in_pod.matrix import join_script
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec, WorkspaceBinding
 
 IMAGES = Images(entrypoint="ep:1", nop="nop:1", shell="shell:1")
@@ -830,19 +831,91 @@ def test_a_matrix_fans_out_from_params_with_include_and_dependants_wait_for_all(
     assert plan.task("after").deps == tuple(f"m-{i}" for i in range(5))
 
 
-def test_results_of_a_matrix_are_not_used_yet() -> None:
-    with pytest.raises(CompileError) as caught:
-        build(
-            [
-                task(
-                    "m",
-                    matrix={"params": [{"name": "p", "value": ["a", "b"]}]},
-                    spec={"params": [{"name": "p"}], "results": [{"name": "r"}]},
-                ),
-                task("u", params=[{"name": "v", "value": "$(tasks.m.results.r)"}]),
-            ]
-        )
+def _matrix(result_type: str = "string", **fields: Any) -> dict[str, Any]:
+    results = [{"name": "r", "type": result_type}]
+    return task(
+        "m",
+        matrix={"params": [{"name": "p", "value": ["a", "b"]}]},
+        spec={"params": [{"name": "p"}], "results": results},
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "result_type", "message"),
+    [
+        ("$(tasks.m.results.r)", "string", "only be consumed in aggregate using \\[\\*\\]"),
+        ("$(tasks.m.results.r[0])", "string", "currently set to tasks.m.results.r\\[0\\]"),
+        ("$(tasks.m.results.r[*])", "array", "underlying type string, but result r has type"),
+    ],
+)
+def test_results_of_a_matrix_are_read_whole_and_must_be_strings_as_tekton_validates(
+    value: str, result_type: str, message: str
+) -> None:
+    user = task("u", params=[{"name": "v", "value": value}], spec={"params": [{"name": "v"}]})
+    with pytest.raises(CompileError, match=message) as caught:
+        build([_matrix(result_type), user])
     assert caught.value.field == "tasks[u]"
+
+
+def test_a_matrix_whose_results_are_read_gets_a_join_hidden_from_the_tasks() -> None:
+    user = task(
+        "u",
+        step("echo", "$(params.v[*])", "$(params.n)", "$(params.k)"),
+        params=[
+            {"name": "v", "value": "$(tasks.m.results.r[*])"},
+            {"name": "n", "value": "$(tasks.m.matrix.r.length)"},
+            {"name": "k", "value": "$(tasks.m.matrix.length)"},
+        ],
+        spec={"params": [{"name": "v", "type": "array"}, {"name": "n"}, {"name": "k"}]},
+    )
+    plan = build([_matrix(), user])
+    c = containers(plan)
+    join = c["step-m-aggregate"]
+    assert join["image"] == "shell:1"
+    assert waited(join) == "/tekton/run/m-0/0/out,/tekton/run/m-1/0/out"
+    inputs = {m["mountPath"]: m["name"] for m in join["volumeMounts"]}
+    outputs = {m["mountPath"]: m["name"] for m in c["step-m-0-unnamed-0"]["volumeMounts"]}
+    assert inputs["/pip/in/m-0"] == outputs["/tekton/results"]
+    consumer = c["step-u-unnamed-0"]
+    assert command(consumer) == [
+        "echo",
+        "$(steps.pip-m.results.r[*])",
+        "$(steps.piplen-m.results.r)",
+        "2",  # known when compiling
+    ]
+    mounts = {m["mountPath"]: m for m in consumer["volumeMounts"]}
+    assert mounts["/tekton/steps/step-pip-m/results"]["name"] == inputs["/tekton/results"]
+    assert mounts["/tekton/steps/step-piplen-m/results"]["subPath"] == "pip-length"
+    assert plan.task("u").deps == ("m",)
+    assert plan.matrices == {"m": ("m-0", "m-1")}
+
+
+def test_a_matrix_in_finally_fans_out_into_finally_tasks() -> None:
+    final = task(
+        "f",
+        step("echo", "$(params.p)"),
+        matrix={"params": [{"name": "p", "value": ["x", "y"]}]},
+        spec={"params": [{"name": "p"}]},
+    )
+    plan = build([task("a")], finally_=[final])
+    c = containers(plan)
+    assert [command(c[f"step-f-{i}-unnamed-0"]) for i in (0, 1)] == [["echo", "x"], ["echo", "y"]]
+    assert [t.name for t in plan.tasks if t.is_finally] == ["f-0", "f-1"]
+
+
+def test_the_join_script_aggregates_in_taskrun_name_order(tmp_path: Path) -> None:
+    """m-10 sorts before m-2 (Tekton sorts TaskRuns by name); m-1 made no result."""
+    for name, value in (("m-0", 'a"\\'), ("m-2", "c\n"), ("m-10", "b")):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        (tmp_path / "in" / name / "r").write_text(value)
+    script = join_script(["m-0", "m-1", "m-2", "m-10"], ["r", "none"], str(tmp_path / "out"))
+    script = script.replace("/pip/in", str(tmp_path / "in"))
+    subprocess.run(["busybox", "sh", "-c", script], check=True, timeout=10)
+    assert json.loads((tmp_path / "out" / "r").read_text()) == ['a"\\', "b", "c\n"]
+    assert (tmp_path / "out" / "pip-length" / "r").read_text() == "3"
+    assert not (tmp_path / "out" / "none").exists()  # Tekton finds no such result
+    assert (tmp_path / "out" / "pip-length" / "none").read_text() == "0"
 
 
 def test_too_many_containers_for_results_is_rejected_at_the_start() -> None:

@@ -28,6 +28,7 @@ from examples.pipeline_in_pod.compiler import (
     RunContext,
     compile_pipeline,
 )
+from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
@@ -54,6 +55,9 @@ APPLETS = [
     "head",
     "rm",
     "cp",
+    "od",
+    "awk",
+    "ln",
 ]
 
 
@@ -131,6 +135,7 @@ def run_pod(
         folder.mkdir(parents=True)
         for item in (volume.get("downwardAPI") or {}).get("items") or []:
             key = item["fieldRef"]["fieldPath"].split("'")[1]
+            (folder / item["path"]).parent.mkdir(parents=True, exist_ok=True)
             (folder / item["path"]).write_text((annotations or {}).get(key, ""))
         volumes[volume["name"]] = folder
     for container in pod_spec.get("initContainers") or []:
@@ -560,3 +565,161 @@ def test_a_pipeline_result_from_a_finally_task(tmp_path: Path) -> None:
     )
     assert view.verdict is not None
     assert view.verdict.results == {"r": "done"}
+
+
+def test_matrix_results_are_aggregated_into_arrays_with_their_lengths(tmp_path: Path) -> None:
+    # Eleven instances: Tekton orders them by TaskRun name, so "m-10" comes before "m-2";
+    # "m-3" produces no result and is left out; values keep quotes, backslashes, newlines.
+    script = (
+        'if [ "$(params.n)" != 3 ]; then printf \'v$(params.n) "q" \\\\ \\n\' > '
+        "$(results.out.path); fi"
+    )
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "m",
+                    "matrix": {"params": [{"name": "n", "value": [str(i) for i in range(11)]}]},
+                    "taskSpec": {
+                        "params": [{"name": "n"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh(script)],
+                    },
+                },
+                {
+                    "name": "use",
+                    "runAfter": ["m"],
+                    "params": [
+                        {"name": "all", "value": "$(tasks.m.results.out[*])"},
+                        {"name": "count", "value": "$(tasks.m.matrix.length)"},
+                        {"name": "made", "value": "$(tasks.m.matrix.out.length)"},
+                    ],
+                    "taskSpec": {
+                        "params": [
+                            {"name": "all", "type": "array"},
+                            {"name": "count"},
+                            {"name": "made"},
+                        ],
+                        "results": [{"name": "seen"}],
+                        "steps": [
+                            {
+                                "image": "busybox",
+                                "command": [
+                                    "sh",
+                                    "-c",
+                                    'printf "%s|" "$@" > $(results.seen.path)',
+                                    "--",
+                                ],
+                                "args": ["$(params.all[*])"],
+                            },
+                            sh('printf "$(params.count)/$(params.made)" >> $(results.seen.path)'),
+                        ],
+                    },
+                },
+            ],
+            "finally": [
+                {
+                    "name": "f",
+                    "matrix": {"params": [{"name": "x", "value": ["a", "b"]}]},
+                    "taskSpec": {
+                        "params": [{"name": "x"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh("printf 'f-$(params.x)' > $(results.out.path)")],
+                    },
+                }
+            ],
+            "results": [
+                {"name": "seen", "value": "$(tasks.use.results.seen)"},
+                {"name": "all", "value": "$(tasks.m.results.out[*])"},
+                {"name": "fs", "value": "$(finally.f.results.out[*])"},
+            ],
+        },
+    )
+    expected = {f"m-{i}": "succeeded" for i in range(11)}
+    assert states(view) == {**expected, "use": "succeeded", "f-0": "succeeded", "f-1": "succeeded"}
+    assert view.verdict is not None
+    assert view.verdict.succeeded, view.verdict
+    order = ["0", "1", "10", "2", "4", "5", "6", "7", "8", "9"]
+    values = [f'v{n} "q" \\ \n' for n in order]
+    assert view.verdict.results == {
+        "seen": "".join(f"{v}|" for v in values) + "11/10",
+        "all": values,
+        "fs": ["f-a", "f-b"],
+    }
+
+
+def test_custom_tasks_stand_ins_pass_outcomes_and_results_as_tekton_would(tmp_path: Path) -> None:
+    # The controller's annotations are there from the start: each stand-in goes at once.
+    pipeline = PipelineSpec.model_validate(
+        {
+            "tasks": [
+                {"name": "build", "taskSpec": {"steps": [sh("true")]}},
+                {
+                    "name": "approval",
+                    "runAfter": ["build"],
+                    "taskRef": {"apiVersion": "approval.customtask.dev/v1alpha1", "kind": "A"},
+                },
+                {
+                    "name": "publish",
+                    "params": [
+                        {"name": "d", "value": "$(tasks.approval.results.decision)"},
+                        {"name": "who", "value": ["$(tasks.approval.results.by[*])"]},
+                    ],
+                    "taskSpec": {
+                        "params": [{"name": "d"}, {"name": "who", "type": "array"}],
+                        "results": [{"name": "out"}],
+                        "steps": [
+                            {
+                                "image": "busybox",
+                                "command": ["sh", "-c", 'printf "$0:$*" > $(results.out.path)'],
+                                "args": ["$(params.d)", "$(params.who[*])"],
+                            }
+                        ],
+                    },
+                },
+                {
+                    "name": "wait",
+                    "runAfter": ["publish"],
+                    "taskRef": {"apiVersion": "wait.dev/v1", "kind": "Wait"},
+                },
+                {"name": "after-wait", "runAfter": ["wait"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [
+                {
+                    "name": "report",
+                    "params": [{"name": "s", "value": "$(tasks.wait.status)"}],
+                    "taskSpec": {
+                        "params": [{"name": "s"}],
+                        "results": [{"name": "out"}],
+                        "steps": [sh("printf $(params.s) > $(results.out.path)")],
+                    },
+                }
+            ],
+            "results": [
+                {"name": "published", "value": "$(tasks.publish.results.out)"},
+                {"name": "reported", "value": "$(finally.report.results.out)"},
+            ],
+        }
+    )
+    tasks = {t.name: t.taskSpec for t in [*pipeline.tasks, *pipeline.finally_] if t.taskSpec}
+    plan = compile_with_custom_tasks(pipeline, tasks, {}, [], CTX, Images("ep", "nop", "sh"))
+    approval, wait = plan.custom["approval"], plan.custom["wait"]
+    annotations = {
+        approval.state_key: "Succeeded",
+        approval.result_key("decision"): "approved",
+        approval.result_key("by"): '["alice","bob"]',
+        wait.state_key: "CustomRunTimedOut: timed out",
+    }
+    status = run_pod(plan.pod_spec, tmp_path, annotations=annotations)
+    view = read_pod(plan, pod(plan.pod_spec, status))
+    assert states(view) == {
+        "build": "succeeded",
+        "approval": "succeeded",
+        "publish": "succeeded",
+        "wait": "failed",
+        "after-wait": "skipped",
+        "report": "succeeded",
+    }
+    assert view.verdict is not None
+    assert view.verdict.results == {"published": "approved:alice bob", "reported": "Failed"}

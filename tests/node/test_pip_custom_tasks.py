@@ -1,0 +1,307 @@
+"""Custom tasks inside a Pipeline-in-Pod pipeline, on the real node.
+
+``build → approval → publish`` in one Pod, where approval is the Approval controller's
+ApprovalTask, approved by a minted user while the Pod waits; pipelines mixing in-Pod tasks
+with Wait custom tasks (passing, failing, timing out) run both by Tekton's own
+PipelineRun controller and by Pipeline-in-Pod, which must agree; and cancelling the run
+cancels its CustomRun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.testing import condition, wait_deleted, wait_for
+from customtask_sdk.testing.controllers import running
+from customtask_sdk.testing.node import Node
+from examples.approval.controller import APPROVAL_TASKS, Approval
+from examples.approval.install import (
+    CONTROLLER,
+    CONTROLLER_GROUPS,
+    grant_team,
+    install,
+    uninstall_admission,
+    wait_enforced,
+)
+from examples.pipeline_in_pod.compiler import Images
+from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
+from examples.wait.controller import Wait
+
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
+APPROVAL = {"apiVersion": Approval.api_version, "kind": "ApprovalTask"}
+WAIT = {"apiVersion": Wait.api_version, "kind": "Wait"}
+#: Tekton's controller runs as the node's admin user; so does Pipeline-in-Pod here.
+TEKTON_USER = "default"
+
+
+def sh(script: str) -> JSON:
+    return {"image": "busybox", "script": script}
+
+
+def in_pod(name: str, script: str = "true", **fields: Any) -> JSON:
+    spec = {"steps": [sh(script)], **fields.pop("spec", {})}
+    return {"name": name, "taskSpec": spec, **fields}
+
+
+def wait(name: str, duration: str, **fields: Any) -> JSON:
+    return {
+        "name": name,
+        "taskRef": dict(WAIT),
+        "params": [{"name": "duration", "value": duration}],
+        **fields,
+    }
+
+
+def done(obj: JSON) -> bool:
+    return (condition(obj) or {}).get("status") in ("True", "False")
+
+
+def tasks_of(run: JSON) -> dict[str, JSON]:
+    return {
+        t["name"]: t
+        for t in ((run.get("status") or {}).get("extraFields") or {}).get("tasks") or []
+    }
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def controllers(node: Node, node_namespace: str) -> AsyncIterator[PipelineInPod]:
+    """Pipeline-in-Pod and Wait as the admin; Approval as its own service account's user,
+    with its CRD, RBAC and admission policies; everyone may respond (admission decides)."""
+    await install(node.client, tekton_user=TEKTON_USER)
+    await wait_enforced(node.client)
+    everyone = {"kind": "Group", "name": "system:authenticated"}
+    await grant_team(
+        node.client, node_namespace, [{**everyone, "apiGroup": "rbac.authorization.k8s.io"}]
+    )
+    images = node.tekton_images
+    pip = PipelineInPod(
+        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
+    )
+    path = node.control_plane.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval")
+    try:
+        async with (
+            await KubeClient.from_kubeconfig(str(path)) as approver_client,
+            running(approver_client, Approval(), namespace=node_namespace),
+            running(node.client, pip, Wait(), namespace=node_namespace),
+        ):
+            yield pip
+    finally:
+        await uninstall_admission(node.client)
+
+
+async def start(kube: KubeClient, namespace: str, spec: JSON) -> str:
+    name = f"pip-{uuid.uuid4().hex[:6]}"
+    await kube.create(CUSTOM_RUNS.path(namespace), custom_run(name, {"pipelineSpec": spec}))
+    return name
+
+
+async def pending_gate(kube: KubeClient, namespace: str, name: str) -> JSON:
+    """The ApprovalTask ``name`` once it waits for responses."""
+
+    def pending(gate: JSON) -> bool:
+        return (gate.get("status") or {}).get("state") == "pending"
+
+    return await wait_for(kube, APPROVAL_TASKS, namespace, name, pending, timeout=120)
+
+
+def task_state(task: str, state: str) -> Any:
+    return lambda run: tasks_of(run).get(task, {}).get("state") == state
+
+
+# -- build → approval → publish ---------------------------------------------------------
+
+RELEASE: JSON = {
+    "tasks": [
+        in_pod(
+            "build",
+            "printf sha256:c0ffee > $(results.digest.path)",
+            spec={"results": [{"name": "digest"}]},
+        ),
+        {
+            "name": "approval",
+            "taskRef": dict(APPROVAL),
+            "params": [
+                {"name": "approvers", "value": ["alice"]},
+                {"name": "description", "value": "Publish $(tasks.build.results.digest)?"},
+            ],
+        },
+        in_pod(
+            "publish",
+            'printf "$(params.decision) by $(params.by[*])" > $(results.out.path)',
+            params=[
+                {"name": "decision", "value": "$(tasks.approval.results.decision)"},
+                {"name": "by", "value": ["$(tasks.approval.results.approvedBy[*])"]},
+            ],
+            spec={
+                "params": [{"name": "decision"}, {"name": "by", "type": "array"}],
+                "results": [{"name": "out"}],
+            },
+        ),
+    ],
+    "results": [
+        {"name": "published", "value": "$(tasks.publish.results.out)"},
+        {"name": "decision", "value": "$(tasks.approval.results.decision)"},
+    ],
+}
+
+
+async def test_build_approval_publish_in_one_pod_approved_by_a_user_while_it_waits(
+    node: Node, node_namespace: str, controllers: PipelineInPod
+) -> None:
+    kube, ns = node.client, node_namespace
+    name = await start(kube, ns, RELEASE)
+    gate_name = f"{name}-approval"
+    # The CustomRun is made once build has ended, with build's result in its params.
+    gate = await pending_gate(kube, ns, gate_name)
+    assert gate["spec"]["description"] == "Publish sha256:c0ffee?"
+    child = await kube.get(CUSTOM_RUNS.path(ns, gate_name))
+    owner = child["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("CustomRun", name)
+    run = await wait_for(kube, CUSTOM_RUNS, ns, name, task_state("approval", "running"), timeout=60)
+    entry = tasks_of(run)["approval"]
+    assert entry["customRun"] == gate_name
+    assert tasks_of(run)["publish"]["state"] == "pending"
+    # The Pod waits: publish's container runs, its entrypoint waiting on the gate.
+    pod = await kube.get(PODS.path(ns, f"{name}-pod"))
+    assert pod["status"]["phase"] == "Running"
+    # alice, a user minted by the apiserver's CA, approves.
+    path = node.control_plane.kubeconfig_for("alice", (), name=f"alice-{uuid.uuid4().hex[:6]}")
+    async with await KubeClient.from_kubeconfig(str(path)) as alice:
+        body = {"spec": {"responses": {"alice": {"decision": "approve", "message": "ship it"}}}}
+        await alice.patch(APPROVAL_TASKS.path(ns, gate_name), body)
+    run = await wait_for(kube, CUSTOM_RUNS, ns, name, done, timeout=120)
+    assert (condition(run) or {}).get("status") == "True", condition(run)
+    states = {task: entry["state"] for task, entry in tasks_of(run).items()}
+    assert states == {"build": "succeeded", "approval": "succeeded", "publish": "succeeded"}
+    assert tasks_of(run)["approval"]["reason"] == "Approved"
+    results = {r["name"]: r["value"] for r in run["status"]["results"]}
+    assert results == {"published": "approved by alice", "decision": "approved"}
+    pods = (await kube.get(PODS.path(ns)))["items"]
+    assert [p["metadata"]["name"] for p in pods] == [f"{name}-pod"]
+
+
+async def test_cancelling_the_run_cancels_its_custom_run(
+    node: Node, node_namespace: str, controllers: PipelineInPod
+) -> None:
+    kube, ns = node.client, node_namespace
+    name = await start(kube, ns, RELEASE)
+    gate_name = f"{name}-approval"
+    await pending_gate(kube, ns, gate_name)
+    await kube.patch(CUSTOM_RUNS.path(ns, name), {"spec": {"status": "RunCancelled"}})
+    run = await wait_for(kube, CUSTOM_RUNS, ns, name, done, timeout=60)
+    assert (condition(run) or {}).get("reason") == "CustomRunCancelled"
+    child = await wait_for(kube, CUSTOM_RUNS, ns, gate_name, done, timeout=60)
+    assert (condition(child) or {}).get("reason") == "CustomRunCancelled"
+    gate = await kube.get(APPROVAL_TASKS.path(ns, gate_name))
+    assert gate["status"]["state"] == "cancelled"
+    await wait_deleted(kube, PODS, ns, f"{name}-pod", timeout=60)
+
+
+# -- differential: Tekton's PipelineRun and Pipeline-in-Pod agree -------------------------
+
+REPORT = in_pod(
+    "report",
+    'printf "$(params.all)/$(params.it)" > $(results.out.path)',
+    params=[{"name": "all", "value": "$(tasks.status)"}],
+    spec={"params": [{"name": "all"}, {"name": "it"}], "results": [{"name": "out"}]},
+)
+
+
+def report(task: str) -> JSON:
+    return {
+        **REPORT,
+        "params": [*REPORT["params"], {"name": "it", "value": f"$(tasks.{task}.status)"}],
+    }
+
+
+CORPUS: dict[str, JSON] = {
+    # A Wait whose duration is an in-Pod task's result, then a task after it.
+    "wait-from-a-result": {
+        "tasks": [
+            in_pod("length", "printf 1s > $(results.d.path)", spec={"results": [{"name": "d"}]}),
+            wait("pause", "$(tasks.length.results.d)"),
+            in_pod("after", runAfter=["pause"]),
+        ],
+        "finally": [report("pause")],
+        "results": [{"name": "r", "value": "$(finally.report.results.out)"}],
+    },
+    # A custom task that fails (bad input): its dependants are skipped, finally runs.
+    "failing-custom-task": {
+        "tasks": [
+            in_pod("first"),
+            wait("bad", "not-a-duration", runAfter=["first"]),
+            in_pod("never", runAfter=["bad"]),
+        ],
+        "finally": [report("bad")],
+        "results": [{"name": "r", "value": "$(finally.report.results.out)"}],
+    },
+    # A custom task past its own timeout: timed out, dependants skipped, finally runs.
+    "custom-task-timeout": {
+        "tasks": [
+            wait("slow", "60s", timeout="2s"),
+            in_pod("never", runAfter=["slow"]),
+        ],
+        "finally": [report("slow")],
+        "results": [{"name": "r", "value": "$(finally.report.results.out)"}],
+    },
+}
+
+
+def _child_state(obj: JSON) -> str:
+    cond = condition(obj) or {}
+    if cond.get("status") == "True":
+        return "succeeded"
+    return {"TaskRunTimeout": "timedOut", "CustomRunTimedOut": "timedOut"}.get(
+        cond.get("reason", ""), "failed"
+    )
+
+
+async def tekton_run(
+    kube: KubeClient, namespace: str, spec: JSON
+) -> tuple[str, dict[str, str], JSON]:
+    name = f"pr-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": {"pipelineSpec": spec},
+    }
+    await kube.create(PIPELINE_RUNS.path(namespace), body)
+    run = await wait_for(kube, PIPELINE_RUNS, namespace, name, done, timeout=240)
+    states: dict[str, str] = {}
+    for ref in run["status"].get("childReferences") or []:
+        kind = CUSTOM_RUNS if ref["kind"] == "CustomRun" else TASK_RUNS
+        states[ref["pipelineTaskName"]] = _child_state(
+            await kube.get(kind.path(namespace, ref["name"]))
+        )
+    for skipped in run["status"].get("skippedTasks") or []:
+        states[skipped["name"]] = "skipped"
+    results = {r["name"]: r["value"] for r in run["status"].get("results") or []}
+    return (condition(run) or {}).get("status", ""), states, results
+
+
+async def pip_run(kube: KubeClient, namespace: str, spec: JSON) -> tuple[str, dict[str, str], JSON]:
+    name = await start(kube, namespace, spec)
+    run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done, timeout=240)
+    states = {task: entry["state"] for task, entry in tasks_of(run).items()}
+    results = {r["name"]: r["value"] for r in run["status"].get("results") or []}
+    return (condition(run) or {}).get("status", ""), states, results
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+async def test_tekton_and_pipeline_in_pod_agree_on_custom_tasks(
+    node: Node, node_namespace: str, controllers: PipelineInPod, case: str
+) -> None:
+    spec = CORPUS[case]
+    tekton, ours = await asyncio.gather(
+        tekton_run(node.client, node_namespace, spec), pip_run(node.client, node_namespace, spec)
+    )
+    assert ours == tekton
