@@ -480,10 +480,26 @@ class DelegatedPipelineRun(ObjectReconciler):
         else:
             raise Invalid("PipelineValidationFailed", "spec: set pipelineRef.name or pipelineSpec")
         pipeline = _validated(PipelineSpec, raw, "spec.pipelineSpec", "PipelineValidationFailed")
+        for ptask in _all_tasks(pipeline):
+            if ptask.taskRef is not None and ptask.taskRef.is_custom:
+                raise Invalid(
+                    "PipelineValidationFailed",
+                    f"pipelineSpec.tasks[{ptask.name}].taskRef: custom tasks are not supported "
+                    "by the delegated front door yet (the CustomRun front door runs them)",
+                )
         try:
             tasks = await resolve_tasks(self.client, obj.namespace, pipeline)
         except Unresolvable as exc:
             raise Invalid("CouldntGetTask", exc.message) from None
+        for name, task in tasks.items():
+            for index, step in enumerate(task.get("steps") or []):
+                if "ref" in step:
+                    raise Invalid(
+                        "PipelineValidationFailed",
+                        f"pipelineSpec.tasks[{name}].steps[{index}].ref: StepActions are not "
+                        "supported by the delegated front door yet (the CustomRun front door "
+                        "runs them)",
+                    )
         frozen: JSON = {**raw}
         for key in ("tasks", "finally"):
             if key in frozen:
