@@ -5,6 +5,7 @@ Tekton would end it, and each task shows up as a TaskRun."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
+from customtask_sdk.testing.testbin import locate_tkn
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.pipeline_in_pod.pods import PODS
@@ -177,7 +179,9 @@ async def test_graceful_cancel_and_stop_run_finally(
 ) -> None:
     kube = node.client
     spec = {
-        "tasks": [t("first", sh(first)), t("second", runAfter=["first"])],
+        # The second task's first step starts a moment after the first task ends; one
+        # that ends at once could slip through before the stop lands (README).
+        "tasks": [t("first", sh(first)), t("second", sh("sleep 3"), runAfter=["first"])],
         "finally": [t("f", sh("sleep 2"))],
     }
     name = await start(kube, node_namespace, spec)
@@ -252,3 +256,44 @@ async def test_what_one_pod_cannot_do_fails_at_once_naming_the_field(
     cond = condition(run) or {}
     assert (cond["status"], cond["reason"]) == ("False", "InvalidTaskRunSpecs")
     assert cond["message"].startswith("spec.taskRunSpecs:")
+
+
+async def tkn(node: Node, *args: str) -> str:
+    """Run Tekton's own CLI against the node's cluster; its output."""
+    proc = await asyncio.create_subprocess_exec(
+        str(locate_tkn()),
+        *args,
+        env={**os.environ, "KUBECONFIG": str(node.control_plane.kubeconfig), "NO_COLOR": "1"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    return text
+
+
+async def test_tkn_describes_the_delegated_run_task_by_task_and_prints_each_tasks_logs(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    kube = node.client
+    spec = {
+        "tasks": [
+            t("build", sh("echo built-it", name="compile")),
+            t("test", sh("echo tested-it", name="unit"), runAfter=["build"]),
+        ]
+    }
+    name = await start(kube, node_namespace, spec)
+    await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=120)
+    described = await tkn(node, "pipelinerun", "describe", name, "-n", node_namespace)
+    assert "Succeeded" in described
+    for task in ("build", "test"):
+        assert f"{name}-{task}" in described
+    task_run = await tkn(node, "taskrun", "describe", f"{name}-build", "-n", node_namespace)
+    assert "compile" in task_run
+    assert "Succeeded" in task_run
+    logs = await tkn(node, "taskrun", "logs", f"{name}-test", "-n", node_namespace)
+    assert "tested-it" in logs
+    logs = await tkn(node, "pipelinerun", "logs", name, "-n", node_namespace)
+    assert "built-it" in logs
+    assert "tested-it" in logs
