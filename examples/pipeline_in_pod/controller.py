@@ -38,10 +38,10 @@ from customtask_sdk import (
     Running,
     Succeeded,
 )
-from customtask_sdk.client import CUSTOM_RUNS
+from customtask_sdk.client import CUSTOM_RUNS, TASK_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
-from customtask_sdk.reconciler.run import parse_time
-from examples.pipeline_in_pod import customtasks
+from customtask_sdk.reconciler.run import format_time, parse_time
+from examples.pipeline_in_pod import customtasks, taskruns
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -125,6 +125,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
         # The CustomRuns of its custom tasks (customtasks.py).
         Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
+        # One TaskRun per task that runs, for tkn and the Dashboard (taskruns.py).
+        Owned(TASK_RUNS, labels=MANAGED, fields=("status",)),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -289,6 +291,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
         view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
+        await self._sync_task_runs(run, frozen, plan, pod, view.tasks)
         if plan.waits_for_ready and not view.steps_done:
             await mark_ready(self.client, pod)
         if plan.custom:
@@ -388,6 +391,34 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             requeue_after=min(wake) if wake else None,
         )
 
+    async def _sync_task_runs(
+        self, run: Run[PipelineInPodInput], frozen: JSON, plan: Plan, pod: JSON, tasks: list[JSON]
+    ) -> None:
+        """Keep one TaskRun per task that ran (``<run>-<task>``; ``-retry<n>`` for later
+        attempts) in Tekton's format (taskruns.py)."""
+        pipeline = frozen["pipeline"]
+        ptasks = {
+            p["name"]: {**p, "taskSpec": frozen["tasks"][p["name"]]}
+            for p in [*pipeline.get("tasks", []), *pipeline.get("finally", [])]
+            if p["name"] in frozen["tasks"]
+        }
+        suffix = f"-retry{run.attempt}" if run.attempt else ""
+        owner = taskruns.Owner(
+            name=f"{run.name}{suffix}",
+            namespace=run.namespace,
+            reference=run.owner_reference(),
+            labels={
+                **MANAGED,
+                "tekton.dev/customRun": run.name,
+                **{k: v for k, v in run.labels.items() if k.startswith("tekton.dev/pipeline")},
+            },
+            managed_by=taskruns.MANAGED_BY,
+            template={"podTemplate": run.params.podTemplate} if run.params.podTemplate else {},
+        )
+        existing = {t["metadata"]["name"]: t for t in run.owned(TASK_RUNS)}
+        why = "TaskRun cancelled as the CustomRun it belongs to has been cancelled."
+        await taskruns.sync(self.client, owner, plan, pod, tasks, existing, ptasks, _now(run), why)
+
     async def _delete_pod(self, run: Run[PipelineInPodInput]) -> None:
         await self.client.delete(
             PODS.path(run.namespace, self.pod_name(run)), params={"gracePeriodSeconds": "1"}
@@ -425,6 +456,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         tasks = self._last_tasks(run)
         await self._delete_pod(run)
         await customtasks.cancel_all(self.client, run, custom_state)
+        why = f"TaskRun stopped as the CustomRun it belongs to was {state}."
+        task_runs = run.owned(TASK_RUNS)
+        await taskruns.cancel_unfinished(self.client, run.namespace, task_runs, _now(run), why)
         if tasks is None:
             return None
         fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
@@ -446,6 +480,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         return await self._stopped(
             run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
         )
+
+
+def _now(run: Run[PipelineInPodInput]) -> str:
+    return format_time(run.now)
 
 
 def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -29,7 +28,6 @@ from customtask_sdk import (
     PIPELINE_RUNS,
     TASK_RUNS,
     ConflictError,
-    InvalidError,
     NotFoundError,
     Object,
     ObjectReconciler,
@@ -37,8 +35,8 @@ from customtask_sdk import (
     Result,
 )
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
-from customtask_sdk.reconciler.lifecycle import _stored_form
 from customtask_sdk.reconciler.run import format_time, parse_time
+from examples.pipeline_in_pod import taskruns
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -60,6 +58,7 @@ from examples.pipeline_in_pod.pods import (
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.taskruns import MANAGED_BY
 from examples.pipeline_in_pod.tekton_status import (
     Graceful,
     child_name,
@@ -67,15 +66,12 @@ from examples.pipeline_in_pod.tekton_status import (
     counts,
     pipeline_condition,
     skip_reason,
-    task_run_status,
 )
 
 __all__ = ["MANAGED_BY", "DelegatedPipelineRun", "Invalid"]
 
 JSON = dict[str, Any]
 log = logging.getLogger("examples.pipeline_in_pod.delegated")
-#: The ``spec.managedBy`` of the PipelineRuns this controller runs.
-MANAGED_BY = os.environ.get("PIP_MANAGED_BY", "pipelineinpod.customtask.dev/controller")
 #: Tekton's ``default-timeout-minutes``: a PipelineRun's timeout when it sets none.
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=60)
 #: ``spec.status`` values of a PipelineRun.
@@ -218,7 +214,9 @@ class DelegatedPipelineRun(ObjectReconciler):
         spec = obj.spec
         if spec.get("status") == CANCELLED:
             await self._delete_pod(obj)
-            await self._cancel_task_runs(obj, now, BY_CANCEL)
+            await taskruns.cancel_unfinished(
+                self.client, obj.namespace, obj.owned(TASK_RUNS), now, BY_CANCEL
+            )
             _finish(status, "False", "Cancelled", f'PipelineRun "{obj.name}" was cancelled', now)
             return Result(status)
         check_supported(spec)
@@ -242,7 +240,9 @@ class DelegatedPipelineRun(ObjectReconciler):
             return Result(status, _until(limits, started, obj.now))
         if "pipeline" in limits and obj.now >= started + limits["pipeline"]:
             await self._delete_pod(obj)
-            await self._cancel_task_runs(obj, now, BY_TIMEOUT)
+            await taskruns.cancel_unfinished(
+                self.client, obj.namespace, obj.owned(TASK_RUNS), now, BY_TIMEOUT
+            )
             limit = format_go_duration(limits["pipeline"])
             message = f'PipelineRun "{obj.name}" failed to finish within "{limit}"'
             _finish(status, "False", "PipelineRunTimeout", message, now)
@@ -297,8 +297,10 @@ class DelegatedPipelineRun(ObjectReconciler):
         )
         existing = {t["metadata"]["name"]: t for t in obj.owned(TASK_RUNS)}
         entries = self._entries(obj, view.tasks, existing, graceful)
-        status["childReferences"] = await self._write_task_runs(
-            obj, plan, pod, entries, existing, status["pipelineSpec"], now
+        frozen = status["pipelineSpec"]
+        ptasks = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
+        status["childReferences"] = await taskruns.sync(
+            self.client, self._owner(obj), plan, pod, entries, existing, ptasks, now, BY_CANCEL
         )
         skipped = [
             {"name": e["name"], "reason": e["skipReason"]}
@@ -359,108 +361,6 @@ class DelegatedPipelineRun(ObjectReconciler):
                 entry["skipReason"] = skip_reason(entry, why)
             entries.append(entry)
         return entries
-
-    async def _write_task_runs(
-        self,
-        obj: Object,
-        plan: Plan,
-        pod: JSON,
-        entries: Sequence[JSON],
-        existing: Mapping[str, JSON],
-        frozen: JSON,
-        now: str,
-    ) -> list[JSON]:
-        """Create each running or ended task's TaskRun, write its status when it changed,
-        delete one whose task turned out skipped; return ``childReferences``."""
-        specs = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
-        references = []
-        for entry in entries:
-            name = child_name(obj.name, f"-{entry['name']}")
-            found = existing.get(name)
-            if entry["state"] == "skipped" or entry["state"] == "pending":
-                if found is not None and entry["state"] == "skipped":
-                    with contextlib.suppress(NotFoundError):
-                        await self.client.delete(TASK_RUNS.path(obj.namespace, name))
-                continue
-            ptask = specs.get(entry["name"], {})
-            if found is None:
-                body = self._task_run_body(obj, entry, ptask, name)
-                try:
-                    found = await self.client.create(TASK_RUNS.path(obj.namespace), body)
-                except ConflictError:  # made earlier; its event is on its way
-                    found = None
-            if found is not None:
-                await self._write_task_run_status(obj, plan, pod, entry, ptask, found, now)
-            reference: JSON = {
-                "apiVersion": "tekton.dev/v1",
-                "kind": "TaskRun",
-                "name": name,
-                "pipelineTaskName": entry["name"],
-            }
-            if ptask.get("displayName"):
-                reference["displayName"] = ptask["displayName"]
-            if ptask.get("when"):
-                reference["whenExpressions"] = ptask["when"]
-            references.append(reference)
-        return references
-
-    async def _write_task_run_status(
-        self,
-        obj: Object,
-        plan: Plan,
-        pod: JSON,
-        entry: JSON,
-        ptask: JSON,
-        task_run: JSON,
-        now: str,
-    ) -> None:
-        stored = task_run.get("status") or {}
-        desired = task_run_status(
-            task_run["metadata"]["name"],
-            plan.task(entry["name"]),
-            entry,
-            pod,
-            stored,
-            now,
-            task_spec=named_steps(ptask.get("taskSpec") or {}),
-            timeout=str(ptask.get("timeout") or format_go_duration(DEFAULT_TIMEOUT)),
-            cancel_message=BY_CANCEL,
-        )
-        if (_succeeded(stored) or {}).get("status") in ("True", "False"):
-            return  # a finished TaskRun is never written again
-        desired = _stored_form(desired)
-        if desired == stored:
-            return
-        meta = task_run["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": desired}
-        path = TASK_RUNS.path(obj.namespace, meta["name"], "status")
-        try:
-            await self.client.patch(path, body)
-        except (ConflictError, NotFoundError):
-            pass  # its watch event wakes the run again
-        except InvalidError as exc:  # the run goes on; its TaskRun shows less
-            log.warning("TaskRun %s: status refused: %s", meta["name"], exc)
-
-    async def _cancel_task_runs(self, obj: Object, now: str, why: str) -> None:
-        """Mark every unfinished TaskRun of the run cancelled, as Tekton does."""
-        for task_run in obj.owned(TASK_RUNS):
-            stored = task_run.get("status") or {}
-            cond = _succeeded(stored)
-            if cond is not None and cond.get("status") != "Unknown":
-                continue
-            name = task_run["metadata"]["name"]
-            message = f'TaskRun "{name}" was cancelled. {why}'
-            status = {
-                **stored,
-                "conditions": [condition(cond, "False", "TaskRunCancelled", message, now)],
-                "completionTime": now,
-            }
-            body = {
-                "metadata": {"resourceVersion": task_run["metadata"]["resourceVersion"]},
-                "status": status,
-            }
-            with contextlib.suppress(ConflictError, NotFoundError):
-                await self.client.patch(TASK_RUNS.path(obj.namespace, name, "status"), body)
 
     # -- resolving and compiling -------------------------------------------------
 
@@ -545,6 +445,17 @@ class DelegatedPipelineRun(ObjectReconciler):
             "tekton.dev/pipeline": pipeline,
         }
 
+    def _owner(self, obj: Object) -> taskruns.Owner:
+        return taskruns.Owner(
+            name=obj.name,
+            namespace=obj.namespace,
+            reference=obj.owner_reference(),
+            labels=self._labels(obj, pipeline_name(obj)),
+            managed_by=self.managed_by,
+            template=obj.spec.get("taskRunTemplate") or {},
+            timeout=format_go_duration(DEFAULT_TIMEOUT),
+        )
+
     def _pod_body(self, obj: Object, plan: Plan, name: str, pipeline: str) -> JSON:
         meta = {
             "name": name,
@@ -554,48 +465,12 @@ class DelegatedPipelineRun(ObjectReconciler):
         }
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": plan.pod_spec}
 
-    def _task_run_body(self, obj: Object, entry: JSON, ptask: JSON, name: str) -> JSON:
-        labels = {
-            **self._labels(obj, pipeline_name(obj)),
-            "tekton.dev/pipelineTask": entry["name"],
-            "tekton.dev/memberOf": "finally" if entry.get("finally") else "tasks",
-        }
-        template = obj.spec.get("taskRunTemplate") or {}
-        spec: JSON = {
-            "managedBy": self.managed_by,
-            "taskSpec": named_steps(ptask.get("taskSpec") or {}),
-            **{key: template[key] for key in _TASK_RUN_SPEC if key in template},
-        }
-        if ptask.get("params"):
-            spec["params"] = ptask["params"]
-        if ptask.get("timeout"):
-            spec["timeout"] = ptask["timeout"]
-        # Owned, but not as its controller: Tekton v1.15.1's PipelineRun controller enqueues
-        # (and writes the status of) the controller of any TaskRun, whatever its managedBy.
-        meta = {
-            "name": name,
-            "namespace": obj.namespace,
-            "labels": labels,
-            "ownerReferences": [{**obj.owner_reference(), "controller": False}],
-        }
-        return {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": meta, "spec": spec}
-
     async def _delete_pod(self, obj: Object) -> None:
         with contextlib.suppress(NotFoundError):
             await self.client.delete(
                 PODS.path(obj.namespace, child_name(obj.name, "-pod")),
                 params={"gracePeriodSeconds": "1"},
             )
-
-
-def named_steps(task_spec: JSON) -> JSON:
-    """``task_spec`` with each unnamed step named ``unnamed-<index>``, as Tekton names it
-    (the TaskRun CRD requires step names in ``status.taskSpec``)."""
-    steps = [
-        step if step.get("name") else {**step, "name": f"unnamed-{index}"}
-        for index, step in enumerate(task_spec.get("steps") or [])
-    ]
-    return {**task_spec, "steps": steps} if steps else task_spec
 
 
 def pipeline_name(obj: Object) -> str:
