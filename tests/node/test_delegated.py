@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.testbin import locate_tkn
 from examples.pipeline_in_pod.compiler import Images
+from examples.pipeline_in_pod.controller import PipelineInPod, custom_run
 from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.pipeline_in_pod.pods import PODS
 from tests.node.corpus import CORPUS, done, outcome, pipeline_run, producer, sh, t, tekton_run
@@ -297,3 +298,44 @@ async def test_tkn_describes_the_delegated_run_task_by_task_and_prints_each_task
     logs = await tkn(node, "pipelinerun", "logs", name, "-n", node_namespace)
     assert "built-it" in logs
     assert "tested-it" in logs
+
+
+async def test_the_customrun_front_door_shows_each_task_as_a_taskrun_too(
+    node: Node, node_namespace: str
+) -> None:
+    images = node.tekton_images
+    reconciler = PipelineInPod(
+        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
+    )
+    kube = node.client
+    name = f"pip-{uuid.uuid4().hex[:6]}"
+    spec = {"tasks": [producer("a", "x"), t("b", sh("exit 3"), runAfter=["a"])]}
+    async with running(kube, reconciler, namespace=node_namespace):
+        await kube.create(
+            CUSTOM_RUNS.path(node_namespace), custom_run(name, {"pipelineSpec": spec})
+        )
+        await wait_for(kube, CUSTOM_RUNS, node_namespace, name, done, timeout=120)
+        found = await kube.get(
+            TASK_RUNS.path(node_namespace), params={"labelSelector": f"tekton.dev/customRun={name}"}
+        )
+
+        def finished(obj: JSON) -> bool:
+            return (condition(obj) or {}).get("status") in ("True", "False")
+
+        for task_run in found["items"]:  # its last write may trail the run's by a moment
+            await wait_for(kube, TASK_RUNS, node_namespace, task_run["metadata"]["name"], finished)
+        found = await kube.get(
+            TASK_RUNS.path(node_namespace), params={"labelSelector": f"tekton.dev/customRun={name}"}
+        )
+    by_task = {tr["metadata"]["labels"]["tekton.dev/pipelineTask"]: tr for tr in found["items"]}
+    assert sorted(by_task) == ["a", "b"]
+    assert (condition(by_task["a"]) or {})["reason"] == "Succeeded"
+    failed = condition(by_task["b"]) or {}
+    assert (failed["reason"], failed["message"]) == (
+        "Failed",
+        '"step-b-unnamed-0" exited with code 3',
+    )
+    assert by_task["b"]["status"]["steps"][0]["terminated"]["exitCode"] == 3
+    assert by_task["a"]["status"]["podName"] == f"{name}-pod"
+    assert by_task["a"]["spec"]["managedBy"] == MANAGED_BY
+    assert by_task["a"]["metadata"]["ownerReferences"][0]["kind"] == "CustomRun"
