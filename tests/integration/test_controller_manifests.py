@@ -141,10 +141,11 @@ CONTROLLERS = [
         "pipeline-in-pod-controller",
         {
             **SDK_CALLS,
-            # The Pipeline and Tasks read at a run's start; its Pod: created, watched,
-            # patched (ready, sidecars), deleted (cancel).
+            # The Pipeline, Tasks and StepActions read at a run's start; its Pod:
+            # created, watched, patched (ready, sidecars), deleted (cancel).
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
+            ("tekton.dev", "stepactions"): {"get"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
             # The CustomRuns of custom tasks in the pipeline: created, and cancelled.
             ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
