@@ -1,6 +1,6 @@
 """Figures for the delegated front door: the same PipelineRun run by Tekton and in one Pod.
 
-    sudo .venv/bin/python bench/delegated.py [--trials 3]
+    sudo PYTHONPATH=. .venv/bin/python bench/delegated.py [--trials 3]
 
 On the real node, Tekton's controller beside ours: for pipelines of 1 and 5 sequential
 trivial tasks and 5 parallel ones, create -> Succeeded of a plain PipelineRun run by
@@ -18,6 +18,8 @@ import time
 import uuid
 from collections import Counter
 
+from pipeline_in_pod import parallel, sequential  # bench/pipeline_in_pod.py
+
 from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient, Resource
 from customtask_sdk.testing import condition
 from customtask_sdk.testing.controllers import running
@@ -26,24 +28,6 @@ from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.pipeline_in_pod.pods import PODS
 
 NAMESPACE = "bench-delegated"
-
-
-def trivial(name: str, after: str | None) -> JSON:
-    task: JSON = {
-        "name": name,
-        "taskSpec": {"steps": [{"name": "s", "image": "busybox", "command": ["true"]}]},
-    }
-    if after:
-        task["runAfter"] = [after]
-    return task
-
-
-def sequential(count: int) -> JSON:
-    return {"tasks": [trivial(f"t{i}", f"t{i - 1}" if i else None) for i in range(count)]}
-
-
-def parallel(count: int) -> JSON:
-    return {"tasks": [trivial(f"t{i}", None) for i in range(count)]}
 
 
 class StatusWrites:

@@ -66,6 +66,7 @@ from examples.pipeline_in_pod.tekton_status import (
     counts,
     pipeline_condition,
     skip_reason,
+    succeeded,
 )
 
 __all__ = ["MANAGED_BY", "DelegatedPipelineRun", "Invalid"]
@@ -191,7 +192,7 @@ class DelegatedPipelineRun(ObjectReconciler):
         generation = obj.obj["metadata"].get("generation")
         if generation is not None:
             status["observedGeneration"] = generation
-        previous = _succeeded(status)
+        previous = succeeded(status)
         if not status.get("startTime") or previous is None:
             if obj.spec.get("status") == PENDING:
                 message = f'PipelineRun "{obj.name}" is pending'
@@ -236,7 +237,7 @@ class DelegatedPipelineRun(ObjectReconciler):
                 await self.client.create(PODS.path(obj.namespace), body)
             total = counts(["skipped" if t.skipped else "pending" for t in plan.tasks])
             _, reason, message = pipeline_condition(obj.name, total, Graceful())
-            status["conditions"] = [condition(_succeeded(status), "Unknown", reason, message, now)]
+            status["conditions"] = [condition(succeeded(status), "Unknown", reason, message, now)]
             return Result(status, _until(limits, started, obj.now))
         if "pipeline" in limits and obj.now >= started + limits["pipeline"]:
             await self._delete_pod(obj)
@@ -313,7 +314,7 @@ class DelegatedPipelineRun(ObjectReconciler):
         barrier = container_state(pod, BARRIER_CONTAINER).get("terminated") or {}
         if finals and barrier.get("finishedAt"):
             status["finallyStartTime"] = barrier["finishedAt"]
-        previous = _succeeded(status)
+        previous = succeeded(status)
         if view.verdict is not None and (
             not view.steps_done or view.verdict.reason not in ("Succeeded", "Completed", "Failed")
         ):  # the Pod itself failed: an image, a helper, scheduling, eviction
@@ -482,16 +483,8 @@ def _all_tasks(pipeline: PipelineSpec) -> list[PipelineTask]:
     return [*pipeline.tasks, *pipeline.finally_]
 
 
-def _succeeded(status: Mapping[str, Any]) -> JSON | None:
-    for cond in status.get("conditions") or ():
-        if cond.get("type") == "Succeeded":
-            found: JSON = cond
-            return found
-    return None
-
-
 def _finish(status: JSON, state: str, reason: str, message: str, now: str) -> None:
-    status["conditions"] = [condition(_succeeded(status), state, reason, message, now)]
+    status["conditions"] = [condition(succeeded(status), state, reason, message, now)]
     status["completionTime"] = now
 
 

@@ -21,7 +21,12 @@ from typing import Any
 from customtask_sdk import TASK_RUNS, ConflictError, InvalidError, KubeClient, NotFoundError
 from customtask_sdk.reconciler.lifecycle import _stored_form
 from examples.pipeline_in_pod.compiler import Plan
-from examples.pipeline_in_pod.tekton_status import child_name, condition, task_run_status
+from examples.pipeline_in_pod.tekton_status import (
+    child_name,
+    condition,
+    succeeded,
+    task_run_status,
+)
 
 __all__ = ["MANAGED_BY", "Owner", "cancel_unfinished", "named_steps", "sync"]
 
@@ -54,14 +59,6 @@ def named_steps(task_spec: JSON) -> JSON:
         for index, step in enumerate(task_spec.get("steps") or [])
     ]
     return {**task_spec, "steps": steps} if steps else task_spec
-
-
-def _succeeded(status: Mapping[str, Any]) -> JSON | None:
-    for cond in status.get("conditions") or ():
-        if cond.get("type") == "Succeeded":
-            found: JSON = cond
-            return found
-    return None
 
 
 def _body(owner: Owner, entry: JSON, ptask: JSON, name: str) -> JSON:
@@ -99,7 +96,7 @@ async def _write_status(
     cancel_message: str,
 ) -> None:
     stored = task_run.get("status") or {}
-    if (_succeeded(stored) or {}).get("status") in ("True", "False"):
+    if (succeeded(stored) or {}).get("status") in ("True", "False"):
         return  # a finished TaskRun is never written again
     desired = _stored_form(
         task_run_status(
@@ -181,7 +178,7 @@ async def cancel_unfinished(
     """Mark every unfinished TaskRun of a run cancelled, as Tekton does."""
     for task_run in task_runs:
         stored = task_run.get("status") or {}
-        cond = _succeeded(stored)
+        cond = succeeded(stored)
         if cond is not None and cond.get("status") != "Unknown":
             continue
         name = task_run["metadata"]["name"]

@@ -27,6 +27,7 @@ __all__ = [
     "counts",
     "pipeline_condition",
     "skip_reason",
+    "succeeded",
     "task_run_status",
 ]
 
@@ -48,6 +49,15 @@ def child_name(parent: str, suffix: str) -> str:
         return parent + suffix
     digest = hashlib.md5(parent.encode(), usedforsecurity=False).hexdigest()
     return parent[: max(0, 63 - len(suffix) - len(digest))] + digest + suffix
+
+
+def succeeded(status: Mapping[str, Any]) -> JSON | None:
+    """The ``Succeeded`` condition in ``status``, or ``None``."""
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "Succeeded":
+            found: JSON = cond
+            return found
+    return None
 
 
 def condition(previous: JSON | None, status: str, reason: str, message: str, now: str) -> JSON:
@@ -238,7 +248,7 @@ def task_run_status(
         )
         cond = ("False", "Failed", message)
     old = previous or {}
-    old_cond = next((c for c in old.get("conditions") or () if c.get("type") == "Succeeded"), None)
+    old_cond = succeeded(old)
     status: JSON = {
         "conditions": [condition(old_cond, *cond, now)],
         "podName": pod["metadata"]["name"],
