@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from examples.pipeline_in_pod.compiler import StepPlan, TaskPlan
-from examples.pipeline_in_pod.delegated import Invalid, check_supported, pipeline_timeouts
+from customtask_sdk import PIPELINE_RUNS, NotFoundError, Object
+from examples.pipeline_in_pod.compiler import Images, StepPlan, TaskPlan
+from examples.pipeline_in_pod.delegated import (
+    MANAGED_BY,
+    DelegatedPipelineRun,
+    Invalid,
+    check_supported,
+    pipeline_timeouts,
+)
 from examples.pipeline_in_pod.tekton_status import (
     Graceful,
     child_name,
@@ -254,3 +261,118 @@ def test_timeouts_default_to_an_hour_and_zero_means_none() -> None:
     }
     with pytest.raises(Invalid, match=r"spec.timeouts.finally"):
         pipeline_timeouts({"timeouts": {"finally": "soon"}})
+
+
+class FakeClient:
+    """Answers GETs from ``objects`` (404 otherwise) and records writes."""
+
+    def __init__(self, objects: dict[str, dict[str, object]] | None = None) -> None:
+        self.objects = objects or {}
+        self.calls: list[tuple[str, str]] = []
+
+    async def get(self, path: str, params: object = None) -> dict[str, object]:
+        if path not in self.objects:
+            raise NotFoundError(404, "NotFound", path, {})
+        return self.objects[path]
+
+    async def create(self, path: str, body: dict[str, object], params: object = None) -> object:
+        self.calls.append(("create", path))
+        return body
+
+    async def delete(self, path: str, params: object = None) -> object:
+        self.calls.append(("delete", path))
+        raise NotFoundError(404, "NotFound", path, {})
+
+
+def pipeline_run(spec: dict[str, object], status: dict[str, object] | None = None) -> Object:
+    obj = {
+        "apiVersion": "tekton.dev/v1",
+        "metadata": {"name": "pr", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"managedBy": MANAGED_BY, **spec},
+    }
+    if status is not None:
+        obj["status"] = status
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    return Object(obj, now, PIPELINE_RUNS)
+
+
+async def reconciled(obj: Object, client: FakeClient | None = None) -> dict[str, object]:
+    reconciler = DelegatedPipelineRun(images=Images("ep", "nop", "sh"))
+    reconciler.attach(client or FakeClient())  # type: ignore[arg-type]
+    result = await reconciler.reconcile(obj)
+    assert result.status is not None
+    return dict(result.status)
+
+
+def cond_of(status: dict[str, object]) -> tuple[str, str, str]:
+    (cond,) = status["conditions"]  # type: ignore[misc]
+    return cond["status"], cond["reason"], cond["message"]
+
+
+async def test_a_pending_run_waits_without_a_start_time() -> None:
+    status = await reconciled(pipeline_run({"status": "PipelineRunPending"}))
+    assert cond_of(status) == ("Unknown", "PipelineRunPending", 'PipelineRun "pr" is pending')
+    assert "startTime" not in status
+
+
+async def test_a_run_cancelled_before_it_started_is_cancelled_with_tektons_message() -> None:
+    status = await reconciled(pipeline_run({"status": "Cancelled", "pipelineSpec": {}}))
+    assert cond_of(status) == ("False", "Cancelled", 'PipelineRun "pr" was cancelled')
+    assert status["startTime"] == status["completionTime"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "field"),
+    [
+        ({"pipelineRef": {"name": "missing"}}, "CouldntGetPipeline", "Pipeline 'missing'"),
+        (
+            {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "gone"}}]}},
+            "CouldntGetTask",
+            "tasks[a].taskRef",
+        ),
+        (
+            {"pipelineSpec": {"tasks": [{"name": "a", "taskSpec": {}}]}},
+            "PipelineValidationFailed",
+            "spec.pipelineSpec.tasks.0.taskSpec.steps",
+        ),
+        ({"taskRunSpecs": [{"pipelineTaskName": "a"}]}, "InvalidTaskRunSpecs", "spec.taskRunSpecs"),
+        (
+            {
+                "pipelineSpec": {
+                    "tasks": [{"name": "a", "taskRef": {"apiVersion": "x.dev/v1", "kind": "X"}}]
+                }
+            },
+            "PipelineValidationFailed",
+            "pipelineSpec.tasks[a].taskRef",
+        ),
+    ],
+)
+async def test_what_cannot_run_fails_at_once_naming_the_field(
+    spec: dict[str, object], reason: str, field: str
+) -> None:
+    status = await reconciled(pipeline_run(spec))
+    state, got, message = cond_of(status)
+    assert (state, got) == ("False", reason)
+    assert field in message
+    assert status["completionTime"]
+
+
+async def test_the_first_reconcile_freezes_the_pipeline_and_creates_the_pod() -> None:
+    client = FakeClient(
+        {
+            "/apis/tekton.dev/v1/namespaces/ns/tasks/build": {
+                "spec": {"steps": [{"image": "busybox", "script": "true"}]}
+            }
+        }
+    )
+    spec = {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "build"}}]}}
+    status = await reconciled(pipeline_run(spec), client)
+    assert cond_of(status) == (
+        "Unknown",
+        "Running",
+        "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 1, Skipped: 0",
+    )
+    assert status["pipelineSpec"] == {
+        "tasks": [{"name": "a", "taskSpec": {"steps": [{"image": "busybox", "script": "true"}]}}]
+    }
+    assert client.calls == [("create", "/api/v1/namespaces/ns/pods")]
