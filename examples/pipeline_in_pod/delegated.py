@@ -271,16 +271,22 @@ class DelegatedPipelineRun(ObjectReconciler):
         )
         view = read_pod(plan, pod, timed_out=tasks_timed_out)
         dag = [t for t in view.tasks if not t.get("finally")]
+        existing = {t["metadata"]["name"]: t for t in obj.owned(TASK_RUNS)}
+        # A DAG task has started once its TaskRun exists; a Pod shows every step container
+        # running from the start (each waits for its turn), so its states alone cannot say.
+        begun = {t["name"] for t in dag if child_name(obj.name, f"-{t['name']}") in existing}
+        dag_names = {t["name"] for t in dag}
+        stopping = bool(tasks_timed_out or graceful.cancelled or graceful.stopped)
         signalled = (pod["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION)
-        dag_done = all(t["state"] in _ENDED for t in dag)
+        unstarted_left = any(t["state"] not in _ENDED for t in dag if t["name"] not in begun)
+        # StoppedRunFinally lets the started tasks finish, then stops the rest.
+        finishing = any(t["state"] == "running" and t["name"] in begun for t in dag)
+        only_stopped = graceful.stopped and not (tasks_timed_out or graceful.cancelled)
         if (
-            not signalled
-            and not dag_done
-            and (
-                tasks_timed_out
-                or graceful.cancelled
-                or (graceful.stopped and not any(t["state"] == "running" for t in dag))
-            )
+            stopping
+            and not signalled
+            and not all(t["state"] in _ENDED for t in dag)
+            and (not only_stopped or (unstarted_left and not finishing))
         ):
             meta = pod["metadata"]
             await self.client.patch(
@@ -296,10 +302,11 @@ class DelegatedPipelineRun(ObjectReconciler):
             graceful.tasks_timed_out,
             finally_done=all(t["state"] in _ENDED for t in finals),
         )
-        existing = {t["metadata"]["name"]: t for t in obj.owned(TASK_RUNS)}
         entries = self._entries(obj, view.tasks, existing, graceful)
         frozen = status["pipelineSpec"]
         ptasks = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
+        if stopping:  # a DAG task not started by now never starts: it gets no TaskRun
+            ptasks = {k: p for k, p in ptasks.items() if k in begun or k not in dag_names}
         status["childReferences"] = await taskruns.sync(
             self.client, self._owner(obj), plan, pod, entries, existing, ptasks, now, BY_CANCEL
         )
