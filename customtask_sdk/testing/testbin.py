@@ -322,6 +322,15 @@ def _is_built(dest: Path, files: Sequence[str], recipe: str) -> bool:
     return built and marker.exists() and marker.read_text() == recipe
 
 
+def _publish(staging: Path, dest: Path, recipe: str) -> None:
+    """Move a finished build into its cache folder, marked with the recipe that made it."""
+    (staging / ".recipe").write_text(recipe)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staging), str(dest))
+
+
 def _build_module(
     name: str,
     gomod: str,
@@ -355,11 +364,7 @@ def _build_module(
         for out, pkg in packages.items():
             command = ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / out), pkg]
             _run(command, work, env, log)
-        (staging / ".recipe").write_text(recipe)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, recipe)
 
 
 def _install_kubernetes(
@@ -523,11 +528,7 @@ def _install_tkn(version: str, log: Log) -> None:
             env,
             log,
         )
-        (staging / ".recipe").write_text(_RECIPES["tkn"])
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, _RECIPES["tkn"])
 
 
 def _install_pause(version: str, log: Log) -> None:
@@ -548,11 +549,7 @@ def _install_pause(version: str, log: Log) -> None:
             _go_env(),
             log,
         )
-        (staging / ".recipe").write_text(_RECIPES["pause"])
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, _RECIPES["pause"])
 
 
 def _install_debian_packages(log: Log) -> None:

@@ -10,10 +10,13 @@ from typing import Any
 
 from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import condition, wait_for
+from customtask_sdk.testing.node import Node
+from examples.pipeline_in_pod.compiler import Images
 
 __all__ = [
     "CORPUS",
     "done",
+    "images",
     "outcome",
     "pipeline_run",
     "producer",
@@ -403,6 +406,12 @@ CORPUS: dict[str, JSON] = {
 def done(obj: JSON) -> bool:
     found = condition(obj)
     return found is not None and found.get("status") in ("True", "False")
+
+
+def images(node: Node) -> Images:
+    """Pipeline-in-Pod's helper images, as the node serves them."""
+    served = node.tekton_images
+    return Images(served["entrypoint-image"], served["nop-image"], served["shell-image"])
 
 
 def pipeline_run(name: str, spec: JSON, managed_by: str | None = None, **fields: Any) -> JSON:

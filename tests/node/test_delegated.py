@@ -17,11 +17,20 @@ from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.testbin import locate_tkn
-from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import PipelineInPod, custom_run
 from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.pipeline_in_pod.pods import PODS
-from tests.node.corpus import CORPUS, done, outcome, pipeline_run, producer, sh, t, tekton_run
+from tests.node.corpus import (
+    CORPUS,
+    done,
+    images,
+    outcome,
+    pipeline_run,
+    producer,
+    sh,
+    t,
+    tekton_run,
+)
 
 #: Who wrote a PipelineRun's or TaskRun's status: our client's field manager.
 OURS = "customtask-sdk"
@@ -29,10 +38,7 @@ OURS = "customtask-sdk"
 
 @pytest.fixture
 async def delegated(node: Node, node_namespace: str) -> AsyncIterator[DelegatedPipelineRun]:
-    images = node.tekton_images
-    reconciler = DelegatedPipelineRun(
-        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-    )
+    reconciler = DelegatedPipelineRun(images=images(node))
     async with running(node.client, reconciler, namespace=node_namespace):
         yield reconciler
 
@@ -303,10 +309,7 @@ async def test_tkn_describes_the_delegated_run_task_by_task_and_prints_each_task
 async def test_the_customrun_front_door_shows_each_task_as_a_taskrun_too(
     node: Node, node_namespace: str
 ) -> None:
-    images = node.tekton_images
-    reconciler = PipelineInPod(
-        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-    )
+    reconciler = PipelineInPod(images=images(node))
     kube = node.client
     name = f"pip-{uuid.uuid4().hex[:6]}"
     spec = {"tasks": [producer("a", "x"), t("b", sh("exit 3"), runAfter=["a"])]}
