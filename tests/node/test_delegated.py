@@ -293,6 +293,7 @@ async def test_tkn_describes_the_delegated_run_task_by_task_and_prints_each_task
     name = await start(kube, node_namespace, spec)
     await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=120)
     described = await tkn(node, "pipelinerun", "describe", name, "-n", node_namespace)
+    print(described)  # the README's sample (pytest -s)
     assert "Succeeded" in described
     for task in ("build", "test"):
         assert f"{name}-{task}" in described
