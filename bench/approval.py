@@ -19,18 +19,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+import aiohttp
+
+from customtask_sdk.client import CUSTOM_RUNS, JSON, ForbiddenError, KubeClient, ServerError
 from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.certs import CertificateAuthority
 from customtask_sdk.testing.controllers import controller_process
-from customtask_sdk.testing.processes import ManagedProcess
+from customtask_sdk.testing.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from audit_trace import AUDIT_LOG, Trail, audit_args, decision_trails, read_audit_log  # noqa: E402
 
 from examples.approval.controller import APPROVAL_TASKS, Approval  # noqa: E402
 from examples.approval.install import (  # noqa: E402
@@ -118,7 +127,7 @@ async def paced_responses(
     clients: list[KubeClient], namespace: str, prefix: str, rate: float
 ) -> tuple[list[float], dict[str, float]]:
     """Each user approves their gate, ``rate`` per second. Returns the write round trips
-    and, per gate, when the deciding write was answered (monotonic)."""
+    and, per gate, when the deciding write was answered (epoch seconds)."""
     round_trips: list[float] = []
     answered: dict[str, float] = {}
 
@@ -132,40 +141,79 @@ async def paced_responses(
         await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
         name = f"{prefix}-{i:05d}"
         body = {"spec": {"responses": {f"user-{i:05d}": {"decision": "approve"}}}}
-        sent = time.monotonic()
+        sent = time.time()
         await clients[i].patch(APPROVAL_TASKS.path(namespace, name), body)
-        answered[name] = time.monotonic()
+        answered[name] = time.time()
         round_trips.append(answered[name] - sent)
 
     await asyncio.gather(*(decide(i) for i in range(len(clients))))
     return round_trips, answered
 
 
-async def watch_succeeded(
-    kube: KubeClient, namespace: str, seen: dict[str, float], count: int
+async def watch_until(
+    kube: KubeClient, path: str, seen: dict[str, float], count: int, test: Callable[[JSON], bool]
 ) -> None:
-    """Record when each run is first seen ``Succeeded=True``, until ``count`` are."""
-    page = await kube.get(CUSTOM_RUNS.path(namespace))
+    """Record when (epoch seconds) each object is first seen passing ``test``, until
+    ``count`` are."""
+    page = await kube.get(path, {"limit": "1"})
     params = {"resourceVersion": page["metadata"]["resourceVersion"], "allowWatchBookmarks": "true"}
-    async for event in kube.watch(CUSTOM_RUNS.path(namespace), params):
+    async for event in kube.watch(path, params):
         obj = event["object"]
-        for cond in (obj.get("status") or {}).get("conditions") or ():
-            if cond.get("type") == "Succeeded" and cond.get("status") == "True":
-                seen.setdefault(obj["metadata"]["name"], time.monotonic())
+        if event["type"] != "BOOKMARK" and test(obj):
+            seen.setdefault(obj["metadata"]["name"], time.time())
         if len(seen) >= count:
             return
 
 
-def start_controller(cp: ControlPlane, kubeconfig: Path, namespace: str) -> ManagedProcess:
+def succeeded(run: JSON) -> bool:
+    conditions = (run.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Succeeded" and c.get("status") == "True" for c in conditions)
+
+
+def responded(gate: JSON) -> bool:
+    return bool((gate.get("spec") or {}).get("responses"))
+
+
+def start_controller(
+    cp: ControlPlane, kubeconfig: Path, namespace: str, *args: str
+) -> ManagedProcess:
     return controller_process(
         cp,
         "examples.approval.controller:Approval",
         f"--kubeconfig={kubeconfig}",
         "--no-events",
+        *args,
         namespace=namespace,
         app_dir=ROOT,
         name=f"approval-{namespace}",
     )
+
+
+async def queue_buckets(port: int) -> dict[float, float]:
+    """The controller's ``workqueue_queue_duration_seconds`` buckets from its /metrics."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as answer,
+    ):
+        text = await answer.text()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("workqueue_queue_duration_seconds_bucket{"):
+            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    return buckets
+
+
+def queue_waits(before: dict[float, float], after: dict[float, float]) -> str:
+    """The share of reconciles between two scrapes that waited in the queue (ready to
+    handed to a worker) at most 1 ms, 10 ms, 100 ms, 1 s."""
+    count = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = count.get(float("inf"), 0.0) or 1.0
+    shares = ", ".join(
+        f"<= {label} {100 * count.get(bound, 0.0) / total:.1f}%"
+        for bound, label in ((1e-3, "1 ms"), (1e-2, "10 ms"), (1e-1, "100 ms"), (1.0, "1 s"))
+    )
+    return f"{shares} (n={total:.0f} reconciles)"
 
 
 def rss_mb(pid: int) -> float:
@@ -175,41 +223,194 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def decisions(cp: ControlPlane, kubeconfig: Path, gates: int, rate: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+async def decisions(
+    cp: ControlPlane, kubeconfig: Path, gates: int, rate: float, workers: int, trial: int
+) -> None:
     kube = cp.client
-    namespace = "bench-decide"
+    namespace = f"bench-decide-{trial}"
+    print(f"decisions, trial {trial}: controller with --workers={workers}")
     await namespace_for_approvers(kube, namespace)
-    proc = start_controller(cp, kubeconfig, namespace)
+    port = free_port()
+    proc = start_controller(
+        cp, kubeconfig, namespace, f"--workers={workers}", f"--health-port={port}"
+    )
     await proc.start()
+    assert proc.pid is not None
     clients = await users(cp, gates)
     try:
         opened = time.monotonic()
         await open_gates(kube, namespace, gates, "gate")
         await until_pending(kube, namespace, gates)
         print(f"decisions: {gates} gates open and pending in {time.monotonic() - opened:.1f} s")
-        seen: dict[str, float] = {}
-        watcher = asyncio.create_task(watch_succeeded(kube, namespace, seen, gates))
+        done: dict[str, float] = {}
+        delivered: dict[str, float] = {}
+        watchers = [
+            asyncio.create_task(
+                watch_until(kube, CUSTOM_RUNS.path(namespace), done, gates, succeeded)
+            ),
+            asyncio.create_task(
+                watch_until(kube, APPROVAL_TASKS.path(namespace), delivered, gates, responded)
+            ),
+        ]
+        print(f"decisions: {load()} before")
+        cpu = cpu_seconds(proc.pid)
+        queued = await queue_buckets(port)
         round_trips, answered = await paced_responses(clients, namespace, "gate", rate)
-        await asyncio.wait_for(watcher, 120)
-        latencies = [seen[name] - answered[name] for name in answered]
+        await asyncio.wait_for(asyncio.gather(*watchers), 120)
+        cpu = cpu_seconds(proc.pid) - cpu
+        print(f"decisions: {load()} after")
+        latencies = [done[name] - answered[name] for name in answered]
         print(f"decisions: deciding write answered -> Succeeded=True: {summary(latencies)}")
         print(f"decisions: the deciding write itself (with admission): {summary(round_trips)}")
+        print(f"decisions: controller CPU {cpu / gates * 1000:.2f} ms per decision")
+        waits = queue_waits(queued, await queue_buckets(port))
+        print(f"decisions: controller queue wait: {waits}")
+        trails = await audit_trails(cp, namespace, gates)
+        breakdown(trails, delivered, done)
     finally:
         await proc.stop()
         for client in clients:
             await client.close()
 
 
+async def audit_trails(cp: ControlPlane, namespace: str, gates: int) -> dict[str, Trail]:
+    """The decisions' writes from the apiserver's audit log (written in the background:
+    read until every decision is in, or 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        writes = read_audit_log(cp.workdir / "audit" / AUDIT_LOG)
+        trails = decision_trails(writes, namespace, CONTROLLER)
+        if len(trails) >= gates or time.monotonic() > deadline:
+            return trails
+        await asyncio.sleep(1)
+
+
+def breakdown(
+    trails: dict[str, Trail], delivered: dict[str, float], done: dict[str, float]
+) -> None:
+    """Print where each decision's time went, in the apiserver's clock (audit log).
+
+    The response's watch delivery to the controller is estimated by its delivery to this
+    benchmark's own watch (same apiserver, same moment), counted as the apiserver's."""
+    kept = [(n, t) for n, t in trails.items() if n in delivered and n in done]
+    watch = [min(max(0.0, delivered[n] - t.deciding.answered), t.total) for n, t in kept]
+    apiserver = [w + t.gate_write + t.run_write for w, (_, t) in zip(watch, kept, strict=True)]
+    rows: list[tuple[str, list[float]]] = [
+        ("total: deciding write answered -> the run's write answered", [t.total for _, t in kept]),
+        ("apiserver: watch delivery + the two writes", apiserver),
+        ("  the response's watch delivery (estimate)", watch),
+        ("  the gate's status write", [t.gate_write for _, t in kept]),
+        ("  the run's status write", [t.run_write for _, t in kept]),
+        ("controller: the rest", [t.total - a for a, (_, t) in zip(apiserver, kept, strict=True)]),
+        (
+            "  response delivered -> gate write received (queue, reconcile)",
+            [t.watch_queue_reconcile - w for w, (_, t) in zip(watch, kept, strict=True)],
+        ),
+        ("  gate write answered -> run write received", [t.between_writes for _, t in kept]),
+        (
+            "then: the run's write answered -> seen here",
+            [done[n] - t.run.answered for n, t in kept],
+        ),
+        (
+            "the approver's deciding write, in the apiserver",
+            [t.deciding.answered - t.deciding.received for _, t in kept],
+        ),
+    ]
+    print(f"decisions: where the time went, from the apiserver's audit log (n={len(kept)}):")
+    for label, values in rows:
+        print(f"  {label}: {summary(values)}")
+
+
+WEBHOOK = "approval-bench-webhook"
+
+
+async def start_webhook(cp: ControlPlane) -> ManagedProcess:
+    """Serve ``webhook_standin.py`` on loopback over HTTPS (a self-signed certificate) and
+    register it for ApprovalTask updates, failing closed; returns once it is called."""
+    authority = CertificateAuthority("approval-bench-webhook-ca")
+    cert, key = cp.workdir / "webhook.crt", cp.workdir / "webhook.key"
+    authority.issue_serving(["127.0.0.1"]).write(cert, key)
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "webhook_standin.py"),
+        str(port),
+        str(cert),
+        str(key),
+    ]
+    proc = ManagedProcess("webhook-standin", argv, cp.log_dir)
+    await proc.start()
+    webhook: JSON = {
+        "name": "approvaltasks.bench.customtask.dev",
+        "clientConfig": {
+            "url": f"https://127.0.0.1:{port}/validate",
+            "caBundle": base64.b64encode(authority.cert_pem).decode(),
+        },
+        "rules": [
+            {
+                "apiGroups": [APPROVAL_TASKS.group],
+                "apiVersions": [APPROVAL_TASKS.version],
+                "operations": ["UPDATE"],
+                "resources": [APPROVAL_TASKS.plural],
+            }
+        ],
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 10,
+    }
+    configs = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    await cp.client.create(configs, {"metadata": {"name": WEBHOOK}, "webhooks": [webhook]})
+    namespace = "bench-webhook-probe"
+    await cp.client.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    gate: JSON = {
+        "apiVersion": APPROVAL_TASKS.api_version,
+        "kind": "ApprovalTask",
+        "metadata": {"name": "probe"},
+        "spec": {"approvers": ["someone-else"], "numberOfApprovalsRequired": 1},
+    }
+    await cp.client.create(APPROVAL_TASKS.path(namespace), gate)
+    foreign = {"spec": {"responses": {"default": {"decision": "approve"}}}}
+    async with asyncio.timeout(30):
+        while True:  # until the apiserver calls it: the admin's response is refused
+            try:
+                await cp.client.patch(
+                    APPROVAL_TASKS.path(namespace, "probe"), foreign, params={"dryRun": "All"}
+                )
+            except ForbiddenError:
+                return proc
+            except ServerError:  # not listening yet
+                pass
+            await asyncio.sleep(0.1)
+
+
 async def admission(cp: ControlPlane, gates: int, rate: float) -> None:
+    """Response writes with the admission policies (CEL), with nothing, with a webhook."""
     kube = cp.client
     clients = await users(cp, gates)
+    webhook: ManagedProcess | None = None
     try:
-        for label, enforced in (("with policies", True), ("without policies", False)):
-            namespace = f"bench-admission-{'on' if enforced else 'off'}"
+        for label, mode in (
+            ("with the policies (CEL in the apiserver)", "policies"),
+            ("without admission checks", "none"),
+            ("with an HTTPS webhook on loopback instead", "webhook"),
+        ):
+            namespace = f"bench-admission-{mode}"
             await namespace_for_approvers(kube, namespace)
-            if not enforced:
+            if mode == "none":
                 await uninstall_admission(kube)
                 await wait_enforced(kube, enforced=False)
+            if mode == "webhook":
+                webhook = await start_webhook(cp)
 
             async def create(i: int, namespace: str = namespace) -> None:
                 body: JSON = {
@@ -221,9 +422,12 @@ async def admission(cp: ControlPlane, gates: int, rate: float) -> None:
                 await kube.create(APPROVAL_TASKS.path(namespace), body)
 
             await bounded(gates, 32, create)
+            print(f"admission: {load()}")
             round_trips, _ = await paced_responses(clients, namespace, "gate", rate)
             print(f"admission: response write {label}: {summary(round_trips)}")
     finally:
+        if webhook is not None:
+            await webhook.stop()
         for client in clients:
             await client.close()
 
@@ -253,16 +457,27 @@ async def memory(cp: ControlPlane, kubeconfig: Path, gates: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with ControlPlane() as cp:
-        await install(cp.client, tekton_user="default")
-        await wait_enforced(cp.client)
-        kubeconfig = cp.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval-controller")
-        if "decisions" not in args.skip:
-            await decisions(cp, kubeconfig, args.gates, args.rate)
-        if "memory" not in args.skip:
-            await memory(cp, kubeconfig, args.memory_gates)
-        if "admission" not in args.skip:
-            await admission(cp, args.gates, args.rate)
+    workdir = Path(tempfile.mkdtemp(prefix="approval-bench-"))
+    try:
+        async with ControlPlane(
+            workdir=workdir, apiserver_args=audit_args(workdir / "audit")
+        ) as cp:
+            await run_phases(cp, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run_phases(cp: ControlPlane, args: argparse.Namespace) -> None:
+    await install(cp.client, tekton_user="default")
+    await wait_enforced(cp.client)
+    kubeconfig = cp.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval-controller")
+    if "decisions" not in args.skip:
+        for trial, workers in enumerate(args.workers):
+            await decisions(cp, kubeconfig, args.gates, args.rate, workers, trial)
+    if "memory" not in args.skip:
+        await memory(cp, kubeconfig, args.memory_gates)
+    if "admission" not in args.skip:
+        await admission(cp, args.gates, args.rate)
 
 
 if __name__ == "__main__":
@@ -272,5 +487,11 @@ if __name__ == "__main__":
     parser.add_argument("--gates", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0, help="deciding writes per second")
     parser.add_argument("--memory-gates", type=int, default=10_000)
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[64],
+        help="the controller's --workers; a comma-separated list runs one trial per value",
+    )
     parser.add_argument("--skip", default="", help="comma-separated: decisions,memory,admission")
     asyncio.run(main(parser.parse_args()))

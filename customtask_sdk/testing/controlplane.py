@@ -116,6 +116,7 @@ class ControlPlane(AsyncService):
             reach, such as the Pod bridge's own (see :class:`~customtask_sdk.testing.node.Node`).
         service_accounts: admit Pods with ServiceAccount tokens (a node needs it; it also
             needs kube-controller-manager's ServiceAccount controllers).
+        apiserver_args: more kube-apiserver flags (e.g. an audit log for a benchmark).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class ControlPlane(AsyncService):
         install_tekton: bool = True,
         bind_address: str = "127.0.0.1",
         service_accounts: bool = False,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries or locate()
         self._own_workdir = workdir is None
@@ -135,6 +137,7 @@ class ControlPlane(AsyncService):
         self.etcd_port = free_port()
         self.bind_address = bind_address
         self.service_accounts = service_accounts
+        self.apiserver_args = list(apiserver_args)
         self.apiserver_port = free_port()  # free on loopback: no wildcard listener has it
         self.host = f"https://{bind_address}:{self.apiserver_port}"
         #: The admin kubeconfig (user ``default`` in ``system:masters``), written on start.
@@ -289,6 +292,7 @@ class ControlPlane(AsyncService):
             + ("none" if self.bind_address.startswith("127.") else "lease"),
             "--kubelet-preferred-address-types=InternalIP",
             "--v=1",
+            *self.apiserver_args,
         ]
         await self._start(ManagedProcess("kube-apiserver", argv, self.log_dir))
         context = ssl.create_default_context(cafile=str(pki / "serving-ca.crt"))

@@ -128,7 +128,9 @@ async def wait_enforced(client: KubeClient, *, enforced: bool = True) -> None:
                         refusing = False
                     except ForbiddenError:
                         refusing = True
-                except ServerError:  # e.g. 503 while the apiserver learns the CRD's schema
+                # 503 while the apiserver learns the CRD's schema; 403 while the validating
+                # policy is in force and the groups-stamping one not (yet, or any more)
+                except (ServerError, ForbiddenError):
                     await asyncio.sleep(0.1)
                     continue
                 annotations = stamped["metadata"].get("annotations") or {}

@@ -28,6 +28,7 @@ from customtask_sdk.testing import condition, wait_for
 from examples.pipeline_in_pod.compiler import CompileError, RunContext
 from examples.pipeline_in_pod.controller import PIPELINES, TASKS, PipelineInPod, images_from_env
 from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
+from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 
 
@@ -37,7 +38,7 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
     pipelines = [d for d in docs if d.get("kind") == "Pipeline"]
     if len(pipelines) != 1:
         raise SystemExit(f"{path}: expected one Pipeline, found {len(pipelines)}")
-    named = {d["metadata"]["name"]: d["spec"] for d in docs if d.get("kind") == "Task"}
+    named = {d["metadata"]["name"]: task_spec(d) for d in docs if d.get("kind") == "Task"}
     spec = PipelineSpec.model_validate(pipelines[0]["spec"])
     tasks: dict[str, TaskSpec] = {}
     for ptask in [*spec.tasks, *spec.finally_]:
@@ -50,7 +51,15 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
         else:
             raise SystemExit(f"{path}: task {ptask.name!r} names a Task not in the file")
     name = pipelines[0]["metadata"]["name"]
-    ctx = RunContext(name=name, namespace="default", uid="", pipeline=name, pipeline_run=name)
+    annotations = kept(pipelines[0]["metadata"].get("annotations"))
+    ctx = RunContext(
+        name=name,
+        namespace="default",
+        uid="",
+        pipeline=name,
+        pipeline_run=name,
+        annotations=annotations,
+    )
     plan = compile_with_custom_tasks(spec, tasks, dict(params), [], ctx, images_from_env())
     return plan.pod_spec
 

@@ -29,9 +29,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
+from examples.pipeline_in_pod.hermetic import (
+    across_phases,
+    add_checks,
+    all_steps,
+    fence,
+    is_fenced,
+    phase,
+    resolve_tasks,
+)
 from examples.pipeline_in_pod.matrix import IN_DIR, LENGTH_REF, LENGTHS_DIR, expand_matrix
 from examples.pipeline_in_pod.model import (
     EnvVar,
@@ -107,6 +117,10 @@ class RunContext:
     pipeline_run: str
     service_account: str | None = None
     pod_template: Mapping[str, Any] = field(default_factory=dict)
+    #: The run's annotations read by :mod:`~examples.pipeline_in_pod.hermetic` (and its
+    #: Pipeline's), and per pipeline task those of ``taskRunSpecs``.
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    task_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,9 @@ class StepPlan:
     on_error: str | None = None
     #: The step has its own ``when``: skipped, it does not make its task skipped.
     when: bool = False
+    #: ``pre``, ``steps`` or ``post``; and whether it runs without network.
+    phase: str = "steps"
+    hermetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,14 +196,14 @@ def check_one_pod(pipeline: PipelineSpec, tasks: Mapping[str, TaskSpec]) -> None
             if where == "finally" and ptask.runAfter:
                 raise CompileError(f"{at}.runAfter", "finally tasks cannot use runAfter")
             spec = tasks[ptask.name]
-            if ptask.timeout is not None and len(spec.steps) > 1:
+            if ptask.timeout is not None and len(all_steps(spec)) > 1:
                 raise CompileError(
                     f"{at}.timeout",
                     "a timeout on a task of several steps is not supported yet (one Pod "
                     "has no per-task deadline); give each step a timeout instead",
                     "Unsupported",
                 )
-            for index, step in enumerate(spec.steps):
+            for index, step in enumerate(all_steps(spec)):
                 if step.ref is not None:  # checked once resolved (stepactions.py)
                     continue
                 if step.command is None and step.script is None:
@@ -1044,9 +1061,9 @@ def compile_task(
     ]
     steps: list[StepPlan] = []
     containers: list[JSON] = []
-    count = len(spec.steps)
+    count = len(all_steps(spec))
     earlier: dict[str, int] = {}  # step name -> index, for $(steps.<s>.results.<r>)
-    for index, raw in enumerate(spec.steps):
+    for index, raw in enumerate(all_steps(spec)):
         step = merge_template(spec.stepTemplate, raw)
         name = container_name("step", ptask.name, step.name or f"unnamed-{index}", build.taken)
         own = scope.child()
@@ -1088,8 +1105,19 @@ def compile_task(
         )
         container["terminationMessagePath"] = TERMINATION_PATH
         container["terminationMessagePolicy"] = "File"
+        if is_fenced(spec, index):
+            fence(container)
         containers.append(container)
-        steps.append(StepPlan(step.name or f"unnamed-{index}", name, step.onError, bool(step.when)))
+        steps.append(
+            StepPlan(
+                step.name or f"unnamed-{index}",
+                name,
+                step.onError,
+                bool(step.when),
+                phase=phase(spec, index),
+                hermetic=is_fenced(spec, index),
+            )
+        )
     build.containers[ptask.name] = containers
     build.links += fetched_results(where, ptask.name, spec, earlier, results_volume)
     for volume in spec.volumes:  # the Task's own volumes, for its steps' volumeMounts
@@ -1133,6 +1161,7 @@ def compile_pipeline(
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
+    tasks = resolve_tasks(pipeline, tasks, ctx.annotations, ctx.task_annotations, ctx.pod_template)
     check_one_pod(pipeline, tasks)
     outer = pipeline_scope(pipeline, params, ctx)
     fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
@@ -1144,9 +1173,10 @@ def compile_pipeline(
     verdicts: dict[str, bool | None] = {}
     for ptask in [*pipeline.tasks, *pipeline.finally_]:
         scope = task_scope(ptask, tasks[ptask.name], outer, ctx)
-        tasks[ptask.name] = inline_step_actions(
-            f"tasks[{ptask.name}]", tasks[ptask.name], step_actions or {}, scope
+        inline = partial(
+            inline_step_actions, f"tasks[{ptask.name}]", actions=step_actions or {}, scope=scope
         )
+        tasks[ptask.name] = across_phases(tasks[ptask.name], inline)
         mounts[ptask.name] = task_workspaces(ptask, tasks[ptask.name], volumes, bindings, scope)
         scopes[ptask.name] = scope
         verdicts[ptask.name] = static_when(ptask, outer)
@@ -1246,6 +1276,7 @@ def compile_pipeline(
         {name: depth.get(name, final_depth) for name in build.containers},
     )
     pod_spec = _pod_spec(ctx, images, build, helpers, volumes)
+    add_checks(pod_spec, BIN)
     check_message_budget(pod_spec, build.plans)
     return Plan(
         pod_spec=pod_spec,

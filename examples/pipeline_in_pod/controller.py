@@ -50,6 +50,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     RunContext,
 )
+from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
@@ -67,7 +68,7 @@ from examples.pipeline_in_pod.pods import (
     resolve_tasks,
     stop_sidecars,
 )
-from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.status import PodView, read_pod
 from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 
 __all__ = [
@@ -142,6 +143,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         name = (run.obj["spec"].get("customRef") or {}).get("name") or (
             params.pipelineRef.name if params.pipelineRef else None
         )
+        annotations = kept(run.obj["metadata"].get("annotations"))
         try:
             if spec is None:
                 if name is None:
@@ -151,7 +153,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                         "pipelineSpec",
                     )
                 found = await resolve_pipeline(self.client, run.namespace, name)
-                spec = self._validate(PipelineSpec, found, f"Pipeline {name!r}")
+                spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+                # Tekton copies a Pipeline's annotations onto its run; the run's win.
+                annotations = {**kept(found["metadata"].get("annotations")), **annotations}
             tasks = await resolve_tasks(self.client, run.namespace, spec)
         except Unresolvable as exc:
             raise _input_error(exc.reason, exc.message) from None
@@ -159,19 +163,21 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
+            "annotations": annotations,
         }
-        actions = await self._step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def _step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
+    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
         """Every StepAction the tasks' steps reference: one GET per distinct name, at once
         (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
         names: list[str] = []
         for task, spec in tasks.items():
             try:
-                found = step_action_names(spec)
+                phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
+                found = step_action_names({"steps": [s for k in phases for s in spec.get(k) or []]})
             except CompileError as exc:
                 where = f"tasks[{task}].{exc.field}"
                 raise _input_error(exc.reason, f"{where}: {exc.message}") from None
@@ -231,6 +237,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             pipeline_run=run.pipeline_run or run.name,
             service_account=run.obj["spec"].get("serviceAccountName"),
             pod_template=run.params.podTemplate or {},
+            annotations=frozen.get("annotations") or {},
+            task_annotations={
+                spec.pipelineTaskName: spec.metadata.annotations for spec in run.params.taskRunSpecs
+            },
         )
         actions = {
             name: self._validate(StepActionSpec, spec, f"StepAction {name!r}")
@@ -287,9 +297,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             )
         limits = self._timeouts(run)
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
-        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
-        view = read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
+        view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
         await self._sync_task_runs(run, frozen, plan, pod, view.tasks)
         if plan.waits_for_ready and not view.steps_done:
@@ -439,8 +447,14 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             plan = self.compile(run, frozen)
         except RunFailed:  # its input was bad: it never had a Pod
             return None
-        timed_out = bool(run.extra_fields.get("tasksTimedOut"))
-        return read_pod(plan, pod, timed_out=timed_out).tasks
+        return self._read(run, plan, pod, bool(run.extra_fields.get("tasksTimedOut"))).tasks
+
+    @staticmethod
+    def _read(run: Run[PipelineInPodInput], plan: Plan, pod: JSON, timed_out: bool) -> PodView:
+        """The Pod read back; a custom task's entry tells its CustomRun's story."""
+        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
+        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        return read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
 
     async def _stopped(
         self,

@@ -380,9 +380,10 @@ class DelegatedPipelineRun(ObjectReconciler):
             raw = spec["pipelineSpec"]
         elif (spec.get("pipelineRef") or {}).get("name"):
             try:
-                raw = await resolve_pipeline(
+                found = await resolve_pipeline(
                     self.client, obj.namespace, spec["pipelineRef"]["name"]
                 )
+                raw = found.get("spec") or {}
             except Unresolvable as exc:
                 raise Invalid("CouldntGetPipeline", exc.message) from None
         else:

@@ -25,8 +25,10 @@ __all__ = [
     "Step",
     "StepRef",
     "StepTemplate",
+    "TaskMetadata",
     "TaskRef",
     "TaskResult",
+    "TaskRunSpec",
     "TaskSpec",
     "WhenExpression",
     "WorkspaceBinding",
@@ -199,12 +201,24 @@ class Sidecar(_ContainerFields):
     script: str | None = None
 
 
+class TaskMetadata(_Tekton):
+    """Labels and annotations of an embedded ``taskSpec`` (and, frozen, of a Task)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class TaskSpec(_Tekton):
-    """A Task's spec (``tekton.dev/v1``)."""
+    """A Task's spec (``tekton.dev/v1``), plus this controller's ``preSteps`` and
+    ``postSteps`` (run before and after ``steps``, with the network when ``steps`` are
+    hermetic: :mod:`examples.pipeline_in_pod.hermetic`)."""
 
     params: list[ParamSpec] = Field(default_factory=list)
     results: list[TaskResult] = Field(default_factory=list)
+    preSteps: list[Step] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
+    postSteps: list[Step] = Field(default_factory=list)
+    metadata: TaskMetadata | None = None
     sidecars: list[Sidecar] = Field(default_factory=list)
     workspaces: list[WorkspaceDeclaration] = Field(default_factory=list)
     stepTemplate: StepTemplate | None = None
@@ -311,12 +325,20 @@ class Timeouts(_Tekton):
     finally_: str | None = Field(None, alias="finally")
 
 
+class TaskRunSpec(_Tekton):
+    """Per pipeline task settings of the run, as a PipelineRun's ``taskRunSpecs``: only
+    ``metadata`` (its annotations apply to that task, as Tekton's reach its TaskRun)."""
+
+    pipelineTaskName: str
+    metadata: TaskMetadata = Field(default_factory=TaskMetadata)
+
+
 class PipelineInPodInput(Params):
     """The run's input: pipeline params, plus (embedded spec) the pipeline and bindings.
 
     ``spec.params`` and any field of ``customSpec.spec`` other than ``pipelineRef``,
-    ``pipelineSpec``, ``workspaces``, ``timeouts`` and ``podTemplate`` are the Pipeline's
-    params.
+    ``pipelineSpec``, ``workspaces``, ``timeouts``, ``podTemplate`` and ``taskRunSpecs``
+    are the Pipeline's params.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
@@ -326,6 +348,7 @@ class PipelineInPodInput(Params):
     workspaces: list[WorkspaceBinding] = Field(default_factory=list)
     timeouts: Timeouts | None = None
     podTemplate: dict[str, Any] | None = None
+    taskRunSpecs: list[TaskRunSpec] = Field(default_factory=list)
 
     @property
     def params(self) -> dict[str, ParamValue]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from customtask_sdk import KubeClient, NotFoundError, Resource
 from examples.pipeline_in_pod.compiler import READY_ANNOTATION
+from examples.pipeline_in_pod.hermetic import task_spec
 from examples.pipeline_in_pod.model import PipelineSpec
 
 __all__ = [
@@ -37,7 +38,7 @@ class Unresolvable(Exception):
 
 
 async def resolve_pipeline(client: KubeClient, namespace: str, name: str) -> JSON:
-    """The spec of Pipeline ``name``.
+    """Pipeline ``name`` (the whole object: its annotations count too).
 
     Raises:
         Unresolvable: ``PipelineNotFound``.
@@ -48,13 +49,12 @@ async def resolve_pipeline(client: KubeClient, namespace: str, name: str) -> JSO
         raise Unresolvable(
             "PipelineNotFound", f"Pipeline {name!r} not found in {namespace!r}"
         ) from None
-    spec: JSON = found.get("spec") or {}
-    return spec
+    return found
 
 
 async def resolve_tasks(client: KubeClient, namespace: str, spec: PipelineSpec) -> dict[str, JSON]:
-    """Each pipeline task's spec: its ``taskSpec``, or the named Task's spec (none for a
-    custom task, run by its own controller).
+    """Each pipeline task's spec: its ``taskSpec``, or the named Task's spec with the
+    annotations Pipeline-in-Pod reads (none for a custom task, run by its own controller).
 
     Raises:
         Unresolvable: ``TaskNotFound``, naming the pipeline task.
@@ -74,7 +74,7 @@ async def resolve_tasks(client: KubeClient, namespace: str, spec: PipelineSpec) 
                 "TaskNotFound",
                 f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
             ) from None
-        tasks[ptask.name] = task.get("spec") or {}
+        tasks[ptask.name] = task_spec(task)
     return tasks
 
 

@@ -20,6 +20,7 @@ from examples.pipeline_in_pod.compiler import (
     Plan,
     TaskPlan,
 )
+from examples.pipeline_in_pod.hermetic import CHECK_CONTAINER, UNAVAILABLE, unavailable
 from examples.pipeline_in_pod.model import ParamValue
 
 __all__ = ["FATAL_WAITING", "PodView", "Verdict", "aggregate", "read_pod"]
@@ -131,6 +132,10 @@ def _task_state(
         status = statuses.get(plan.container) or {}
         current = status.get("state") or {}
         step: JSON = {"name": plan.name, "container": plan.container}
+        if plan.phase != "steps":
+            step["phase"] = plan.phase
+        if plan.hermetic:
+            step["hermetic"] = True
         if "waiting" in current:
             why = current["waiting"].get("reason", "")
             step["waiting"] = why
@@ -320,7 +325,7 @@ def read_pod(
     if fatal is not None:
         verdict = Verdict(False, fatal["reason"], f"task {fatal['name']!r}: {fatal['message']}")
         return PodView(tasks, verdict, steps_done, results)
-    init = _init_failure(pod)
+    init = _init_failure(pod, plan)
     if init is not None:
         return PodView(tasks, init, steps_done, results)
     unschedulable = _unschedulable(status)
@@ -336,8 +341,9 @@ def read_pod(
     return PodView(tasks, _verdict(plan, tasks, results), True, results)
 
 
-def _init_failure(pod: JSON) -> Verdict | None:
-    """An init container (``prepare``, ``place-scripts``) that cannot run or failed."""
+def _init_failure(pod: JSON, plan: Plan) -> Verdict | None:
+    """An init container (``prepare``, ``place-scripts``, a hermetic check) that cannot
+    run or failed."""
     meta = pod.get("metadata", {})
     for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
         state = container.get("state") or {}
@@ -347,6 +353,8 @@ def _init_failure(pod: JSON) -> Verdict | None:
         if waiting in FATAL_WAITING:
             message = (state["waiting"].get("message") or "")[:512]
             return Verdict(False, waiting, f"init container {name!r}: {message}")
+        if code and name.startswith(CHECK_CONTAINER):
+            return Verdict(False, UNAVAILABLE, unavailable(meta, plan.pod_spec, name))
         if code:
             logs = f"kubectl logs -n {meta.get('namespace', '')} {meta.get('name', '')} -c {name}"
             return Verdict(False, "InitFailed", f"init container {name!r} exited {code}: {logs}")

@@ -31,6 +31,7 @@ from examples.pipeline_in_pod.controller import (
     PipelineInPod,
     custom_run,
 )
+from examples.wait.controller import Wait
 
 PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 IMAGES = Images("ep:1", "nop:1", "shell:1")
@@ -484,3 +485,86 @@ async def test_the_demo_runs_the_sample_and_prints_each_tasks_state(
     assert "package                  succeeded (Succeeded)" in printed
     done_pr = await wait_for(kube, PIPELINE_RUNS, namespace, pr["metadata"]["name"], done)
     assert done_pr["status"]["results"] == [{"name": "image", "value": "registry.local/app-v1.2.3"}]
+
+
+async def test_a_custom_tasks_custom_run_is_made_informed_and_cancelled_as_tekton_would(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    wait_ref = {"apiVersion": Wait.api_version, "kind": "Wait"}
+    pipeline = {
+        "tasks": [
+            {**PIPELINE["tasks"][0], "taskRef": None, "taskSpec": MAKER},
+            {
+                "name": "pause",
+                "taskRef": wait_ref,
+                "params": [{"name": "duration", "value": "$(tasks.make.results.out)"}],
+            },
+            {
+                "name": "long",
+                "runAfter": ["pause"],
+                "taskRef": wait_ref,
+                "params": [{"name": "duration", "value": "1h"}],
+                "timeout": "2h",
+            },
+        ]
+    }
+    spec = {"pipelineSpec": pipeline, "timeouts": {"tasks": "6s"}, "word": "0s"}
+    async with running(kube, reconciler, Wait(), namespace=namespace):
+        name = await create_run(kube, namespace, embedded(spec))
+        pod = f"{name}-pod"
+        await wait_for(kube, PODS, namespace, pod, lambda o: True)
+        made = terminated("step-make-say", results={"out": "0s"})
+        # The stand-in's first step ran: the CustomRun is made, make's result its param.
+        await kubelet(kube, namespace, pod, [made, terminated("step-pause-start")])
+        child = await wait_for(kube, CUSTOM_RUNS, namespace, f"{name}-pause", done)
+        assert child["spec"]["params"] == [{"name": "duration", "value": "0s"}]
+        assert child["spec"]["customRef"] == wait_ref
+        assert child["metadata"]["ownerReferences"][0]["name"] == name
+        assert "timeout" not in child["spec"]  # timeouts.tasks is under Tekton's default
+
+        # Its outcome reaches the Pod, as an annotation the downward API exposes.
+        def told(obj: JSON) -> bool:
+            annotations = obj["metadata"].get("annotations") or {}
+            return annotations.get("pipelineinpod.customtask.dev/pause") == "Succeeded"
+
+        await wait_for(kube, PODS, namespace, pod, told)
+        steps = [made, terminated("step-pause-start"), terminated("step-pause-wait")]
+        await kubelet(kube, namespace, pod, [*steps, terminated("step-long-start")])
+        long = await wait_for(kube, CUSTOM_RUNS, namespace, f"{name}-long", lambda o: True)
+        assert long["spec"]["timeout"] == "2h"
+        # timeouts.tasks passes: the DAG's steps and its CustomRuns are cancelled.
+        cancelled = await wait_for(kube, CUSTOM_RUNS, namespace, f"{name}-long", done, 30)
+        assert outcome(cancelled) == ("False", "CustomRunCancelled")
+        assert cancelled["spec"]["statusMessage"].endswith("has timed out.")
+        stopped = terminated("step-long-wait", code=1, reason="Cancelled")
+        await kubelet(kube, namespace, pod, [*steps, terminated("step-long-start"), stopped])
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+    assert outcome(run) == ("False", "PipelineRunTimeout")
+    assert tasks_state(run) == {"make": "succeeded", "pause": "succeeded", "long": "timedOut"}
+    entry = next(t for t in run["status"]["extraFields"]["tasks"] if t["name"] == "long")
+    assert entry["customRun"] == f"{name}-long"
+    assert entry["reason"] == "CustomRunCancelled"
+
+
+async def test_cancelling_the_run_cancels_its_custom_runs_and_ends_their_tasks(
+    cluster: Cluster, namespace: str, reconciler: PipelineInPod
+) -> None:
+    kube = cluster.client
+    wait_ref = {"apiVersion": Wait.api_version, "kind": "Wait"}
+    hold = {"name": "hold", "taskRef": wait_ref, "params": [{"name": "duration", "value": "1h"}]}
+    async with running(kube, reconciler, Wait(), namespace=namespace):
+        name = await create_run(kube, namespace, embedded({"pipelineSpec": {"tasks": [hold]}}))
+        await wait_for(kube, PODS, namespace, f"{name}-pod", lambda o: True)
+        await kubelet(kube, namespace, f"{name}-pod", [terminated("step-hold-start")])
+        await wait_for(
+            kube, CUSTOM_RUNS, namespace, f"{name}-hold", lambda o: condition(o) is not None
+        )
+        await kube.patch(CUSTOM_RUNS.path(namespace, name), {"spec": {"status": "RunCancelled"}})
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done)
+        child = await wait_for(kube, CUSTOM_RUNS, namespace, f"{name}-hold", done)
+    assert outcome(run) == ("False", "CustomRunCancelled")
+    assert outcome(child) == ("False", "CustomRunCancelled")
+    assert child["spec"]["statusMessage"].endswith("has been cancelled.")
+    (entry,) = run["status"]["extraFields"]["tasks"]
+    assert (entry["state"], entry["customRun"]) == ("cancelled", f"{name}-hold")

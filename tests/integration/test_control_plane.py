@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import uuid
@@ -134,3 +135,25 @@ async def test_dev_up_stops_every_process_it_started_on_a_signal(sig: signal.Sig
         left = kill_leftovers(started)
     assert not left, f"dev up left {left} running after {sig.name}"
     assert code == 128 + sig
+
+
+@pytest.mark.usefixtures("control_plane")  # the binaries are built (else skip, or fail in CI)
+async def test_extra_apiserver_flags_are_passed(tmp_path: Path) -> None:
+    policy = tmp_path / "audit-policy.yaml"
+    policy.write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+        "- level: Metadata\n  resources: [{group: '', resources: [configmaps]}]\n"
+        "- level: None\n"
+    )
+    log = tmp_path / "audit.log"
+    flags = [f"--audit-policy-file={policy}", f"--audit-log-path={log}"]
+    async with ControlPlane(install_tekton=False, apiserver_args=flags) as cp:
+        body = {"metadata": {"name": "audited"}, "data": {}}
+        await cp.client.create("/api/v1/namespaces/default/configmaps", body)
+        async with asyncio.timeout(10):  # the audit event is written as the answer goes out
+            while True:
+                lines = log.read_text().splitlines() if log.exists() else []
+                events = [json.loads(line) for line in lines]
+                if any(e["objectRef"].get("name") == "audited" for e in events):
+                    break
+                await asyncio.sleep(0.05)

@@ -58,6 +58,7 @@ class Deployed:
     service_account: str
     cluster_wide: Grants  # its ClusterRole, exactly
     kinds: frozenset[str] = frozenset()  # what its manifests hold beyond the common ones
+    workers: int = 16  # its --workers, where the SDK's default does not fit
 
     @property
     def config(self) -> Path:
@@ -132,6 +133,7 @@ CONTROLLERS = [
                 "MutatingAdmissionPolicyBinding",
             }
         ),
+        workers=64,  # a decision holds its worker for two writes in sequence
     ),
     Deployed(
         "pipeline_in_pod",
@@ -262,6 +264,7 @@ def test_the_image_runs_the_deployments_reconciler_with_its_arguments(
     default = _parser().parse_args([*entrypoint[1:], *deployed.instruction("CMD")])
     assert (default.leader_elect, default.log_format) == (True, "json")
     assert (default.lease_name, default.health_port) == (args.lease_name, args.health_port)
+    assert default.workers == args.workers == deployed.workers
     stage = deployed.stage()
     assert f"EXPOSE {args.health_port}" in stage
     assert "USER 65532:65532" in stage

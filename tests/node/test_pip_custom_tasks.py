@@ -71,12 +71,21 @@ def tasks_of(run: JSON) -> dict[str, JSON]:
     }
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def controllers(node: Node, node_namespace: str) -> AsyncIterator[PipelineInPod]:
-    """Pipeline-in-Pod and Wait as the admin; Approval as its own service account's user,
-    with its CRD, RBAC and admission policies; everyone may respond (admission decides)."""
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def approval_installed(node: Node) -> AsyncIterator[None]:
+    """The Approval CRD, RBAC and admission policies, for this module."""
     await install(node.client, tekton_user=TEKTON_USER)
     await wait_enforced(node.client)
+    yield
+    await uninstall_admission(node.client)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def controllers(
+    node: Node, node_namespace: str, approval_installed: None
+) -> AsyncIterator[PipelineInPod]:
+    """Pipeline-in-Pod and Wait as the admin; Approval as its own service account's user;
+    everyone may respond to gates in the namespace (admission decides whose counts)."""
     everyone = {"kind": "Group", "name": "system:authenticated"}
     await grant_team(
         node.client, node_namespace, [{**everyone, "apiGroup": "rbac.authorization.k8s.io"}]
@@ -86,15 +95,12 @@ async def controllers(node: Node, node_namespace: str) -> AsyncIterator[Pipeline
         images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
     )
     path = node.control_plane.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval")
-    try:
-        async with (
-            await KubeClient.from_kubeconfig(str(path)) as approver_client,
-            running(approver_client, Approval(), namespace=node_namespace),
-            running(node.client, pip, Wait(), namespace=node_namespace),
-        ):
-            yield pip
-    finally:
-        await uninstall_admission(node.client)
+    async with (
+        await KubeClient.from_kubeconfig(str(path)) as approver_client,
+        running(approver_client, Approval(), namespace=node_namespace),
+        running(node.client, pip, Wait(), namespace=node_namespace),
+    ):
+        yield pip
 
 
 async def start(kube: KubeClient, namespace: str, spec: JSON) -> str:
@@ -133,18 +139,24 @@ RELEASE: JSON = {
                 {"name": "description", "value": "Publish $(tasks.build.results.digest)?"},
             ],
         },
-        in_pod(
-            "publish",
-            'printf "$(params.decision) by $(params.by[*])" > $(results.out.path)',
-            params=[
+        {
+            "name": "publish",
+            "params": [
                 {"name": "decision", "value": "$(tasks.approval.results.decision)"},
                 {"name": "by", "value": ["$(tasks.approval.results.approvedBy[*])"]},
             ],
-            spec={
+            "taskSpec": {
                 "params": [{"name": "decision"}, {"name": "by", "type": "array"}],
                 "results": [{"name": "out"}],
+                "steps": [
+                    {  # an array param expands in args only (as in Tekton)
+                        "image": "busybox",
+                        "command": ["sh", "-c", 'printf "$0 by $*" > $(results.out.path)'],
+                        "args": ["$(params.decision)", "$(params.by[*])"],
+                    }
+                ],
             },
-        ),
+        },
     ],
     "results": [
         {"name": "published", "value": "$(tasks.publish.results.out)"},
@@ -202,6 +214,8 @@ async def test_cancelling_the_run_cancels_its_custom_run(
     assert (condition(child) or {}).get("reason") == "CustomRunCancelled"
     gate = await kube.get(APPROVAL_TASKS.path(ns, gate_name))
     assert gate["status"]["state"] == "cancelled"
+    entry = tasks_of(run)["approval"]
+    assert (entry["state"], entry["customRun"]) == ("cancelled", gate_name)
     await wait_deleted(kube, PODS, ns, f"{name}-pod", timeout=60)
 
 

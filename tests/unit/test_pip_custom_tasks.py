@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from examples.pipeline_in_pod.__main__ import compile_file
 from examples.pipeline_in_pod.compiler import CompileError, Images, Plan, RunContext
 from examples.pipeline_in_pod.customtasks import (
     CANCELLED,
@@ -373,3 +374,18 @@ def test_the_release_sample_compiles_with_its_approval_as_a_custom_task() -> Non
     assert compiled.task("publish").deps == ("approval",)
     readme = (sample.parent / "README.md").read_text()
     assert sample.read_text() in readme  # the README shows the sample whole
+
+
+def test_compile_prints_the_pod_of_a_pipeline_with_a_custom_task(tmp_path: Path) -> None:
+    pipeline = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "Pipeline",
+        "metadata": {"name": "release"},
+        "spec": {"tasks": [build_task("build"), approval(runAfter=["build"])]},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    pod_spec = compile_file(path, {})
+    names = [c["name"] for c in pod_spec["containers"]]
+    assert "step-approval-start" in names
+    assert "step-approval-wait" in names

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from examples.pipeline_in_pod.compiler import CompileError, Plan, compile_pipeline
 from examples.pipeline_in_pod.model import PipelineSpec
 from examples.pipeline_in_pod.status import read_pod
 from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
 from tests.unit.test_pip_compiler import CTX, IMAGES, command, containers, flag
-from tests.unit.test_pip_local_pod import pod, run_pod, usable
+from tests.unit.test_pip_local_pod import log, pod, run_pod, usable
 
 #: StepActions from Tekton's docs/stepactions.md, as the tests name them.
 ACTIONS: dict[str, dict[str, Any]] = {
@@ -490,3 +491,20 @@ def test_a_task_whose_only_step_is_skipped_by_its_when_succeeds(tmp_path: Path) 
     assert view.verdict.succeeded
     assert view.tasks[0]["state"] == "succeeded"
     assert view.tasks[0]["steps"][0]["reason"] == "Skipped"
+
+
+@local
+def test_the_readmes_stepaction_example_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "examples/pipeline_in_pod/README.md").read_text()
+    section = readme.split("## StepActions", 1)[1]
+    docs = list(yaml.safe_load_all(section.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    action, run = docs
+    spec = run["spec"]["customSpec"]["spec"]["pipelineSpec"]
+    pipeline = PipelineSpec.model_validate(spec)
+    tasks = {p.name: p.taskSpec for p in pipeline.tasks if p.taskSpec is not None}
+    found = {action["metadata"]["name"]: StepActionSpec.model_validate(action["spec"])}
+    plan = compile_pipeline(pipeline, tasks, {}, [], CTX, IMAGES, found)
+    view = read_pod(plan, pod(plan.pod_spec, run_pod(plan.pod_spec, tmp_path)))
+    assert view.verdict is not None
+    assert view.verdict.results == {"digest": "sha256:reg-app"}, view.tasks
+    assert "deploying sha256:reg-app" in log(tmp_path, "step-deploy-unnamed-0")
