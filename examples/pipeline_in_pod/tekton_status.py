@@ -257,7 +257,9 @@ def task_run_status(
         "taskSpec": task_spec,
     }
     if cond[0] != "Unknown":
-        status["completionTime"] = old.get("completionTime") or entry.get("completionTime") or now
+        # When it was seen ending, as Tekton's controller stamps it: a container's
+        # finishedAt has whole seconds only, and can read earlier than its start.
+        status["completionTime"] = old.get("completionTime") or now
     results = _task_results(task, statuses)
     if results:
         status["results"] = results
