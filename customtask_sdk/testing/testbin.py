@@ -33,6 +33,7 @@ __all__ = [
     "install",
     "locate",
     "locate_node",
+    "locate_tkn",
 ]
 
 
@@ -43,6 +44,9 @@ class Versions:
     kubernetes: str = "v1.36.3"
     etcd: str = "v3.6.16"
     tekton: str = "v1.15.1"
+    #: Tekton's CLI (``github.com/tektoncd/cli``), a test dependency: node tests check what
+    #: ``tkn`` shows. v0.43.0: v0.42.0 needs a tektoncd/hub the module proxy refuses.
+    tkn: str = "v0.43.0"
 
 
 PINNED = Versions()
@@ -60,6 +64,7 @@ _RECIPES = {
     "tekton-resolvers": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen "
     "host from CUSTOMTASK_SDK_LISTEN_HOST",
     "pause": "static, v1",
+    "tkn": "static, built inside its module",
 }
 _TEKTON_COMMANDS = ("controller", "entrypoint")
 _TEKTON_IMAGE_COMMANDS = ("nop", "workingdirinit", "sidecarlogresults")
@@ -245,6 +250,20 @@ def locate_node(versions: Versions = PINNED) -> NodeBinaries:
     return node
 
 
+def locate_tkn(versions: Versions = PINNED) -> Path:
+    """Where ``tkn`` is.
+
+    Raises:
+        TestbinMissingError: it is not built yet.
+    """
+    tkn = _component_dir("tkn", versions.tkn) / "tkn"
+    if not os.access(tkn, os.X_OK):
+        raise TestbinMissingError(
+            f"{tkn} is missing. Build it with `customtask-sdk testbin install`."
+        )
+    return tkn
+
+
 Log = Callable[[str], None]
 
 
@@ -305,6 +324,15 @@ def _is_built(dest: Path, files: Sequence[str], recipe: str) -> bool:
     return built and marker.exists() and marker.read_text() == recipe
 
 
+def _publish(staging: Path, dest: Path, recipe: str) -> None:
+    """Move a finished build into its cache folder, marked with the recipe that made it."""
+    (staging / ".recipe").write_text(recipe)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staging), str(dest))
+
+
 def _build_module(
     name: str,
     gomod: str,
@@ -338,11 +366,7 @@ def _build_module(
         for out, pkg in packages.items():
             command = ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / out), pkg]
             _run(command, work, env, log)
-        (staging / ".recipe").write_text(recipe)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, recipe)
 
 
 def _install_kubernetes(
@@ -519,6 +543,35 @@ def _install_tekton_images(version: str, log: Log) -> None:
     _build_module("tekton-images", gomod, packages, dest, log, recipe=recipe)
 
 
+def _install_tkn(version: str, log: Log) -> None:
+    """Build ``tkn`` inside a copy of its own module: its go.mod ``replace``s dependencies,
+    which ``go install module@version`` refuses."""
+    dest = _component_dir("tkn", version)
+    if _is_built(dest, ["tkn"], _RECIPES["tkn"]):
+        return
+    info = _module_info("github.com/tektoncd/cli", version, Path(tempfile.gettempdir()), log)
+    build_root = cache_dir() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tkn-", dir=build_root) as tmp:
+        work = Path(tmp) / "cli"
+        shutil.copytree(info["Dir"], work)
+        for item in work.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)  # the module cache is read-only
+        work.chmod(0o755)
+        env = _go_env()
+        staging = Path(tmp) / "bin"
+        staging.mkdir()
+        stamp = "github.com/tektoncd/cli/pkg/cmd/version.clientVersion"
+        ldflags = f"-s -w -X {stamp}={version.removeprefix('v')}"
+        _run(
+            ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / "tkn"), "./cmd/tkn"],
+            work,
+            env,
+            log,
+        )
+        _publish(staging, dest, _RECIPES["tkn"])
+
+
 def _install_pause(version: str, log: Log) -> None:
     dest = _component_dir("pause", version)
     if _is_built(dest, ["pause"], _RECIPES["pause"]):
@@ -537,11 +590,7 @@ def _install_pause(version: str, log: Log) -> None:
             _go_env(),
             log,
         )
-        (staging / ".recipe").write_text(_RECIPES["pause"])
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, _RECIPES["pause"])
 
 
 def _install_debian_packages(log: Log) -> None:
@@ -584,6 +633,7 @@ def install(versions: Versions = PINNED, log: Log = print, *, node: bool = True)
         ("kubernetes", _install_kubernetes, versions.kubernetes),
         ("tekton", _install_tekton, versions.tekton),
         ("tekton-resolvers", _install_tekton_resolvers, versions.tekton),
+        ("tkn", _install_tkn, versions.tkn),
     ]
     skip = _node_skip_reason() if node else "not requested"
     if skip is None:

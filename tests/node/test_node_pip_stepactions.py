@@ -15,19 +15,15 @@ from typing import Any
 
 import pytest
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.controller import custom_run
+from tests.node.corpus import done, sh, t, tekton_run
 from tests.node.test_pipeline_in_pod import (
-    PIPELINE_RUNS,
-    done,
     pip,  # noqa: F401 - the controller fixture, shared with the harness
     pip_run,
-    sh,
-    t,
-    tekton_run,
 )
 
 STEP_ACTIONS_V1BETA1 = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
