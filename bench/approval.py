@@ -1,18 +1,24 @@
 """Benchmarks of the Approval gate on the local control plane; prints figures, asserts nothing.
 
     .venv/bin/python bench/approval.py [--gates 1000] [--rate 50] [--memory-gates 10000]
+        [--workers 64[,16,...]] [--skip decisions,memory,admission]
 
-One ControlPlane (etcd + kube-apiserver + Tekton's CRDs) with Approval's CRD, RBAC and
-admission policies installed; the controller runs as a subprocess (``customtask-sdk run``)
-under its service account's user, the approvers are client-certificate users.
+One ControlPlane (etcd + kube-apiserver + Tekton's CRDs, the apiserver writing an audit
+log of gate and run writes) with Approval's CRD, RBAC and admission policies installed;
+the controller runs as a subprocess (``customtask-sdk run``) under its service account's
+user, the approvers are client-certificate users. Every phase prints the load average.
 
-1. decisions: ``--gates`` gates (one approver each, quorum 1) opened at once; once all are
-   pending, each is decided by its own user's write, ``--rate`` writes/s. Latency: from
-   the deciding write's answer to the CustomRun's ``Succeeded=True`` (seen on a watch).
-2. admission: the same response writes on gates with no controller, with the policies
-   installed and then without: the write's round trip, so the difference is what the
-   validating and mutating policies add.
-3. memory: the controller's RSS with ``--memory-gates`` pending gates in its caches.
+1. decisions (once per ``--workers`` value): ``--gates`` gates (one approver each, quorum
+   1) opened at once; once all are pending, each is decided by its own user's write,
+   ``--rate`` writes/s. Latency: from the deciding write's answer to the CustomRun's
+   ``Succeeded=True`` (seen on a watch); then, per decision, from the audit log, the
+   apiserver's share (the response's watch delivery, the gate's and the run's status
+   writes) and the controller's (the rest); the controller's CPU per decision and how
+   long its reconciles waited in the queue (its /metrics).
+2. memory: the controller's RSS with ``--memory-gates`` pending gates in its caches.
+3. admission: the same response writes on gates with no controller, with the policies
+   installed, with none, and with an HTTPS webhook (``webhook_standin.py``) instead: the
+   write's round trip, so the differences are what each mechanism adds.
 """
 
 from __future__ import annotations
@@ -28,8 +34,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import aiohttp
-
 from customtask_sdk.client import CUSTOM_RUNS, JSON, ForbiddenError, KubeClient, ServerError
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.certs import CertificateAuthority
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from audit_trace import AUDIT_LOG, Trail, audit_args, decision_trails, read_audit_log  # noqa: E402
 
+from bench import cpu_seconds, scrape  # noqa: E402
 from examples.approval.controller import APPROVAL_TASKS, Approval  # noqa: E402
 from examples.approval.install import (  # noqa: E402
     CONTROLLER,
@@ -189,18 +194,13 @@ def start_controller(
     )
 
 
-async def queue_buckets(port: int) -> dict[float, float]:
-    """The controller's ``workqueue_queue_duration_seconds`` buckets from its /metrics."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as answer,
-    ):
-        text = await answer.text()
+def queue_buckets(metrics: dict[str, float]) -> dict[float, float]:
+    """The controller's ``workqueue_queue_duration_seconds`` buckets, from its /metrics."""
     buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith("workqueue_queue_duration_seconds_bucket{"):
-            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
-            buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    for key, value in metrics.items():
+        if key.startswith("workqueue_queue_duration_seconds_bucket{"):
+            bound = float(key.split('le="', 1)[1].split('"', 1)[0])
+            buckets[bound] = buckets.get(bound, 0.0) + value
     return buckets
 
 
@@ -221,11 +221,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -263,7 +258,7 @@ async def decisions(
         ]
         print(f"decisions: {load()} before")
         cpu = cpu_seconds(proc.pid)
-        queued = await queue_buckets(port)
+        queued = queue_buckets(await scrape(port))
         round_trips, answered = await paced_responses(clients, namespace, "gate", rate)
         await asyncio.wait_for(asyncio.gather(*watchers), 120)
         cpu = cpu_seconds(proc.pid) - cpu
@@ -272,7 +267,7 @@ async def decisions(
         print(f"decisions: deciding write answered -> Succeeded=True: {summary(latencies)}")
         print(f"decisions: the deciding write itself (with admission): {summary(round_trips)}")
         print(f"decisions: controller CPU {cpu / gates * 1000:.2f} ms per decision")
-        waits = queue_waits(queued, await queue_buckets(port))
+        waits = queue_waits(queued, queue_buckets(await scrape(port)))
         print(f"decisions: controller queue wait: {waits}")
         trails = await audit_trails(cp, namespace, gates)
         breakdown(trails, delivered, done)

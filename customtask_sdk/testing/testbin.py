@@ -61,6 +61,8 @@ _RECIPES = {
     "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen host from "
     "CUSTOMTASK_SDK_LISTEN_HOST",
     "tekton-images": "static",
+    "tekton-resolvers": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen "
+    "host from CUSTOMTASK_SDK_LISTEN_HOST",
     "pause": "static, v1",
     "tkn": "static, built inside its module",
 }
@@ -487,6 +489,45 @@ def _install_tekton(version: str, log: Log) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
 
 
+def _install_tekton_resolvers(version: str, log: Log) -> None:
+    """Tekton's remote resolvers (``cmd/resolvers``: git, hub, bundle, cluster, http), built
+    as the controller is (the same knative patch: its servers on chosen ports, loopback)."""
+    dest = _component_dir("tekton-resolvers", version)
+    module = "github.com/tektoncd/pipeline"
+    if not _is_built(dest, ("resolvers",), _RECIPES["tekton-resolvers"]):
+        gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
+        _build_module(
+            "tekton-resolvers",
+            gomod,
+            {"resolvers": f"{module}/cmd/resolvers"},
+            dest,
+            log,
+            prepare=_tekton_listeners_from_env,
+            recipe=_RECIPES["tekton-resolvers"],
+        )
+    if not (dest / "config").is_dir():  # its namespace and ConfigMaps
+        source = Path(_module_info(module, version, Path(tempfile.gettempdir()), log)["Dir"])
+        shutil.copytree(source / "config" / "resolvers", dest / "config")
+        for path in (dest / "config").rglob("*"):
+            path.chmod(0o644)
+        (dest / "config").chmod(0o755)
+
+
+def locate_tekton_resolvers(versions: Versions = PINNED) -> Path:
+    """Tekton's resolvers binary.
+
+    Raises:
+        TestbinMissingError: it is not built yet.
+    """
+    path = _component_dir("tekton-resolvers", versions.tekton) / "resolvers"
+    if not os.access(path, os.X_OK):
+        raise TestbinMissingError(
+            f"Tekton's resolvers are missing: {path}. Build them with "
+            "`customtask-sdk testbin install`."
+        )
+    return path
+
+
 def _install_kubernetes_node(version: str, log: Log) -> None:
     _install_kubernetes(version, log, "kubernetes-node", _NODE_COMMANDS)
 
@@ -591,6 +632,7 @@ def install(versions: Versions = PINNED, log: Log = print, *, node: bool = True)
         ("etcd", _install_etcd, versions.etcd),
         ("kubernetes", _install_kubernetes, versions.kubernetes),
         ("tekton", _install_tekton, versions.tekton),
+        ("tekton-resolvers", _install_tekton_resolvers, versions.tekton),
         ("tkn", _install_tkn, versions.tkn),
     ]
     skip = _node_skip_reason() if node else "not requested"

@@ -17,12 +17,14 @@ shell: places scripts, and the finally barrier).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import yaml
 from pydantic import ValidationError
 
 from customtask_sdk import (
@@ -33,6 +35,7 @@ from customtask_sdk import (
     Owned,
     Reconciler,
     Resource,
+    RetryLater,
     Run,
     RunFailed,
     Running,
@@ -54,6 +57,7 @@ from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
+    StepRef,
     TaskSpec,
     WorkspaceBinding,
 )
@@ -69,11 +73,12 @@ from examples.pipeline_in_pod.pods import (
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import PodView, read_pod
-from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
+from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_refs
 
 __all__ = [
     "PIPELINES",
     "PODS",
+    "RESOLUTION_REQUESTS",
     "STEP_ACTIONS",
     "TASKS",
     "PipelineInPod",
@@ -83,6 +88,11 @@ __all__ = [
 
 JSON = dict[str, Any]
 STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
+RESOLUTION_REQUESTS = Resource(
+    "resolution.tekton.dev", "v1beta1", "resolutionrequests", "ResolutionRequest"
+)
+#: How often a run waiting for a ResolutionRequest looks at it again.
+RESOLUTION_POLL = datetime.timedelta(seconds=1)
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -165,36 +175,101 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             "tasks": tasks,
             "annotations": annotations,
         }
-        actions = await self.resolve_step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks, run)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
-        """Every StepAction the tasks' steps reference: one GET per distinct name, at once
-        (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
-        names: list[str] = []
+    async def resolve_step_actions(
+        self, namespace: str, tasks: Mapping[str, JSON], run: Run[PipelineInPodInput] | None = None
+    ) -> JSON:
+        """Every StepAction the tasks' steps reference, by ``ref_key``: one GET per distinct
+        name, all at once (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in
+        it too); a remote ref through a ResolutionRequest owned by ``run``.
+
+        Raises:
+            RetryLater: a ResolutionRequest is not resolved yet.
+        """
+        refs: dict[str, StepRef] = {}
         for task, spec in tasks.items():
             try:
                 phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
-                found = step_action_names({"steps": [s for k in phases for s in spec.get(k) or []]})
+                found = step_action_refs({"steps": [s for k in phases for s in spec.get(k) or []]})
             except CompileError as exc:
                 where = f"tasks[{task}].{exc.field}"
                 raise _input_error(exc.reason, f"{where}: {exc.message}") from None
-            names += [name for name in found if name not in names]
+            for key, ref in found.items():
+                refs.setdefault(key, ref)
 
-        async def get(name: str) -> JSON:
+        async def get(key: str, ref: StepRef) -> JSON:
+            if ref.resolver:
+                assert run is not None
+                return await self._resolved_remotely(run, key, ref)
             try:
-                action = await self.client.get(STEP_ACTIONS.path(namespace, name))
+                action = await self.client.get(STEP_ACTIONS.path(namespace, ref.name))
             except NotFoundError:
                 raise _input_error(
-                    "StepActionNotFound", f"StepAction {name!r} not found in {namespace!r}"
+                    "StepActionNotFound", f"StepAction {ref.name!r} not found in {namespace!r}"
                 ) from None
             spec: JSON = action.get("spec") or {}
             return spec
 
-        specs = await asyncio.gather(*(get(name) for name in names))
-        return dict(zip(names, specs, strict=True))
+        specs = await asyncio.gather(*(get(key, ref) for key, ref in refs.items()))
+        return dict(zip(refs, specs, strict=True))
+
+    async def _resolved_remotely(
+        self, run: Run[PipelineInPodInput], key: str, ref: StepRef
+    ) -> JSON:
+        """A remote StepAction's spec, through a ResolutionRequest (Tekton's remote
+        resolution: ``resolution.tekton.dev/type: <resolver>``, the ref's params), owned by
+        the run; made on first sight, then read until a resolver answers.
+
+        Raises:
+            RetryLater: no resolver has answered yet.
+        """
+        name = f"{run.name[:40]}-{key.rsplit(':', 1)[1]}"
+        path = RESOLUTION_REQUESTS.path(run.namespace, name)
+        request = await self.client.get_or_none(path)
+        if request is None:
+            meta = Owned.of(self.owns[0]).metadata(
+                run,
+                name=name,
+                namespace=run.namespace,
+                labels={"resolution.tekton.dev/type": str(ref.resolver)},
+            )
+            params = [param.model_dump() for param in ref.params or []]
+            body = {
+                "apiVersion": "resolution.tekton.dev/v1beta1",
+                "kind": "ResolutionRequest",
+                "metadata": meta,
+                "spec": {"params": params},
+            }
+            with contextlib.suppress(ConflictError):
+                await self.client.create(RESOLUTION_REQUESTS.path(run.namespace), body)
+            raise RetryLater(f"ResolutionRequest {name!r} created", after=RESOLUTION_POLL)
+        conditions = (request.get("status") or {}).get("conditions") or []
+        done: JSON = next((c for c in conditions if c.get("type") == "Succeeded"), {})
+        if done.get("status") == "False":
+            raise _input_error(
+                "StepActionResolutionFailed",
+                f"StepAction from resolver {ref.resolver!r} (ResolutionRequest {name!r}): "
+                f"{done.get('message', '')}",
+            )
+        if done.get("status") != "True":
+            raise RetryLater(f"ResolutionRequest {name!r} pending", after=RESOLUTION_POLL)
+        try:
+            found = yaml.safe_load(base64.b64decode(request["status"].get("data", "")))
+        except (ValueError, yaml.YAMLError) as exc:
+            raise _input_error(
+                "StepActionResolutionFailed", f"ResolutionRequest {name!r}: unreadable data: {exc}"
+            ) from None
+        if not isinstance(found, dict) or found.get("kind") != "StepAction":
+            raise _input_error(
+                "StepActionResolutionFailed",
+                f"ResolutionRequest {name!r}: the resolved resource is not a StepAction",
+            )
+        spec: JSON = found.get("spec") or {}
+        return spec
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:

@@ -148,6 +148,7 @@ CONTROLLERS = [
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
             ("tekton.dev", "stepactions"): {"get"},
+            ("resolution.tekton.dev", "resolutionrequests"): {"get", "create"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
             # The CustomRuns of custom tasks in the pipeline: created, and cancelled.
             ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
