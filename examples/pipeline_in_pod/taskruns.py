@@ -140,11 +140,14 @@ async def sync(
     ``entries``: the tasks' views (``name``, ``state``...); ``existing``: the cached
     TaskRuns by name; ``ptasks``: each pipeline task by name, its ``taskSpec`` resolved.
     """
+    # A matrix's instances (<task>-<i>) are TaskRuns of pipeline task <task>.
+    matrix_of = {i: task for task, instances in plan.matrices.items() for i in instances}
     references = []
     for entry in entries:
         name = child_name(owner.name, f"-{entry['name']}")
         found = existing.get(name)
-        ptask = ptasks.get(entry["name"])
+        parent: str = matrix_of.get(entry["name"]) or entry["name"]
+        ptask = ptasks.get(parent)
         if entry["state"] in ("skipped", "pending") or ptask is None:
             if found is not None and entry["state"] == "skipped":
                 with contextlib.suppress(NotFoundError):
@@ -152,7 +155,7 @@ async def sync(
             continue
         if found is None:
             try:
-                body = _body(owner, entry, ptask, name)
+                body = _body(owner, {**entry, "name": parent}, ptask, name)
                 found = await client.create(TASK_RUNS.path(owner.namespace), body)
             except ConflictError:  # made earlier; its event is on its way
                 found = None
@@ -162,7 +165,7 @@ async def sync(
             "apiVersion": "tekton.dev/v1",
             "kind": "TaskRun",
             "name": name,
-            "pipelineTaskName": entry["name"],
+            "pipelineTaskName": parent,
         }
         if ptask.get("displayName"):
             reference["displayName"] = ptask["displayName"]

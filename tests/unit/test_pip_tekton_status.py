@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from typing import Any
 
 import pytest
 
 from customtask_sdk import PIPELINE_RUNS, NotFoundError, Object
-from examples.pipeline_in_pod.compiler import Images, StepPlan, TaskPlan
+from examples.pipeline_in_pod import taskruns
+from examples.pipeline_in_pod.compiler import Images, Plan, StepPlan, TaskPlan
 from examples.pipeline_in_pod.delegated import (
     MANAGED_BY,
     DelegatedPipelineRun,
@@ -376,3 +378,49 @@ async def test_the_first_reconcile_freezes_the_pipeline_and_creates_the_pod() ->
         "tasks": [{"name": "a", "taskSpec": {"steps": [{"image": "busybox", "script": "true"}]}}]
     }
     assert client.calls == [("create", "/api/v1/namespaces/ns/pods")]
+
+
+class RecordingClient(FakeClient):
+    """Creates what it is given (with a resourceVersion) and accepts status patches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def create(self, path: str, body: dict[str, Any], params: object = None) -> object:
+        self.bodies.append(body)
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+
+    async def patch(self, path: str, body: object, *args: object) -> object:
+        self.calls.append(("patch", path))
+        return body
+
+
+async def test_each_matrix_instance_is_a_taskrun_of_its_pipeline_task() -> None:
+    step = StepPlan("s", "step-m-0-s")
+    plan = Plan(
+        pod_spec={},
+        tasks=(TaskPlan("m-0", False, (step,), (), (), ()),),
+        results={},
+        waits_for_ready=False,
+        matrices={"m": ("m-0",)},
+    )
+    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
+    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    client = RecordingClient()
+    ptasks = {"m": {"name": "m", "taskSpec": {"steps": [{"image": "busybox"}]}}}
+    entries = [{"name": "m-0", "state": "running"}, {"name": "other", "state": "running"}]
+    refs = await taskruns.sync(client, owner, plan, pod, entries, {}, ptasks, NOW)  # type: ignore[arg-type]
+    assert refs == [
+        {
+            "apiVersion": "tekton.dev/v1",
+            "kind": "TaskRun",
+            "name": "pr-m-0",
+            "pipelineTaskName": "m",
+        }
+    ]
+    (body,) = client.bodies
+    assert body["metadata"]["labels"]["tekton.dev/pipelineTask"] == "m"
+    assert body["metadata"]["ownerReferences"][0]["controller"] is False
+    assert body["spec"]["taskSpec"]["steps"][0]["name"] == "unnamed-0"
+    assert client.calls == [("patch", "/apis/tekton.dev/v1/namespaces/ns/taskruns/pr-m-0/status")]
