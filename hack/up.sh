@@ -3,7 +3,8 @@
 # kube-controller-manager, Tekton's controller), applies the sample PipelineRun and shows
 # its PipelineRun and CustomRuns as they change. As root it also starts a real node and
 # adds a sample whose Tekton tasks run in Pods beside the Wait custom tasks, and a
-# build-and-test Pipeline run in one Pod by the Pipeline-in-Pod controller.
+# build-and-test Pipeline run in one Pod by the Pipeline-in-Pod controller, both as a
+# PipelineInPod task of a PipelineRun and as a plain PipelineRun with `managedBy`.
 # Extra arguments go to `customtask-sdk dev up` (e.g. --keep-running to keep the control
 # plane up and use it with KUBECONFIG).
 #   bash hack/up.sh --approval [--auto]   runs the Approval walk-through instead
@@ -30,7 +31,9 @@ print(f"export PIP_SHELL_IMAGE={LOCAL_REGISTRY}/busybox:latest")
 PY
 )"
   controllers+=(-c examples.pipeline_in_pod.controller:PipelineInPod)
+  controllers+=(-c examples.pipeline_in_pod.delegated:DelegatedPipelineRun)
   samples+=(-f examples/wait/pipelinerun-node.yaml -f examples/pipeline_in_pod/pipelinerun.yaml)
+  samples+=(-f examples/pipeline_in_pod/pipelinerun-delegated.yaml)
 else
   echo "up: not root, so no node: only the Wait custom tasks run (Tekton tasks need Pods)"
 fi

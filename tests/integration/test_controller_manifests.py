@@ -53,7 +53,7 @@ class Deployed:
 
     package: str  # examples/<package>
     target: str  # its stage in examples/Dockerfile
-    reconciler: str  # what the image runs
+    reconcilers: tuple[str, ...]  # what the image runs
     namespace: str
     service_account: str
     cluster_wide: Grants  # its ClusterRole, exactly
@@ -85,7 +85,9 @@ class Deployed:
         by default the controller's image."""
         stages: dict[str, list[str]] = {}
         current: list[str] = []
-        for line in DOCKERFILE.read_text().splitlines():
+        # One instruction per line: continuation lines joined.
+        text = DOCKERFILE.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
             if line.startswith("FROM "):
                 words = line.split()
                 base = stages.get(words[1], [])
@@ -107,7 +109,7 @@ CONTROLLERS = [
     Deployed(
         "wait",
         "wait",
-        "examples.wait.controller:Wait",
+        ("examples.wait.controller:Wait",),
         "customtask-wait",
         "wait-controller",
         SDK_CALLS,
@@ -116,7 +118,7 @@ CONTROLLERS = [
     Deployed(
         "approval",
         "approval",
-        "examples.approval.controller:Approval",
+        ("examples.approval.controller:Approval",),
         "customtask-approval",
         "approval-controller",
         {
@@ -138,7 +140,10 @@ CONTROLLERS = [
     Deployed(
         "pipeline_in_pod",
         "pipeline-in-pod",
-        "examples.pipeline_in_pod.controller:PipelineInPod",
+        (
+            "examples.pipeline_in_pod.controller:PipelineInPod",
+            "examples.pipeline_in_pod.delegated:DelegatedPipelineRun",
+        ),
         "customtask-pipeline-in-pod",
         "pipeline-in-pod-controller",
         {
@@ -250,18 +255,19 @@ def test_the_image_runs_the_deployments_reconciler_with_its_arguments(
     deployed: Deployed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entrypoint = deployed.instruction("ENTRYPOINT")
-    assert entrypoint == ["customtask-sdk", "run", deployed.reconciler]
+    assert entrypoint == ["customtask-sdk", "run", *deployed.reconcilers]
     deployment = deployed.one("Deployment")
     (main,) = deployment["spec"]["template"]["spec"]["containers"]
     monkeypatch.setenv("POD_NAMESPACE", deployed.namespace)  # as the downward API sets it
 
     args = _parser().parse_args([*entrypoint[1:], *main["args"]])
 
-    assert args.reconcilers == [deployed.reconciler]
+    assert args.reconcilers == list(deployed.reconcilers)
     assert (args.leader_elect, args.log_format) == (True, "json")
     assert args.lease_namespace == deployed.namespace
     assert args.namespace is None  # every namespace, as the ClusterRole allows
-    load_reconciler(deployed.reconciler)
+    for reconciler in deployed.reconcilers:
+        load_reconciler(reconciler)
     # The image's default CMD parses too, and agrees on the essentials.
     default = _parser().parse_args([*entrypoint[1:], *deployed.instruction("CMD")])
     assert (default.leader_elect, default.log_format) == (True, "json")
