@@ -5,15 +5,13 @@ CoreDNS itself, so no query leaves the machine."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 from customtask_sdk.client import JSON, Resource
 from customtask_sdk.testing import wait_for
 from customtask_sdk.testing.cluster_dns import DNS_SERVICE_IP, routed
 from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.waiting import condition
-
-from tests.node.test_node_pods import PODS, kubectl, run_pod
+from tests.node.test_node_pods import PODS, host, kubectl, run_pod
 
 SERVICES = Resource("", "v1", "services", "Service")
 
@@ -102,7 +100,8 @@ async def test_pods_resolv_conf_names_the_cluster_dns_and_kubernetes_default_res
     assert search in lines, output
     assert "options ndots:5" in lines, output
     api = await node.client.get(SERVICES.path("default", "kubernetes"))
-    expected = rf"Name:\s+kubernetes\.default\.svc\.cluster\.local\nAddress:\s+{api['spec']['clusterIP']}\n"
+    name = r"kubernetes\.default\.svc\.cluster\.local"
+    expected = rf"Name:\s+{name}\nAddress:\s+{api['spec']['clusterIP']}\n"
     assert re.search(expected, output), output
 
 
@@ -124,7 +123,6 @@ async def test_names_outside_the_cluster_get_nxdomain_from_coredns_itself(
     answered = node.process("coredns").tail(200)
     assert re.search(r'"A IN example\.com\. udp \d+ false \d+" NXDOMAIN ', answered), answered
     # No plugin that could send a query anywhere is even built in.
-    plugins = subprocess.run(
-        [str(node.node_binaries.coredns), "-plugins"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert "forward" not in plugins and "grpc" not in plugins, plugins
+    plugins = host(str(node.node_binaries.coredns), "-plugins").split()
+    assert "forward" not in plugins, plugins
+    assert "grpc" not in plugins, plugins
