@@ -13,9 +13,10 @@ path (``clusterDNS``, ``clusterDomain``).
 from __future__ import annotations
 
 import ipaddress
+import secrets
+import socket
+import struct
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +34,11 @@ _SERVICES = Resource("", "v1", "services", "Service")
 _ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 _NAME, _NAMESPACE = "kube-dns", "kube-system"
 _PORTS = (("dns", "UDP"), ("dns-tcp", "TCP"))
-# The readiness probe goes straight to loopback, never through a configured proxy.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 _COREFILE = """{domain}:{port} in-addr.arpa:{port} ip6.arpa:{port} {{
     bind {address}
     errors
     log
-    ready 127.0.0.1:{ready_port}
     kubernetes {domain} in-addr.arpa ip6.arpa {{
         kubeconfig {kubeconfig}
         pods insecure
@@ -66,13 +64,11 @@ class ClusterDNS:
     Args:
         address: where CoreDNS listens (the node's bridge address, which Pods reach).
         port: its DNS port (UDP and TCP); the Service maps port 53 to it.
-        ready_port: its readiness endpoint on 127.0.0.1 (ready once the API is synced).
         kubeconfig: how it reads Services and EndpointSlices.
     """
 
     address: str
     port: int
-    ready_port: int
     kubeconfig: Path
 
     def corefile(self) -> str:
@@ -81,7 +77,6 @@ class ClusterDNS:
             domain=CLUSTER_DOMAIN,
             port=self.port,
             address=self.address,
-            ready_port=self.ready_port,
             kubeconfig=self.kubeconfig,
         )
 
@@ -121,13 +116,46 @@ class ClusterDNS:
         for resource, body in ((_SERVICES, service), (_ENDPOINT_SLICES, endpoints)):
             await client.create(resource.path(_NAMESPACE), body)
 
+    def resolve(self, name: str, timeout: float = 1.0) -> tuple[int, list[str]]:
+        """Ask CoreDNS itself for ``name``'s A records: the response code and addresses.
+
+        Raises:
+            OSError: no answer within ``timeout`` seconds.
+        """
+        ident = secrets.randbelow(1 << 16)
+        labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
+        query = struct.pack(">6H", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + b"\0\1\0\1"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(query, (self.address, self.port))
+            while True:
+                reply = sock.recv(4096)
+                if reply[:2] == query[:2]:
+                    return reply[3] & 0xF, _addresses(reply, 12 + len(labels) + 5)
+
     def ready(self) -> bool:
-        """Whether CoreDNS has synced with the API and answers."""
+        """Whether CoreDNS answers, with the ``kubernetes`` Service's ClusterIP (so it has
+        read the API)."""
         try:
-            with _NO_PROXY.open(f"http://127.0.0.1:{self.ready_port}/ready", timeout=1) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
+            code, addresses = self.resolve(f"kubernetes.default.svc.{CLUSTER_DOMAIN}", 0.2)
+        except OSError:
             return False
+        return code == 0 and bool(addresses)
+
+
+def _addresses(reply: bytes, offset: int) -> list[str]:
+    """The IPv4 addresses in the answer section of a DNS reply; ``offset``: where it starts."""
+    found = []
+    for _ in range(struct.unpack(">H", reply[6:8])[0]):
+        while reply[offset] and reply[offset] < 0xC0:  # an owner name's labels
+            offset += 1 + reply[offset]
+        offset += 2 if reply[offset] else 1  # a compression pointer, or the root label
+        rtype, _class, _ttl, length = struct.unpack(">HHIH", reply[offset : offset + 10])
+        offset += 10
+        if rtype == 1 and length == 4:
+            found.append(socket.inet_ntoa(reply[offset : offset + 4]))
+        offset += length
+    return found
 
 
 def routed(iptables: Path, cluster_ip: str, protocols: tuple[str, ...] = ("udp", "tcp")) -> bool:

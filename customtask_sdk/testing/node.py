@@ -518,9 +518,7 @@ class Node(AsyncService):
         self.images = ImageStore(self.workdir / "registry")
         self.registry_port = free_port()
         #: The cluster DNS (CoreDNS on the bridge address, Service ``kube-system/kube-dns``).
-        self.dns = ClusterDNS(
-            self.network.host_ip, free_port(), free_port(), self.control_plane.kubeconfig
-        )
+        self.dns = ClusterDNS(self.network.host_ip, free_port(), self.control_plane.kubeconfig)
         #: Seconds each start-up phase took, from the start (``node-ready``...).
         self.timings: dict[str, float] = {}
         #: Image references of the Tekton images and the base image (``entrypoint-image``...).

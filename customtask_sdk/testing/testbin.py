@@ -60,7 +60,7 @@ _RECIPES = {
     "CUSTOMTASK_SDK_LISTEN_HOST",
     "tekton-images": "static",
     "pause": "static, v1",
-    "coredns": "static, plugins: bind errors kubernetes log ready template",
+    "coredns": "static, plugins: bind errors kubernetes log template",
 }
 _TEKTON_COMMANDS = ("controller", "entrypoint")
 _TEKTON_IMAGE_COMMANDS = ("nop", "workingdirinit", "sidecarlogresults")
@@ -111,7 +111,6 @@ import (
 \t_ "github.com/coredns/coredns/plugin/errors"
 \t_ "github.com/coredns/coredns/plugin/kubernetes"
 \t_ "github.com/coredns/coredns/plugin/log"
-\t_ "github.com/coredns/coredns/plugin/ready"
 \t_ "github.com/coredns/coredns/plugin/template"
 )
 
