@@ -25,11 +25,10 @@ import re
 import statistics
 import subprocess
 import time
-import uuid
-from typing import Any
 
 from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane
+from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.testbin import cache_dir
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
 from examples.pipeline_in_pod.controller import PipelineInPod
@@ -119,15 +118,9 @@ def resolved(run: JSON) -> bool:
 
 async def tekton(cp: ControlPlane, kube: KubeClient, spec: JSON) -> dict[str, float]:
     before = gets(cp)
-    name = f"pr-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": "PipelineRun",
-        "metadata": {"name": name},
-        "spec": {"pipelineSpec": spec},
-    }
     start = time.perf_counter()
-    await kube.create(PIPELINE_RUNS.path(NAMESPACE), body)
+    run = await create_object(kube, PIPELINE_RUNS, NAMESPACE, {"pipelineSpec": spec})
+    name = run["metadata"]["name"]
     params = {"labelSelector": f"tekton.dev/pipelineRun={name}"}
     while True:
         runs = (await kube.get(TASK_RUNS.path(NAMESPACE), params))["items"]
@@ -148,13 +141,7 @@ async def main(args: argparse.Namespace) -> None:
         kube = cp.client
         await cp.ensure_namespace(NAMESPACE)
         for index in range(TASKS * STEPS):
-            body: dict[str, Any] = {
-                "apiVersion": "tekton.dev/v1beta1",
-                "kind": "StepAction",
-                "metadata": {"name": f"sa-{index}"},
-                "spec": action(index),
-            }
-            await kube.create(STEP_ACTIONS.path(NAMESPACE), body)
+            await create_object(kube, STEP_ACTIONS, NAMESPACE, action(index), name=f"sa-{index}")
         rows = []
         for distinct in (TASKS * STEPS, STEPS):
             rows.append((distinct, await ours(cp, pipeline(distinct), args.trials)))

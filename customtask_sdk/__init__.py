@@ -4,6 +4,8 @@ Subclass :class:`Reconciler`, declare the ``api_version``/``kind`` you serve and
 :class:`Params` model of your input, and return an :class:`Outcome` from ``reconcile``.
 The SDK owns the CustomRun contract (start, timeout, cancellation, retries, results,
 status writes) and the machinery (cache, queue, leader election, probes, metrics).
+Any other kind (PipelineRuns with your ``managedBy``...) gets the same machinery through
+:class:`ObjectReconciler`: say which objects are yours, return the status you want.
 
 Layers, each importing only those below it: :mod:`~customtask_sdk.client`,
 :mod:`~customtask_sdk.informer`, :mod:`~customtask_sdk.queue`,
@@ -12,6 +14,8 @@ Layers, each importing only those below it: :mod:`~customtask_sdk.client`,
 """
 
 from customtask_sdk.client import (
+    PIPELINE_RUNS,
+    TASK_RUNS,
     ApiError,
     ConflictError,
     ForbiddenError,
@@ -31,10 +35,13 @@ from customtask_sdk.reconciler import (
     Failed,
     GoDuration,
     NoParams,
+    Object,
+    ObjectReconciler,
     Outcome,
     Owned,
     Params,
     Reconciler,
+    Result,
     RetryLater,
     Run,
     RunFailed,
@@ -48,6 +55,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CANCELLED",
     "DEFAULT_TIMEOUT",
+    "PIPELINE_RUNS",
+    "TASK_RUNS",
     "TIMED_OUT",
     "ApiError",
     "Clock",
@@ -62,11 +71,14 @@ __all__ = [
     "Manager",
     "NoParams",
     "NotFoundError",
+    "Object",
+    "ObjectReconciler",
     "Outcome",
     "Owned",
     "Params",
     "Reconciler",
     "Resource",
+    "Result",
     "RetryLater",
     "Run",
     "RunFailed",

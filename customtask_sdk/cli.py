@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from customtask_sdk.client import ConfigurationError, KubeClient
 from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.objects import ObjectReconciler
 from customtask_sdk.runtime import LeaderElection, Manager, configure_logging
 
 __all__ = ["load_reconciler", "main", "run_until_signalled"]
@@ -97,8 +98,9 @@ def _dev_up(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def load_reconciler(spec: str) -> Reconciler[Any]:
-    """Import ``pkg.module:Name``: a Reconciler subclass (instantiated) or instance."""
+def load_reconciler(spec: str) -> Reconciler[Any] | ObjectReconciler:
+    """Import ``pkg.module:Name``: a Reconciler or ObjectReconciler subclass (instantiated)
+    or instance."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise SystemExit(f"expected pkg.module:Class, got {spec!r}")
@@ -112,9 +114,9 @@ def load_reconciler(spec: str) -> Reconciler[Any]:
     target = getattr(module, attribute, None)
     if target is None:
         raise SystemExit(f"{module_name!r} has no {attribute!r}")
-    if isinstance(target, type) and issubclass(target, Reconciler):
+    if isinstance(target, type) and issubclass(target, Reconciler | ObjectReconciler):
         return target()
-    if isinstance(target, Reconciler):
+    if isinstance(target, Reconciler | ObjectReconciler):
         return target
     raise SystemExit(f"{spec} is neither a Reconciler subclass nor a Reconciler instance")
 
@@ -124,7 +126,8 @@ async def _run_manager(args: argparse.Namespace) -> None:
     reconcilers = [load_reconciler(spec) for spec in args.reconcilers]
     election = None
     if args.leader_elect:
-        name = args.lease_name or "customtask-" + "-".join(r.kind.lower() for r in reconcilers)
+        kinds = (r.kind if isinstance(r, Reconciler) else r.resource.kind for r in reconcilers)
+        name = args.lease_name or "customtask-" + "-".join(k.lower() for k in kinds)
         try:
             election = LeaderElection(
                 name,

@@ -13,11 +13,13 @@ from customtask_sdk.client.errors import (
     ServerError,
     TooManyRequestsError,
 )
-from customtask_sdk.client.resources import CUSTOM_RUNS, Resource
+from customtask_sdk.client.resources import CUSTOM_RUNS, PIPELINE_RUNS, TASK_RUNS, Resource
 
 __all__ = [
     "CUSTOM_RUNS",
     "JSON",
+    "PIPELINE_RUNS",
+    "TASK_RUNS",
     "ApiError",
     "ClientConfig",
     "ConfigurationError",

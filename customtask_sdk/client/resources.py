@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["CUSTOM_RUNS", "Resource"]
+__all__ = ["CUSTOM_RUNS", "PIPELINE_RUNS", "TASK_RUNS", "Resource"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,7 @@ class Resource:
 
 #: Tekton's CustomRun, the object every custom task controller reconciles.
 CUSTOM_RUNS = Resource("tekton.dev", "v1beta1", "customruns", "CustomRun")
+#: Tekton's PipelineRun (``tekton.dev/v1``).
+PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+#: Tekton's TaskRun (``tekton.dev/v1``).
+TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")

@@ -1,4 +1,5 @@
-"""The Reconciler contract: subclass :class:`Reconciler`, return an :class:`Outcome`.
+"""The Reconciler contract: subclass :class:`Reconciler`, return an :class:`Outcome`; or,
+for a kind that is not a CustomRun, :class:`ObjectReconciler` returning a :class:`Result`.
 
 The machinery behind it (:func:`customtask_sdk.reconciler.lifecycle.step` and its
 helpers) is internal: the runtime and :mod:`customtask_sdk.testing.harness` use it.
@@ -7,6 +8,7 @@ helpers) is internal: the runtime and :mod:`customtask_sdk.testing.harness` use 
 from customtask_sdk.reconciler.base import Clock, NoParams, Reconciler, SystemClock
 from customtask_sdk.reconciler.durations import GoDuration, format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.lifecycle import CANCELLED, TIMED_OUT
+from customtask_sdk.reconciler.objects import Object, ObjectReconciler, Result
 from customtask_sdk.reconciler.outcome import (
     Failed,
     Outcome,
@@ -27,10 +29,13 @@ __all__ = [
     "Failed",
     "GoDuration",
     "NoParams",
+    "Object",
+    "ObjectReconciler",
     "Outcome",
     "Owned",
     "Params",
     "Reconciler",
+    "Result",
     "ResultValue",
     "RetryLater",
     "Run",

@@ -13,7 +13,7 @@ from customtask_sdk.reconciler.outcome import Outcome
 from customtask_sdk.reconciler.owned import Owned
 from customtask_sdk.reconciler.run import Params, Run
 
-__all__ = ["Clock", "EventSink", "NoParams", "Reconciler", "SystemClock"]
+__all__ = ["Clock", "EventSink", "NoParams", "Reconciler", "ReconcilerBase", "SystemClock"]
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -46,39 +46,19 @@ class NoParams(Params):
     """The params model of a task that takes none (any param is rejected)."""
 
 
-class Reconciler(Generic[P]):
-    """Subclass this to implement a custom task. The SDK owns the CustomRun contract.
+class ReconcilerBase:
+    """What every reconciler has, whatever it reconciles: its API client, Events, owned
+    kinds, a time limit per call, a clock, and ``start``/``stop`` hooks.
 
-    Declare which runs are yours and the model of their input, then implement
-    :meth:`reconcile`::
-
-        class Wait(Reconciler[WaitParams]):
-            api_version = "wait.customtask.dev/v1alpha1"
-            kind = "Wait"
-
-            async def reconcile(self, run: Run[WaitParams]) -> Outcome:
-                ...
-
-    The params model is taken from the type argument (or set ``params_model``). The SDK
-    starts the run, validates its input (a bad one fails the run with ``InvalidParams``),
-    enforces its timeout, handles cancellation and retries, and writes the status.
+    Subclass :class:`Reconciler` (CustomRuns) or
+    :class:`~customtask_sdk.reconciler.objects.ObjectReconciler` (any other kind), not this.
     """
 
-    #: ``customRef.apiVersion`` (or ``customSpec.apiVersion``) of the runs to reconcile.
-    api_version: ClassVar[str]
-    #: ``customRef.kind`` (or ``customSpec.kind``) of the runs to reconcile.
-    kind: ClassVar[str]
-    #: The pydantic model of the input; inferred from ``Reconciler[Model]`` when unset.
-    params_model: ClassVar[type[BaseModel]] = NoParams
-    #: Whether ``customRef.name`` may name an object; if False such runs fail clearly.
-    accepts_named_ref: ClassVar[bool] = False
-    #: Kinds this reconciler creates, owned by its runs: their changes wake the owner. A
+    #: Kinds this reconciler creates, owned by its objects: their changes wake the owner. A
     #: ``Resource`` caches all its objects; ``Owned`` only the selected ones and fields.
     owns: ClassVar[Sequence[Resource | Owned]] = ()
-    #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
-    max_result_bytes: ClassVar[int] = 1_000_000
-    #: Time limit of each call to ``reconcile``, ``on_cancel``, ``on_timeout`` and
-    #: ``finalize``: past it the call is cancelled and counts as an error (retried with
+    #: Time limit of each call to ``reconcile`` (and ``on_cancel``, ``on_timeout``,
+    #: ``finalize``): past it the call is cancelled and counts as an error (retried with
     #: backoff), so a hung call never holds its run, and a cancellation or timeout of
     #: that run is acted on within this time. Long work belongs outside the call
     #: (start it, return ``Running``, look again later).
@@ -90,13 +70,6 @@ class Reconciler(Generic[P]):
         super().__init_subclass__(**kwargs)
         if cls.reconcile_timeout <= datetime.timedelta(0):
             raise ValueError(f"{cls.__name__}.reconcile_timeout must be positive")
-        if "params_model" in cls.__dict__:
-            return
-        for base in getattr(cls, "__orig_bases__", ()):
-            if get_origin(base) is Reconciler:
-                (model,) = get_args(base)
-                if isinstance(model, type) and issubclass(model, BaseModel):
-                    cls.params_model = model
 
     _client: KubeClient | None = None
     _events: EventSink | None = None
@@ -154,6 +127,51 @@ class Reconciler(Generic[P]):
         finished; at once when leadership is lost), before pending Events are flushed,
         so Events recorded here are sent. Cancelled past ``reconcile_timeout``.
         """
+
+    @property
+    def name(self) -> str:
+        """How logs, metrics and the lease name this reconciler."""
+        raise NotImplementedError
+
+
+class Reconciler(ReconcilerBase, Generic[P]):
+    """Subclass this to implement a custom task. The SDK owns the CustomRun contract.
+
+    Declare which runs are yours and the model of their input, then implement
+    :meth:`reconcile`::
+
+        class Wait(Reconciler[WaitParams]):
+            api_version = "wait.customtask.dev/v1alpha1"
+            kind = "Wait"
+
+            async def reconcile(self, run: Run[WaitParams]) -> Outcome:
+                ...
+
+    The params model is taken from the type argument (or set ``params_model``). The SDK
+    starts the run, validates its input (a bad one fails the run with ``InvalidParams``),
+    enforces its timeout, handles cancellation and retries, and writes the status.
+    """
+
+    #: ``customRef.apiVersion`` (or ``customSpec.apiVersion``) of the runs to reconcile.
+    api_version: ClassVar[str]
+    #: ``customRef.kind`` (or ``customSpec.kind``) of the runs to reconcile.
+    kind: ClassVar[str]
+    #: The pydantic model of the input; inferred from ``Reconciler[Model]`` when unset.
+    params_model: ClassVar[type[BaseModel]] = NoParams
+    #: Whether ``customRef.name`` may name an object; if False such runs fail clearly.
+    accepts_named_ref: ClassVar[bool] = False
+    #: Largest total size of a run's results in bytes (etcd caps a whole object at ~1.5 MiB).
+    max_result_bytes: ClassVar[int] = 1_000_000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "params_model" in cls.__dict__:
+            return
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Reconciler:
+                (model,) = get_args(base)
+                if isinstance(model, type) and issubclass(model, BaseModel):
+                    cls.params_model = model
 
     @property
     def name(self) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from customtask_sdk.client import JSON
-from customtask_sdk.reconciler.base import Reconciler
+from customtask_sdk.reconciler.base import Reconciler, ReconcilerBase
 from customtask_sdk.reconciler.durations import format_go_duration
 from customtask_sdk.reconciler.outcome import (
     Failed,
@@ -206,7 +206,7 @@ def _stored_form(value: Any) -> Any:
     return value
 
 
-async def _limited(reconciler: Reconciler[Any], hook: str, call: Awaitable[T]) -> T:
+async def _limited(reconciler: ReconcilerBase, hook: str, call: Awaitable[T]) -> T:
     """Await ``call`` within ``reconciler.reconcile_timeout``.
 
     Raises:

@@ -22,12 +22,13 @@ from customtask_sdk.client import (
 from customtask_sdk.informer import Informer
 from customtask_sdk.queue import QueueMetrics, QueueShutDown, WorkQueue
 from customtask_sdk.reconciler import Reconciler
-from customtask_sdk.reconciler.base import EventSink
-from customtask_sdk.reconciler.lifecycle import finalize_run, is_done, matches, step
+from customtask_sdk.reconciler.base import EventSink, ReconcilerBase
+from customtask_sdk.reconciler.lifecycle import Step, finalize_run, is_done, matches, step
+from customtask_sdk.reconciler.objects import ObjectReconciler, object_step
 from customtask_sdk.reconciler.owned import owned_kinds
 from customtask_sdk.runtime.metrics import ControllerMetrics
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "ObjectController", "controller_for"]
 
 log = logging.getLogger("customtask_sdk.controller")
 
@@ -49,7 +50,7 @@ def _finished_stub(obj: JSON) -> JSON:
         "status": {
             "conditions": [
                 {k: sys.intern(str(c[k])) for k in ("type", "status", "reason") if k in c}
-                for c in obj["status"]["conditions"]
+                for c in (obj.get("status") or {}).get("conditions") or ()
             ]
         },
     }
@@ -76,9 +77,13 @@ class Controller:
     reconcile makes no GET; a status write's answer updates the cache at once.
     """
 
+    #: The kind reconciled: the main informer's, and whose ``/status`` is written.
+    resource: Resource = CUSTOM_RUNS
+    reconciler: ReconcilerBase
+
     def __init__(
         self,
-        reconciler: Reconciler[Any],
+        reconciler: ReconcilerBase,
         client: KubeClient,
         *,
         namespace: str | None = None,
@@ -95,7 +100,7 @@ class Controller:
         self.events = events
         queue_metrics: QueueMetrics | None = metrics.queue(self.name) if metrics else None
         self.queue: WorkQueue[str] = WorkQueue(self.name, metrics=queue_metrics)
-        self.runs = Informer(client, CUSTOM_RUNS, namespace=namespace, transform=self._mine)
+        self.runs = Informer(client, self.resource, namespace=namespace, transform=self._mine)
         self.runs.add_handler(self._on_run)
         self.owned = {
             kind.resource: Informer(
@@ -111,22 +116,38 @@ class Controller:
         for informer in self.owned.values():
             informer.add_handler(self._on_owned)
         self._clock: Callable[[], Any] = reconciler.clock.now
-        overrides_finalize = type(reconciler).finalize is not Reconciler.finalize
-        group = reconciler.api_version.split("/")[0]
         #: The finalizer held on runs while ``finalize`` has work to do (if overridden).
-        self.finalizer = (
-            f"{group}/{reconciler.kind.lower()}-cleanup" if overrides_finalize else None
-        )
+        self.finalizer = self._finalizer_name()
+
+    def _finalizer_name(self) -> str | None:
+        reconciler = self.reconciler
+        assert isinstance(reconciler, Reconciler)
+        if type(reconciler).finalize is Reconciler.finalize:
+            return None
+        return f"{reconciler.api_version.split('/')[0]}/{reconciler.kind.lower()}-cleanup"
+
+    def _done(self, obj: JSON) -> bool:
+        """Whether ``obj`` is finished: never reconciled (nor written) again."""
+        return is_done(obj)
+
+    async def _step(self, obj: JSON, now: Any) -> Step:
+        assert isinstance(self.reconciler, Reconciler)
+        return await step(self.reconciler, obj, now, self._lookup_owned)
 
     @property
     def informers(self) -> list[Informer]:
         """Every informer this controller runs (CustomRuns first)."""
         return [self.runs, *self.owned.values()]
 
+    def _selects(self, obj: JSON) -> bool:
+        """Whether ``obj`` is this controller's (others are never cached)."""
+        assert isinstance(self.reconciler, Reconciler)
+        return matches(obj, self.reconciler.api_version, self.reconciler.kind)
+
     def _mine(self, obj: JSON) -> JSON | None:
-        if not matches(obj, self.reconciler.api_version, self.reconciler.kind):
+        if not self._selects(obj):
             return None
-        if is_done(obj) and not self._holds_finalizer(obj):
+        if self._done(obj) and not self._holds_finalizer(obj):
             return _finished_stub(obj)
         return obj
 
@@ -136,7 +157,7 @@ class Controller:
         )
 
     def _on_run(self, event: str, old: JSON | None, new: JSON | None) -> None:
-        if new is not None and (not is_done(new) or self._holds_finalizer(new)):
+        if new is not None and (not self._done(new) or self._holds_finalizer(new)):
             self.queue.add(_key(new))
 
     def _lookup_owned(self, resource: Resource, uid: str) -> list[JSON]:
@@ -152,7 +173,7 @@ class Controller:
             return
         namespace = obj["metadata"].get("namespace")
         for ref in obj["metadata"].get("ownerReferences") or ():
-            if ref.get("kind") == "CustomRun" and namespace:
+            if ref.get("kind") == self.resource.kind and namespace:
                 self.queue.add(f"{namespace}/{ref['name']}")
 
     async def run_workers(self) -> None:
@@ -193,7 +214,7 @@ class Controller:
     async def process(self, key: str) -> None:
         """Reconcile one run by key, from the cache, and write what changed."""
         obj = self.runs.get(key)
-        if obj is None or (self.finalizer is None and is_done(obj)):
+        if obj is None or (self.finalizer is None and self._done(obj)):
             self.queue.forget(key)
             return
         if self.finalizer is not None:
@@ -202,7 +223,7 @@ class Controller:
                 return
         started = time.monotonic()
         now = self._clock()
-        result = await step(self.reconciler, obj, now, self._lookup_owned)
+        result = await self._step(obj, now)
         if result.requeue_after is not None:  # by then at the latest, whatever happens next
             spent = (self._clock() - now).total_seconds()
             self.queue.add_after(key, max(0.0, result.requeue_after - spent))
@@ -216,7 +237,7 @@ class Controller:
                 if self.events is not None:
                     for event in result.events:
                         self.events.record(written, event.type, event.reason, event.message)
-                if result.error is None and is_done(written):
+                if result.error is None and self._done(written):
                     reason = written["status"]["conditions"][-1].get("reason")
                     log.info("run finished: %s", reason, extra={"run": key})
         if outcome == "conflict":
@@ -238,7 +259,7 @@ class Controller:
             self.queue.forget(key)
             if result.requeue_after is not None:
                 outcome = "requeue_after"
-        if written is not None and is_done(written) and self._holds_finalizer(written):
+        if written is not None and self._done(written) and self._holds_finalizer(written):
             await self._finalize(key, written)  # the outcome is stored: now clean up
         if self.metrics is not None:
             self.metrics.reconciled(self.name, outcome, time.monotonic() - started)
@@ -250,12 +271,12 @@ class Controller:
         """
         deleting = obj["metadata"].get("deletionTimestamp") is not None
         if self._holds_finalizer(obj):
-            if deleting or is_done(obj):  # e.g. a crash between the last write and cleanup
+            if deleting or self._done(obj):  # e.g. a crash between the last write and cleanup
                 if await self._finalize(key, obj):
                     self.queue.forget(key)
                 return None
             return obj
-        if deleting or is_done(obj):
+        if deleting or self._done(obj):
             self.queue.forget(key)
             return None
         finalizers = [*(obj["metadata"].get("finalizers") or ()), self.finalizer]
@@ -264,6 +285,7 @@ class Controller:
     async def _finalize(self, key: str, obj: JSON) -> bool:
         """Run ``reconciler.finalize``, then drop the finalizer; False if that must wait
         (the run is then requeued with backoff, and finalized again)."""
+        assert isinstance(self.reconciler, Reconciler)  # only CustomRuns hold a finalizer
         try:
             await finalize_run(self.reconciler, obj, self._clock(), self._lookup_owned)
         except Exception:
@@ -277,7 +299,7 @@ class Controller:
         meta = obj["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers}}
         return await self._guarded_patch(
-            key, obj, CUSTOM_RUNS.path(meta["namespace"], meta["name"]), body
+            key, obj, self.resource.path(meta["namespace"], meta["name"]), body
         )
 
     async def _guarded_patch(self, key: str, obj: JSON, path: str, body: JSON) -> JSON | None:
@@ -301,7 +323,7 @@ class Controller:
 
     async def _reread(self, key: str, obj: JSON) -> None:
         meta = obj["metadata"]
-        fresh = await self.client.get_or_none(CUSTOM_RUNS.path(meta["namespace"], meta["name"]))
+        fresh = await self.client.get_or_none(self.resource.path(meta["namespace"], meta["name"]))
         if fresh is not None:
             self.runs.update_if_newer(fresh)
 
@@ -312,8 +334,43 @@ class Controller:
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": status_patch(obj.get("status") or {}, desired),
         }
-        path = CUSTOM_RUNS.path(meta["namespace"], meta["name"], "status")
+        path = self.resource.path(meta["namespace"], meta["name"], "status")
         written = await self._guarded_patch(key, obj, path, body)
         if written is not None and self.metrics is not None:
             self.metrics.status_written(self.name)
         return written
+
+
+class ObjectController(Controller):
+    """Runs one :class:`~customtask_sdk.reconciler.objects.ObjectReconciler` over the
+    objects of its ``resource`` it selects: the same cache, queue, workers, guarded
+    ``/status`` writes and metrics as for CustomRuns; objects it does not select are
+    dropped before they are cached."""
+
+    reconciler: ObjectReconciler
+
+    def __init__(self, reconciler: ObjectReconciler, client: KubeClient, **kwargs: Any) -> None:
+        self.resource = reconciler.resource
+        super().__init__(reconciler, client, **kwargs)
+
+    def _finalizer_name(self) -> str | None:
+        return None
+
+    def _selects(self, obj: JSON) -> bool:
+        return self.reconciler.selects(obj)
+
+    def _done(self, obj: JSON) -> bool:
+        return self.reconciler.finished(obj)
+
+    async def _step(self, obj: JSON, now: Any) -> Step:
+        return await object_step(self.reconciler, obj, now, self._lookup_owned)
+
+
+def controller_for(
+    reconciler: Reconciler[Any] | ObjectReconciler, client: KubeClient, **kwargs: Any
+) -> Controller:
+    """The controller that runs ``reconciler``: a :class:`Controller` for CustomRuns, an
+    :class:`ObjectController` for any other kind."""
+    if isinstance(reconciler, ObjectReconciler):
+        return ObjectController(reconciler, client, **kwargs)
+    return Controller(reconciler, client, **kwargs)

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from customtask_sdk.client import KubeClient
 from customtask_sdk.reconciler import Reconciler
-from customtask_sdk.runtime.controller import Controller
+from customtask_sdk.reconciler.objects import ObjectReconciler
+from customtask_sdk.runtime.controller import controller_for
 from customtask_sdk.runtime.events import EventRecorder
 from customtask_sdk.runtime.leader import LeaderElector, validate_lease_timing
 from customtask_sdk.runtime.metrics import ControllerMetrics
@@ -45,7 +46,8 @@ class LeaderElection:
 
 
 class Manager:
-    """Runs one or more reconcilers until stopped.
+    """Runs one or more reconcilers (of CustomRuns, or ``ObjectReconciler``s of any kind)
+    until stopped.
 
     - Informers start at once on every replica, so a standby's cache is warm; workers
       start only while this replica leads (with ``leader_election``).
@@ -66,7 +68,7 @@ class Manager:
     def __init__(
         self,
         client: KubeClient,
-        reconcilers: Sequence[Reconciler[Any]],
+        reconcilers: Sequence[Reconciler[Any] | ObjectReconciler],
         *,
         namespace: str | None = None,
         workers: int = 16,
@@ -91,7 +93,7 @@ class Manager:
             else None
         )
         self.controllers = [
-            Controller(
+            controller_for(
                 reconciler,
                 client,
                 namespace=namespace,

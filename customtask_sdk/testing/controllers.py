@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
 from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.objects import ObjectReconciler
 from customtask_sdk.runtime import Manager
 from customtask_sdk.testing.processes import ManagedProcess
 
@@ -23,7 +24,7 @@ __all__ = ["controller_process", "create_custom_run", "create_object", "running"
 
 @contextlib.asynccontextmanager
 async def running(
-    client: KubeClient, *reconcilers: Reconciler[Any], **manager_options: Any
+    client: KubeClient, *reconcilers: Reconciler[Any] | ObjectReconciler, **manager_options: Any
 ) -> AsyncIterator[Manager]:
     """Run a :class:`Manager` for ``reconcilers`` in the background while the block runs.
 

@@ -22,7 +22,12 @@ import yaml
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.testing.certs import CertificateAuthority, KeyPair
 from customtask_sdk.testing.processes import AsyncService, ManagedProcess, free_port, tail_file
-from customtask_sdk.testing.testbin import LISTEN_HOST_ENV, Binaries, locate
+from customtask_sdk.testing.testbin import (
+    LISTEN_HOST_ENV,
+    Binaries,
+    locate,
+    locate_tekton_resolvers,
+)
 
 __all__ = [
     "DEFAULT_CONTROLLERS",
@@ -34,6 +39,8 @@ __all__ = [
 
 #: The namespace Tekton's controller reads its ConfigMaps from.
 TEKTON_NAMESPACE = "tekton-pipelines"
+#: Where Tekton's remote resolvers read their ConfigMaps.
+RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers"
 
 _CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "", namespaced=False)
 _CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
@@ -398,6 +405,46 @@ class ControlPlane(AsyncService):
         ]
         await self._start(ManagedProcess("tekton", argv, self.log_dir, env=env))
         await self._wait_http("tekton", f"http://127.0.0.1:{probes}/readiness", None)
+
+    async def start_tekton_resolvers(self) -> None:
+        """Start Tekton's remote resolvers (``cmd/resolvers``: cluster, git, http, hub,
+        bundle) out of cluster, with their ConfigMaps, and wait until they are ready. Once:
+        a second call does nothing.
+
+        Raises:
+            TestbinMissingError: the resolvers are not built (``testbin install``).
+        """
+        if "tekton-resolvers" in self._processes:
+            return
+        binary = locate_tekton_resolvers(self.binaries.versions)
+        await self.ensure_namespace(RESOLVERS_NAMESPACE)
+        config_maps = [
+            doc
+            for doc in _load_yaml_documents(sorted((binary.parent / "config").glob("*.yaml")))
+            if doc.get("kind") == "ConfigMap"
+        ]
+        await asyncio.gather(
+            *(self.client.apply(_CONFIG_MAPS, cm, _FIELD_MANAGER) for cm in config_maps)
+        )
+        probes = free_port()
+        env = dict(os.environ)
+        env.update(
+            SYSTEM_NAMESPACE=RESOLVERS_NAMESPACE,
+            CONFIG_LOGGING_NAME="config-logging",
+            CONFIG_OBSERVABILITY_NAME="config-observability",
+            CONFIG_FEATURE_FLAGS_NAME="feature-flags",
+            CONFIG_LEADERELECTION_NAME="config-leader-election-resolvers",
+            METRICS_DOMAIN="tekton.dev/resolution",
+            KUBERNETES_MIN_VERSION="v1.28.0",
+            PROFILING_PORT=str(free_port()),
+            METRICS_PROMETHEUS_HOST="127.0.0.1",
+            METRICS_PROMETHEUS_PORT=str(free_port()),
+            KNATIVE_HEALTH_PROBES_PORT=str(probes),
+            **{LISTEN_HOST_ENV: "127.0.0.1"},
+        )
+        argv = [str(binary), f"-kubeconfig={self.kubeconfig}"]
+        await self._start(ManagedProcess("tekton-resolvers", argv, self.log_dir, env=env))
+        await self._wait_http("tekton-resolvers", f"http://127.0.0.1:{probes}/readiness", None)
 
     # -- Tekton's resources ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import yaml
 
 from customtask_sdk.client import CUSTOM_RUNS, JSON, Discovery, KubeClient, Resource
 from customtask_sdk.reconciler import Reconciler
+from customtask_sdk.reconciler.objects import ObjectReconciler
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.controlplane import ControlPlane
 from customtask_sdk.testing.node import Node
@@ -139,7 +140,7 @@ async def run_dev(
     manifests: Sequence[Path],
     out: TextIO,
     *,
-    reconcilers: Sequence[Reconciler[Any]] = (),
+    reconcilers: Sequence[Reconciler[Any] | ObjectReconciler] = (),
     namespace: str = "default",
     timeout: float = 300.0,
     keep_running: bool = False,
@@ -172,7 +173,7 @@ async def run_dev(
         out.write(f"Tekton {cp.binaries.versions.tekton} controller running\n")
         for reconciler in reconcilers:
             await stack.enter_async_context(running(cp.client, reconciler, health_port=None))
-            out.write(f"{reconciler.kind} controller running ({reconciler.api_version})\n")
+            out.write(f"{reconciler.name} controller running\n")
         out.write(f"  export KUBECONFIG={cp.kubeconfig}\n  logs: {cp.log_dir}\n")
         applied = await apply_manifests(cp.client, manifests, namespace)
         names = [o["metadata"]["name"] for o in applied if o["kind"] == "PipelineRun"]

@@ -34,6 +34,7 @@ __all__ = [
     "install",
     "locate",
     "locate_node",
+    "locate_tkn",
 ]
 
 
@@ -45,6 +46,9 @@ class Versions:
     etcd: str = "v3.6.16"
     tekton: str = "v1.15.1"
     coredns: str = "v1.15.0"
+    #: Tekton's CLI (``github.com/tektoncd/cli``), a test dependency: node tests check what
+    #: ``tkn`` shows. v0.43.0: v0.42.0 needs a tektoncd/hub the module proxy refuses.
+    tkn: str = "v0.43.0"
 
 
 PINNED = Versions()
@@ -59,8 +63,11 @@ _RECIPES = {
     "tekton": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen host from "
     "CUSTOMTASK_SDK_LISTEN_HOST",
     "tekton-images": "static",
+    "tekton-resolvers": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen "
+    "host from CUSTOMTASK_SDK_LISTEN_HOST",
     "pause": "static, v1",
     "coredns": "static, plugins: bind errors kubernetes log template",
+    "tkn": "static, built inside its module",
 }
 _TEKTON_COMMANDS = ("controller", "entrypoint")
 _TEKTON_IMAGE_COMMANDS = ("nop", "workingdirinit", "sidecarlogresults")
@@ -266,6 +273,20 @@ def locate_node(versions: Versions = PINNED) -> NodeBinaries:
     return node
 
 
+def locate_tkn(versions: Versions = PINNED) -> Path:
+    """Where ``tkn`` is.
+
+    Raises:
+        TestbinMissingError: it is not built yet.
+    """
+    tkn = _component_dir("tkn", versions.tkn) / "tkn"
+    if not os.access(tkn, os.X_OK):
+        raise TestbinMissingError(
+            f"{tkn} is missing. Build it with `customtask-sdk testbin install`."
+        )
+    return tkn
+
+
 Log = Callable[[str], None]
 
 
@@ -326,6 +347,15 @@ def _is_built(dest: Path, files: Sequence[str], recipe: str) -> bool:
     return built and marker.exists() and marker.read_text() == recipe
 
 
+def _publish(staging: Path, dest: Path, recipe: str) -> None:
+    """Move a finished build into its cache folder, marked with the recipe that made it."""
+    (staging / ".recipe").write_text(recipe)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staging), str(dest))
+
+
 def _build_module(
     name: str,
     gomod: str,
@@ -359,11 +389,7 @@ def _build_module(
         for out, pkg in packages.items():
             command = ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / out), pkg]
             _run(command, work, env, log)
-        (staging / ".recipe").write_text(recipe)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, recipe)
 
 
 def _install_kubernetes(
@@ -486,6 +512,45 @@ def _install_tekton(version: str, log: Log) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
 
 
+def _install_tekton_resolvers(version: str, log: Log) -> None:
+    """Tekton's remote resolvers (``cmd/resolvers``: git, hub, bundle, cluster, http), built
+    as the controller is (the same knative patch: its servers on chosen ports, loopback)."""
+    dest = _component_dir("tekton-resolvers", version)
+    module = "github.com/tektoncd/pipeline"
+    if not _is_built(dest, ("resolvers",), _RECIPES["tekton-resolvers"]):
+        gomod = f"module testbin/tekton\n\ngo 1.24\n\nrequire {module} {version}\n"
+        _build_module(
+            "tekton-resolvers",
+            gomod,
+            {"resolvers": f"{module}/cmd/resolvers"},
+            dest,
+            log,
+            prepare=_tekton_listeners_from_env,
+            recipe=_RECIPES["tekton-resolvers"],
+        )
+    if not (dest / "config").is_dir():  # its namespace and ConfigMaps
+        source = Path(_module_info(module, version, Path(tempfile.gettempdir()), log)["Dir"])
+        shutil.copytree(source / "config" / "resolvers", dest / "config")
+        for path in (dest / "config").rglob("*"):
+            path.chmod(0o644)
+        (dest / "config").chmod(0o755)
+
+
+def locate_tekton_resolvers(versions: Versions = PINNED) -> Path:
+    """Tekton's resolvers binary.
+
+    Raises:
+        TestbinMissingError: it is not built yet.
+    """
+    path = _component_dir("tekton-resolvers", versions.tekton) / "resolvers"
+    if not os.access(path, os.X_OK):
+        raise TestbinMissingError(
+            f"Tekton's resolvers are missing: {path}. Build them with "
+            "`customtask-sdk testbin install`."
+        )
+    return path
+
+
 def _install_kubernetes_node(version: str, log: Log) -> None:
     _install_kubernetes(version, log, "kubernetes-node", _NODE_COMMANDS)
 
@@ -501,6 +566,35 @@ def _install_tekton_images(version: str, log: Log) -> None:
     _build_module("tekton-images", gomod, packages, dest, log, recipe=recipe)
 
 
+def _install_tkn(version: str, log: Log) -> None:
+    """Build ``tkn`` inside a copy of its own module: its go.mod ``replace``s dependencies,
+    which ``go install module@version`` refuses."""
+    dest = _component_dir("tkn", version)
+    if _is_built(dest, ["tkn"], _RECIPES["tkn"]):
+        return
+    info = _module_info("github.com/tektoncd/cli", version, Path(tempfile.gettempdir()), log)
+    build_root = cache_dir() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tkn-", dir=build_root) as tmp:
+        work = Path(tmp) / "cli"
+        shutil.copytree(info["Dir"], work)
+        for item in work.rglob("*"):
+            item.chmod(0o755 if item.is_dir() else 0o644)  # the module cache is read-only
+        work.chmod(0o755)
+        env = _go_env()
+        staging = Path(tmp) / "bin"
+        staging.mkdir()
+        stamp = "github.com/tektoncd/cli/pkg/cmd/version.clientVersion"
+        ldflags = f"-s -w -X {stamp}={version.removeprefix('v')}"
+        _run(
+            ["go", "build", f"-ldflags={ldflags}", "-o", str(staging / "tkn"), "./cmd/tkn"],
+            work,
+            env,
+            log,
+        )
+        _publish(staging, dest, _RECIPES["tkn"])
+
+
 def _build_main(name: str, gomod: str, source: str, dest: Path, log: Log, recipe: str) -> None:
     """Build a one-file ``main`` package (``gomod`` names its requirements) into ``dest``."""
     build_root = cache_dir() / "build"
@@ -514,11 +608,7 @@ def _build_main(name: str, gomod: str, source: str, dest: Path, log: Log, recipe
         env = _go_env()
         _run(["go", "mod", "tidy"], work, env, log)
         _run(["go", "build", "-ldflags=-s -w", "-o", str(staging / name), "."], work, env, log)
-        (staging / ".recipe").write_text(recipe)
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(dest))
+        _publish(staging, dest, recipe)
 
 
 def _install_pause(version: str, log: Log) -> None:
@@ -579,6 +669,8 @@ def install(versions: Versions = PINNED, log: Log = print, *, node: bool = True)
         ("etcd", _install_etcd, versions.etcd),
         ("kubernetes", _install_kubernetes, versions.kubernetes),
         ("tekton", _install_tekton, versions.tekton),
+        ("tekton-resolvers", _install_tekton_resolvers, versions.tekton),
+        ("tkn", _install_tkn, versions.tkn),
     ]
     skip = _node_skip_reason() if node else "not requested"
     if skip is None:

@@ -5,7 +5,8 @@
     python -m examples.pipeline_in_pod demo [--namespace default]
 
 ``compile`` prints the Pod (YAML) that one run of the Pipeline would make: a file holding
-a ``tekton.dev/v1`` Pipeline and the Tasks its ``taskRef``\\ s name. ``watch`` prints each
+a ``tekton.dev/v1`` Pipeline and the Tasks its ``taskRef``\\ s name (and the StepActions
+their steps ``ref``). ``watch`` prints each
 task's state whenever it changes, until the run ends. ``demo`` runs the sample
 build-and-test PipelineRun (``pipelinerun.yaml``) on the cluster of your kubeconfig (Tekton
 and a node needed, e.g. ``sudo hack/up.sh``), with the controller in this process, and
@@ -30,10 +31,12 @@ from examples.pipeline_in_pod.controller import PIPELINES, TASKS, PipelineInPod,
 from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
+from examples.pipeline_in_pod.stepactions import StepActionSpec
 
 
 def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
-    """The Pod spec for the Pipeline in ``path`` (its Tasks from the same file)."""
+    """The Pod spec for the Pipeline in ``path`` (its Tasks and StepActions from the same
+    file)."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     pipelines = [d for d in docs if d.get("kind") == "Pipeline"]
     if len(pipelines) != 1:
@@ -60,7 +63,12 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
         pipeline_run=name,
         annotations=annotations,
     )
-    plan = compile_with_custom_tasks(spec, tasks, dict(params), [], ctx, images_from_env())
+    actions = {
+        d["metadata"]["name"]: StepActionSpec.model_validate(d.get("spec") or {})
+        for d in docs
+        if d.get("kind") == "StepAction"
+    }
+    plan = compile_with_custom_tasks(spec, tasks, dict(params), [], ctx, images_from_env(), actions)
     return plan.pod_spec
 
 

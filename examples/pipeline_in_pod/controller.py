@@ -17,12 +17,14 @@ shell: places scripts, and the finally barrier).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import yaml
 from pydantic import ValidationError
 
 from customtask_sdk import (
@@ -33,37 +35,50 @@ from customtask_sdk import (
     Owned,
     Reconciler,
     Resource,
+    RetryLater,
     Run,
     RunFailed,
     Running,
     Succeeded,
 )
-from customtask_sdk.client import CUSTOM_RUNS
+from customtask_sdk.client import CUSTOM_RUNS, TASK_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
-from customtask_sdk.reconciler.run import parse_time
-from examples.pipeline_in_pod import customtasks
+from customtask_sdk.reconciler.run import format_time, parse_time
+from examples.pipeline_in_pod import customtasks, taskruns
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
-    READY_ANNOTATION,
     CompileError,
     Images,
     Plan,
     RunContext,
 )
-from examples.pipeline_in_pod.hermetic import kept, task_spec
+from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
+    StepRef,
     TaskSpec,
     WorkspaceBinding,
 )
+from examples.pipeline_in_pod.pods import (
+    PIPELINES,
+    PODS,
+    TASKS,
+    Unresolvable,
+    container_state,
+    mark_ready,
+    resolve_pipeline,
+    resolve_tasks,
+    stop_sidecars,
+)
 from examples.pipeline_in_pod.status import PodView, read_pod
-from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
+from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_refs
 
 __all__ = [
     "PIPELINES",
     "PODS",
+    "RESOLUTION_REQUESTS",
     "STEP_ACTIONS",
     "TASKS",
     "PipelineInPod",
@@ -72,10 +87,12 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-PODS = Resource("", "v1", "pods", "Pod")
-PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
-TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
 STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
+RESOLUTION_REQUESTS = Resource(
+    "resolution.tekton.dev", "v1beta1", "resolutionrequests", "ResolutionRequest"
+)
+#: How often a run waiting for a ResolutionRequest looks at it again.
+RESOLUTION_POLL = datetime.timedelta(seconds=1)
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -94,15 +111,6 @@ def custom_run(name: str, spec: Mapping[str, Any]) -> JSON:
         "metadata": {"name": name},
         "spec": {"customSpec": custom},
     }
-
-
-def _container(pod: JSON, name: str) -> JSON:
-    """The state of container ``name`` in ``pod`` (``{}`` before it has one)."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status["name"] == name:
-            state: JSON = status.get("state") or {}
-            return state
-    return {}
 
 
 def images_from_env(env: Mapping[str, str] = os.environ) -> Images:
@@ -128,6 +136,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
         # The CustomRuns of its custom tasks (customtasks.py).
         Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
+        # One TaskRun per task that runs, for tkn and the Dashboard (taskruns.py).
+        Owned(TASK_RUNS, labels=MANAGED, fields=("status",)),
     )
 
     def __init__(self, images: Images | None = None, **kwargs: Any) -> None:
@@ -144,73 +154,122 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             params.pipelineRef.name if params.pipelineRef else None
         )
         annotations = kept(run.obj["metadata"].get("annotations"))
-        if spec is None:
-            if name is None:
-                raise _input_error(
-                    "InvalidParams",
-                    "name a Pipeline (customRef.name or pipelineRef.name) or embed pipelineSpec",
-                )
-            try:
-                found = await self.client.get(PIPELINES.path(run.namespace, name))
-            except NotFoundError:
-                raise _input_error(
-                    "PipelineNotFound", f"Pipeline {name!r} not found in {run.namespace!r}"
-                ) from None
-            spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
-            # Tekton copies a Pipeline's annotations onto its run; the run's win.
-            annotations = {**kept(found["metadata"].get("annotations")), **annotations}
-        tasks: dict[str, JSON] = {}
-        for ptask in [*spec.tasks, *spec.finally_]:
-            if ptask.taskSpec is not None:
-                tasks[ptask.name] = ptask.taskSpec.model_dump(by_alias=True, exclude_unset=True)
-                continue
-            assert ptask.taskRef is not None
-            if ptask.taskRef.is_custom:  # run by its own controller: customtasks.py
-                continue
-            try:
-                task = await self.client.get(TASKS.path(run.namespace, ptask.taskRef.name))
-            except NotFoundError:
-                raise _input_error(
-                    "TaskNotFound",
-                    f"tasks[{ptask.name}].taskRef: Task {ptask.taskRef.name!r} not found",
-                ) from None
-            tasks[ptask.name] = task_spec(task)
+        try:
+            if spec is None:
+                if name is None:
+                    raise _input_error(
+                        "InvalidParams",
+                        "name a Pipeline (customRef.name or pipelineRef.name) or embed "
+                        "pipelineSpec",
+                    )
+                found = await resolve_pipeline(self.client, run.namespace, name)
+                spec = self._validate(PipelineSpec, found.get("spec") or {}, f"Pipeline {name!r}")
+                # Tekton copies a Pipeline's annotations onto its run; the run's win.
+                annotations = {**kept(found["metadata"].get("annotations")), **annotations}
+            tasks = await resolve_tasks(self.client, run.namespace, spec)
+        except Unresolvable as exc:
+            raise _input_error(exc.reason, exc.message) from None
         frozen: JSON = {
             "pipelineName": name or run.name,
             "pipeline": spec.model_dump(by_alias=True, exclude_unset=True),
             "tasks": tasks,
             "annotations": annotations,
         }
-        actions = await self.resolve_step_actions(run.namespace, tasks)
+        actions = await self.resolve_step_actions(run.namespace, tasks, run)
         if actions:
             frozen["stepActions"] = actions
         return frozen
 
-    async def resolve_step_actions(self, namespace: str, tasks: Mapping[str, JSON]) -> JSON:
-        """Every StepAction the tasks' steps reference: one GET per distinct name, at once
-        (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in it too)."""
-        names: list[str] = []
+    async def resolve_step_actions(
+        self, namespace: str, tasks: Mapping[str, JSON], run: Run[PipelineInPodInput] | None = None
+    ) -> JSON:
+        """Every StepAction the tasks' steps reference, by ``ref_key``: one GET per distinct
+        name, all at once (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in
+        it too); a remote ref through a ResolutionRequest owned by ``run``.
+
+        Raises:
+            RetryLater: a ResolutionRequest is not resolved yet.
+        """
+        refs: dict[str, StepRef] = {}
         for task, spec in tasks.items():
             try:
                 phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
-                found = step_action_names({"steps": [s for k in phases for s in spec.get(k) or []]})
+                found = step_action_refs({"steps": [s for k in phases for s in spec.get(k) or []]})
             except CompileError as exc:
                 where = f"tasks[{task}].{exc.field}"
                 raise _input_error(exc.reason, f"{where}: {exc.message}") from None
-            names += [name for name in found if name not in names]
+            for key, ref in found.items():
+                refs.setdefault(key, ref)
 
-        async def get(name: str) -> JSON:
+        async def get(key: str, ref: StepRef) -> JSON:
+            if ref.resolver:
+                assert run is not None
+                return await self._resolved_remotely(run, key, ref)
             try:
-                action = await self.client.get(STEP_ACTIONS.path(namespace, name))
+                action = await self.client.get(STEP_ACTIONS.path(namespace, ref.name))
             except NotFoundError:
                 raise _input_error(
-                    "StepActionNotFound", f"StepAction {name!r} not found in {namespace!r}"
+                    "StepActionNotFound", f"StepAction {ref.name!r} not found in {namespace!r}"
                 ) from None
             spec: JSON = action.get("spec") or {}
             return spec
 
-        specs = await asyncio.gather(*(get(name) for name in names))
-        return dict(zip(names, specs, strict=True))
+        specs = await asyncio.gather(*(get(key, ref) for key, ref in refs.items()))
+        return dict(zip(refs, specs, strict=True))
+
+    async def _resolved_remotely(
+        self, run: Run[PipelineInPodInput], key: str, ref: StepRef
+    ) -> JSON:
+        """A remote StepAction's spec, through a ResolutionRequest (Tekton's remote
+        resolution: ``resolution.tekton.dev/type: <resolver>``, the ref's params), owned by
+        the run; made on first sight, then read until a resolver answers.
+
+        Raises:
+            RetryLater: no resolver has answered yet.
+        """
+        name = f"{run.name[:40]}-{key.rsplit(':', 1)[1]}"
+        path = RESOLUTION_REQUESTS.path(run.namespace, name)
+        request = await self.client.get_or_none(path)
+        if request is None:
+            meta = Owned.of(self.owns[0]).metadata(
+                run,
+                name=name,
+                namespace=run.namespace,
+                labels={"resolution.tekton.dev/type": str(ref.resolver)},
+            )
+            params = [param.model_dump() for param in ref.params or []]
+            body = {
+                "apiVersion": "resolution.tekton.dev/v1beta1",
+                "kind": "ResolutionRequest",
+                "metadata": meta,
+                "spec": {"params": params},
+            }
+            with contextlib.suppress(ConflictError):
+                await self.client.create(RESOLUTION_REQUESTS.path(run.namespace), body)
+            raise RetryLater(f"ResolutionRequest {name!r} created", after=RESOLUTION_POLL)
+        conditions = (request.get("status") or {}).get("conditions") or []
+        done: JSON = next((c for c in conditions if c.get("type") == "Succeeded"), {})
+        if done.get("status") == "False":
+            raise _input_error(
+                "StepActionResolutionFailed",
+                f"StepAction from resolver {ref.resolver!r} (ResolutionRequest {name!r}): "
+                f"{done.get('message', '')}",
+            )
+        if done.get("status") != "True":
+            raise RetryLater(f"ResolutionRequest {name!r} pending", after=RESOLUTION_POLL)
+        try:
+            found = yaml.safe_load(base64.b64decode(request["status"].get("data", "")))
+        except (ValueError, yaml.YAMLError) as exc:
+            raise _input_error(
+                "StepActionResolutionFailed", f"ResolutionRequest {name!r}: unreadable data: {exc}"
+            ) from None
+        if not isinstance(found, dict) or found.get("kind") != "StepAction":
+            raise _input_error(
+                "StepActionResolutionFailed",
+                f"ResolutionRequest {name!r}: the resolved resource is not a StepAction",
+            )
+        spec: JSON = found.get("spec") or {}
+        return spec
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
@@ -315,8 +374,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
         view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
+        await self._sync_task_runs(run, frozen, plan, pod, view.tasks)
         if plan.waits_for_ready and not view.steps_done:
-            await self._mark_ready(pod)
+            await mark_ready(self.client, pod)
         if plan.custom:
             stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
             if timed_out:
@@ -337,7 +397,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
                 await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
             return outcome
-        await self._stop_sidecars(pod)
+        await stop_sidecars(self.client, pod, self.images.nop)
         verdict = view.verdict
         if verdict.succeeded or run.attempt >= run.retries:
             # The run ends here: its frozen spec is no longer needed (a retry would read it),
@@ -383,7 +443,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         """Act on the pipeline's own timeouts while it runs; else wait for the Pod."""
         now, wake = run.now, []
         ends = {key: run.started_at + limit for key, limit in limits.items()}
-        barrier = _container(pod, BARRIER_CONTAINER).get("terminated") or {}
+        barrier = container_state(pod, BARRIER_CONTAINER).get("terminated") or {}
         if "finally" in limits and barrier.get("finishedAt"):
             ends["finally"] = parse_time(barrier["finishedAt"]) + limits["finally"]
         elif "finally" in ends:
@@ -414,34 +474,33 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             requeue_after=min(wake) if wake else None,
         )
 
-    async def _mark_ready(self, pod: JSON) -> None:
-        """Release the steps once every sidecar is ready (Tekton's ``tekton.dev/ready``)."""
-        if (pod["metadata"].get("annotations") or {}).get(READY_ANNOTATION) == "READY":
-            return
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        sidecars = [c for c in statuses if c["name"].startswith("sidecar-")]
-        if not sidecars or not all(c.get("ready") for c in sidecars):
-            return
-        meta = pod["metadata"]
-        await self.client.patch(
-            PODS.path(meta["namespace"], meta["name"]),
-            {"metadata": {"annotations": {READY_ANNOTATION: "READY"}}},
+    async def _sync_task_runs(
+        self, run: Run[PipelineInPodInput], frozen: JSON, plan: Plan, pod: JSON, tasks: list[JSON]
+    ) -> None:
+        """Keep one TaskRun per task that ran (``<run>-<task>``; ``-retry<n>`` for later
+        attempts) in Tekton's format (taskruns.py)."""
+        pipeline = frozen["pipeline"]
+        ptasks = {
+            p["name"]: {**p, "taskSpec": frozen["tasks"][p["name"]]}
+            for p in [*pipeline.get("tasks", []), *pipeline.get("finally", [])]
+            if p["name"] in frozen["tasks"]
+        }
+        suffix = f"-retry{run.attempt}" if run.attempt else ""
+        owner = taskruns.Owner(
+            name=f"{run.name}{suffix}",
+            namespace=run.namespace,
+            reference=run.owner_reference(),
+            labels={
+                **MANAGED,
+                "tekton.dev/customRun": run.name,
+                **{k: v for k, v in run.labels.items() if k.startswith("tekton.dev/pipeline")},
+            },
+            managed_by=taskruns.MANAGED_BY,
+            template={"podTemplate": run.params.podTemplate} if run.params.podTemplate else {},
         )
-
-    async def _stop_sidecars(self, pod: JSON) -> None:
-        """Swap each still-running sidecar's image for nop, as Tekton stops sidecars."""
-        containers = (pod.get("spec") or {}).get("containers") or []
-        statuses = {c["name"]: c for c in (pod.get("status") or {}).get("containerStatuses") or []}
-        ops = [
-            {"op": "replace", "path": f"/spec/containers/{index}/image", "value": self.images.nop}
-            for index, c in enumerate(containers)
-            if c["name"].startswith("sidecar-")
-            and c.get("image") != self.images.nop
-            and "terminated" not in (statuses.get(c["name"], {}).get("state") or {})
-        ]
-        if ops:
-            meta = pod["metadata"]
-            await self.client.patch(PODS.path(meta["namespace"], meta["name"]), ops, "json")
+        existing = {t["metadata"]["name"]: t for t in run.owned(TASK_RUNS)}
+        why = "TaskRun cancelled as the CustomRun it belongs to has been cancelled."
+        await taskruns.sync(self.client, owner, plan, pod, tasks, existing, ptasks, _now(run), why)
 
     async def _delete_pod(self, run: Run[PipelineInPodInput]) -> None:
         await self.client.delete(
@@ -486,6 +545,9 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         tasks = self._last_tasks(run)
         await self._delete_pod(run)
         await customtasks.cancel_all(self.client, run, custom_state)
+        why = f"TaskRun stopped as the CustomRun it belongs to was {state}."
+        task_runs = run.owned(TASK_RUNS)
+        await taskruns.cancel_unfinished(self.client, run.namespace, task_runs, _now(run), why)
         if tasks is None:
             return None
         fields = {k: v for k, v in run.extra_fields.items() if keep_spec or k != "spec"}
@@ -507,6 +569,10 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         return await self._stopped(
             run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
         )
+
+
+def _now(run: Run[PipelineInPodInput]) -> str:
+    return format_time(run.now)
 
 
 def end_unfinished(tasks: list[JSON], state: str, reason: str) -> list[JSON]:

@@ -179,14 +179,16 @@ def stand_in(task: CustomTask, shell: str) -> TaskSpec:
         "exit 1",
     ]
     mount = {"name": "tekton-internal-downward", "mountPath": MOUNT, "readOnly": True}
+    # The shell image is pulled already (``place-scripts``): no pull per stand-in.
+    pulled = {"image": shell, "imagePullPolicy": "IfNotPresent"}
     return TaskSpec.model_validate(
         {
             "results": [{"name": r} for r in task.results],
             "steps": [
-                {"name": START_STEP, "image": shell, "command": ["sh", "-c", ":"]},
+                {**pulled, "name": START_STEP, "command": ["sh", "-c", ":"]},
                 {
+                    **pulled,
                     "name": WAIT_STEP,
-                    "image": shell,
                     "script": "\n".join(lines) + "\n",
                     "volumeMounts": [mount],
                 },

@@ -37,6 +37,17 @@ FATAL_WAITING = {
     "ErrImageNeverPull",
     "RunContainerError",
 }
+#: A kubelet's own pull rate limit (``registryPullQPS``): it pulls again after a back-off,
+#: so a Pod of many containers pulling ``:latest`` images is not failed for it.
+TRANSIENT_PULL = "pull QPS exceeded"
+
+
+def fatal_waiting(waiting: JSON) -> bool:
+    """Whether a container's ``waiting`` state is one no wait will cure."""
+    reason = waiting.get("reason", "")
+    return reason in FATAL_WAITING and TRANSIENT_PULL not in (waiting.get("message") or "")
+
+
 #: Longest value of a result kept in a task's status (the run's results are whole).
 MAX_SHOWN = 256
 #: ``$(tasks.<t>.results.<r>)``, and ``$(finally.<t>.results.<r>)`` (a finally task's, in
@@ -139,7 +150,7 @@ def _task_state(
         if "waiting" in current:
             why = current["waiting"].get("reason", "")
             step["waiting"] = why
-            if why in FATAL_WAITING and not state:
+            if fatal_waiting(current["waiting"]) and not state:
                 state, reason = "failed", why
                 message = f"step {plan.name!r}: {why}: {current['waiting'].get('message', '')}"
         elif "terminated" in current:
@@ -350,7 +361,7 @@ def _init_failure(pod: JSON, plan: Plan) -> Verdict | None:
         waiting = (state.get("waiting") or {}).get("reason", "")
         code = (state.get("terminated") or {}).get("exitCode", 0)
         name = container["name"]
-        if waiting in FATAL_WAITING:
+        if fatal_waiting(state.get("waiting") or {}):
             message = (state["waiting"].get("message") or "")[:512]
             return Verdict(False, waiting, f"init container {name!r}: {message}")
         if code and name.startswith(CHECK_CONTAINER):

@@ -25,6 +25,7 @@ Pipeline and Tasks: compiling is pure (:func:`inline_step_actions`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from examples.pipeline_in_pod.model import (
     ParamSpec,
     ParamValue,
     Step,
+    StepRef,
     TaskResult,
     TaskSpec,
 )
@@ -48,7 +50,8 @@ __all__ = [
     "StepActionSpec",
     "check_step_fields",
     "inline_step_actions",
-    "step_action_names",
+    "ref_key",
+    "step_action_refs",
     "validate_step_action",
 ]
 
@@ -88,28 +91,52 @@ class StepActionSpec(BaseModel):
     volumeMounts: list[dict[str, Any]] | None = None
 
 
-def step_action_names(spec: Mapping[str, Any]) -> list[str]:
-    """The StepActions a Task's spec (JSON) names, in order, once each.
+def ref_key(ref: StepRef) -> str:
+    """Under which key a run freezes what ``ref`` resolves to: the StepAction's name, or
+    for a remote ref ``<resolver>:<digest of its params>``."""
+    if not ref.resolver:
+        return ref.name
+    params = [param.model_dump() for param in ref.params or []]
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return f"{ref.resolver}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def step_action_refs(spec: Mapping[str, Any]) -> dict[str, StepRef]:
+    """The StepActions a Task's spec (JSON) references, by :func:`ref_key`, once each.
 
     Raises:
-        CompileError: a step asks for remote resolution (``ref.resolver``), not served here.
+        CompileError: a ref is malformed as Tekton's ``validateRef`` says, or uses what is
+            not served here (a URL-like name, variables in resolver params).
     """
-    names: list[str] = []
+    refs: dict[str, StepRef] = {}
     for index, step in enumerate(spec.get("steps") or []):
-        ref = step.get("ref") if isinstance(step, dict) else None
-        if not isinstance(ref, dict):
+        raw = step.get("ref") if isinstance(step, dict) else None
+        if not isinstance(raw, dict):
             continue
-        if ref.get("resolver") or ref.get("params"):
+        at = f"steps[{index}].ref"
+        ref = StepRef.model_validate(raw)
+        if ref.params is not None and ref.name:
+            raise CompileError(at, "expected exactly one, got both: name, params")
+        if ref.params is not None and not ref.resolver:
+            raise CompileError(f"{at}.resolver", "missing field(s)")
+        if ref.resolver and ref.name:
             raise CompileError(
-                f"steps[{index}].ref.resolver",
-                "remote StepActions (resolution through a ResolutionRequest) are not "
-                "supported: name a StepAction in the run's namespace",
+                f"{at}.name",
+                "a resolver with a URL-like name (concise resolver syntax) is not supported: "
+                "give the resolver's params",
                 "Unsupported",
             )
-        name = ref.get("name")
-        if isinstance(name, str) and name and name not in names:
-            names.append(name)
-    return names
+        if ref.resolver and "$(" in json.dumps(raw.get("params")):
+            raise CompileError(
+                f"{at}.params",
+                "variables in resolver params are not supported: StepActions are resolved "
+                "when the run starts",
+                "Unsupported",
+            )
+        if not ref.resolver and not ref.name:
+            raise CompileError(f"{at}.name", "missing field(s)")
+        refs.setdefault(ref_key(ref), ref)
+    return refs
 
 
 def check_step_fields(where: str, step: Step) -> None:
@@ -127,8 +154,6 @@ def check_step_fields(where: str, step: Step) -> None:
     for key, label in _NOT_WITH_REF:
         if key in given and (key == "env" or getattr(step, key)):  # env: even empty
             raise CompileError(f"{where}.{key}", f"{label} cannot be used with Ref")
-    if not step.ref.name:
-        raise CompileError(f"{where}.ref.name", "missing field(s)")
 
 
 def _param_names(text: str) -> list[str]:
@@ -192,7 +217,7 @@ def _check_params(where: str, step: Step, spec: StepActionSpec) -> None:
     if missing:
         raise CompileError(
             f"{where}.params",
-            f"step {step.name!r}: StepAction {step.ref.name if step.ref else ''!r} needs "
+            f"step {step.name!r}: StepAction {ref_key(step.ref) if step.ref else ''!r} needs "
             f"param {missing[0]!r}: non-existent params in Step: [{' '.join(missing)}]",
         )
 
@@ -318,7 +343,7 @@ def resolve_step(where: str, step: Step, spec: StepActionSpec, task: Scope) -> S
     if not spec.command and not spec.script:
         raise CompileError(
             f"{where}.ref",
-            f"StepAction {step.ref.name if step.ref else ''!r} has neither command nor "
+            f"StepAction {ref_key(step.ref) if step.ref else ''!r} has neither command nor "
             "script: the image's own entrypoint cannot be looked up here",
         )
     return Step.model_validate(data)
@@ -342,12 +367,11 @@ def inline_step_actions(
         if step.ref is None:
             steps.append(step)
             continue
-        action = actions.get(step.ref.name)
+        key = ref_key(step.ref)
+        action = actions.get(key)
         if action is None:
-            raise CompileError(
-                f"{at}.ref.name", f"StepAction {step.ref.name!r} not found", "StepActionNotFound"
-            )
-        validate_step_action(step.ref.name, action)
+            raise CompileError(f"{at}.ref", f"StepAction {key!r} not found", "StepActionNotFound")
+        validate_step_action(step.ref.name or key, action)
         steps.append(resolve_step(at, step, action, scope))
     return spec.model_copy(update={"steps": steps})
 

@@ -148,9 +148,17 @@ CONTROLLERS = [
             ("tekton.dev", "pipelines"): {"get"},
             ("tekton.dev", "tasks"): {"get"},
             ("tekton.dev", "stepactions"): {"get"},
+            ("resolution.tekton.dev", "resolutionrequests"): {"get", "create"},
             ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
             # The CustomRuns of custom tasks in the pipeline: created, and cancelled.
             ("tekton.dev", "customruns"): {"get", "list", "watch", "create", "patch"},
+            # One TaskRun per task (both front doors): created, its status written,
+            # deleted when its task turns out skipped; delegated PipelineRuns: watched,
+            # their status written.
+            ("tekton.dev", "taskruns"): {"get", "list", "watch", "create", "delete"},
+            ("tekton.dev", "pipelineruns"): {"get", "list", "watch"},
+            ("tekton.dev", "pipelineruns/status"): {"get", "patch"},
+            ("tekton.dev", "taskruns/status"): {"get", "patch"},
         },
     ),
 ]

@@ -15,17 +15,15 @@ from typing import Any
 
 import pytest
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, Resource
 from customtask_sdk.testing import condition, wait_for
+from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.controller import custom_run
+from tests.node.corpus import done, sh, t, tekton_run
 from tests.node.test_pipeline_in_pod import (
-    done,
     pip,  # noqa: F401 - the controller fixture, shared with the harness
     pip_run,
-    sh,
-    t,
-    tekton_run,
 )
 
 STEP_ACTIONS_V1BETA1 = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
@@ -223,13 +221,7 @@ CORPUS: dict[str, JSON] = {
 async def step_actions(node: Node, node_namespace: str) -> None:
     """The StepActions, created in the test's namespace (deleted with it)."""
     for name, (resource, spec) in STEP_ACTIONS.items():
-        body = {
-            "apiVersion": f"{resource.group}/{resource.version}",
-            "kind": "StepAction",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-        await node.client.create(resource.path(node_namespace), body)
+        await create_object(node.client, resource, node_namespace, spec, name=name)
 
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
@@ -259,9 +251,20 @@ async def test_a_ref_with_a_forbidden_field_fails_naming_the_field_as_tekton_doe
     node: Node, node_namespace: str
 ) -> None:
     step = {**ref("kaniko", "build", ("image", "reg/app")), "image": "ubuntu"}
-    found = await _failed(node, node_namespace, {"tasks": [t("a", step)]})
+    spec = {"tasks": [t("a", step)]}
+    found = await _failed(node, node_namespace, spec)
     assert found["reason"] == "InvalidPipeline"
     assert found["message"] == "tasks[a].steps[0].image: image cannot be used with Ref"
+    # Tekton's controller refuses it too, with the same words for the same field.
+    run = await create_object(
+        node.client, PIPELINE_RUNS, node_namespace, {"pipelineSpec": spec}, name="forbidden"
+    )
+    run = await wait_for(node.client, PIPELINE_RUNS, node_namespace, "forbidden", done, timeout=60)
+    theirs = condition(run) or {}
+    assert theirs.get("status") == "False"
+    assert "image cannot be used with Ref: tasks[0].taskSpec.steps[0].image" in theirs.get(
+        "message", ""
+    ), theirs
 
 
 @pytest.mark.usefixtures("pip", "step_actions")

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_client import Start, fake_api
 
 from customtask_sdk.client import JSON, ClientConfig, KubeClient
 from customtask_sdk.runtime import LeaderElection, LeaderElector
+from tests.unit.test_client import Start, fake_api
 
 __all__ = ["fake_api"]  # the fixture, imported for its use here
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_client import Start, fake_api
-from test_leader import FakeLeases, last_write
 
 from customtask_sdk.client import JSON, KubeClient
 from customtask_sdk.reconciler import NoParams, Outcome, Reconciler, Run, Running
 from customtask_sdk.runtime import LeaderElection, LeaderElector, Manager
+from tests.unit.test_client import Start, fake_api
+from tests.unit.test_leader import FakeLeases, last_write
 
 __all__ = ["fake_api"]  # the fixture, imported for its use here
 

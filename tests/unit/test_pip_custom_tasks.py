@@ -389,3 +389,26 @@ def test_compile_prints_the_pod_of_a_pipeline_with_a_custom_task(tmp_path: Path)
     names = [c["name"] for c in pod_spec["containers"]]
     assert "step-approval-start" in names
     assert "step-approval-wait" in names
+
+
+def test_a_kubelets_pull_rate_limit_is_waited_out_while_a_failed_pull_fails_the_run() -> None:
+    compiled = plan()
+    containers = [c["name"] for c in compiled.pod_spec["containers"]]
+    stand_in = [c for c in compiled.pod_spec["containers"] if c["name"].startswith("step-approval")]
+    assert {c["imagePullPolicy"] for c in stand_in} == {"IfNotPresent"}  # no pull per stand-in
+
+    def pod(reason: str, message: str) -> JSON:
+        waiting = {"waiting": {"reason": reason, "message": message}}
+        statuses = [{"name": name, "state": waiting} for name in containers]
+        return {
+            "metadata": {"name": "p", "namespace": "ns"},
+            "status": {"containerStatuses": statuses},
+        }
+
+    limited = read_pod(compiled, pod("ErrImagePull", "pull QPS exceeded"))
+    assert limited.verdict is None
+    backing_off = "Back-off pulling image: ErrImagePull: pull QPS exceeded"
+    assert read_pod(compiled, pod("ImagePullBackOff", backing_off)).verdict is None
+    missing = read_pod(compiled, pod("ErrImagePull", "manifest unknown"))
+    assert missing.verdict is not None
+    assert missing.verdict.reason == "ErrImagePull"

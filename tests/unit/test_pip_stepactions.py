@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from examples.pipeline_in_pod.__main__ import compile_file
 from examples.pipeline_in_pod.compiler import CompileError, Plan, compile_pipeline
 from examples.pipeline_in_pod.model import PipelineSpec
 from examples.pipeline_in_pod.status import read_pod
-from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_names
+from examples.pipeline_in_pod.stepactions import StepActionSpec, ref_key, step_action_refs
 from tests.unit.test_pip_compiler import CTX, IMAGES, command, containers, flag
 from tests.unit.test_pip_local_pod import log, pod, run_pod, usable
 
@@ -257,18 +258,44 @@ def test_a_volume_mount_is_named_by_a_param_and_binds_a_task_volume() -> None:
 
 def test_a_missing_stepaction_fails_naming_the_step() -> None:
     found = error([ref("nope")])
-    assert (found.field, found.reason) == ("tasks[t].steps[0].ref.name", "StepActionNotFound")
+    assert (found.field, found.reason) == ("tasks[t].steps[0].ref", "StepActionNotFound")
 
 
-def test_remote_stepactions_are_refused_with_the_reason() -> None:
+def test_the_refs_of_a_task_once_each_local_by_name_remote_by_resolver_and_params() -> None:
+    remote = {"resolver": "cluster", "params": [{"name": "name", "value": "x"}]}
+    steps = [ref("a"), ref("b"), ref("a"), {"image": "x"}, {"ref": remote}, {"ref": remote}]
+    refs = step_action_refs({"steps": steps})
+    assert list(refs)[:2] == ["a", "b"]
+    assert len(refs) == 3
+    key = list(refs)[2]
+    assert key.startswith("cluster:")
+    assert key == ref_key(refs[key])
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        ({"params": [{"name": "n", "value": "v"}]}, "steps[0].ref.resolver", "missing field(s)"),
+        (
+            {"name": "x", "resolver": "git", "params": []},
+            "steps[0].ref",
+            "expected exactly one, got both: name, params",
+        ),
+        ({"name": "git://x", "resolver": "git"}, "steps[0].ref.name", "concise resolver syntax"),
+        (
+            {"resolver": "git", "params": [{"name": "url", "value": "$(params.u)"}]},
+            "steps[0].ref.params",
+            "variables in resolver params are not supported",
+        ),
+    ],
+)
+def test_a_malformed_or_unserved_ref_is_refused(
+    raw: dict[str, Any], field: str, message: str
+) -> None:
     with pytest.raises(CompileError) as caught:
-        step_action_names({"steps": [{"ref": {"resolver": "git", "params": []}}]})
-    assert caught.value.field == "steps[0].ref.resolver"
-    assert caught.value.reason == "Unsupported"
-    assert step_action_names({"steps": [ref("a"), ref("b"), ref("a"), {"image": "x"}]}) == [
-        "a",
-        "b",
-    ]
+        step_action_refs({"steps": [{"ref": raw}]})
+    assert caught.value.field == field
+    assert message in caught.value.message
 
 
 def test_step_results_pass_into_a_later_stepactions_params() -> None:
@@ -508,3 +535,34 @@ def test_the_readmes_stepaction_example_runs(tmp_path: Path) -> None:
     assert view.verdict is not None
     assert view.verdict.results == {"digest": "sha256:reg-app"}, view.tasks
     assert "deploying sha256:reg-app" in log(tmp_path, "step-deploy-unnamed-0")
+
+
+def test_compile_reads_the_stepactions_of_the_file(tmp_path: Path) -> None:
+    docs = [
+        {
+            "apiVersion": "tekton.dev/v1beta1",
+            "kind": "StepAction",
+            "metadata": {"name": "echo"},
+            "spec": ACTIONS["echo"],
+        },
+        {
+            "apiVersion": "tekton.dev/v1",
+            "kind": "Pipeline",
+            "metadata": {"name": "p"},
+            "spec": {
+                "tasks": [
+                    {
+                        "name": "t",
+                        "taskSpec": {
+                            "steps": [ref("echo", params=[{"name": "word", "value": "hi"}])]
+                        },
+                    }
+                ]
+            },
+        },
+    ]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    pod_spec = compile_file(path, {})
+    (step,) = [c for c in pod_spec["containers"] if c["name"] == "step-t-s"]
+    assert step["args"][-2:] == ["--", "hi!"]
