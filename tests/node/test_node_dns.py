@@ -4,6 +4,7 @@ CoreDNS itself, so no query leaves the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from customtask_sdk.client import JSON, Resource
@@ -55,15 +56,11 @@ async def start_web_service(node: Node, namespace: str) -> str:
         return status is not None and status.get("status") == "True"
 
     await wait_for(node.client, PODS, namespace, "web", ready, timeout=60)
-    iptables = node.node_binaries.iptables
-    await wait_for(
-        node.client,
-        SERVICES,
-        namespace,
-        "web",
-        lambda _: routed(iptables, cluster_ip, ("tcp",)),
-        timeout=30,
-    )
+    # kube-proxy's rules follow the EndpointSlice: poll them (the Service does not change).
+    deadline = asyncio.get_running_loop().time() + 30
+    while not routed(node.node_binaries.iptables, cluster_ip, ("tcp",)):
+        assert asyncio.get_running_loop().time() < deadline, "kube-proxy never routed web"
+        await asyncio.sleep(0.1)
     return cluster_ip
 
 
