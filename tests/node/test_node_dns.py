@@ -114,8 +114,10 @@ async def test_names_outside_the_cluster_get_nxdomain_from_coredns_itself(
     await run_pod(node.client, node_namespace, "outside", container)
 
     output = logs(node, node_namespace, "outside")
-    assert "** server can't find example.com: NXDOMAIN" in output, output
-    assert "** server can't find no-such-svc.default.svc.cluster.local: NXDOMAIN" in output, output
+    assert re.search(r"can't find example\.com\.?: NXDOMAIN", output), output
+    assert re.search(
+        r"can't find no-such-svc\.default\.svc\.cluster\.local\.?: NXDOMAIN", output
+    ), output
     assert "timed out" not in output, output
     answered = node.process("coredns").tail(200)
     assert re.search(r'"A IN example\.com\. udp \d+ false \d+" NXDOMAIN ', answered), answered
