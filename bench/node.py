@@ -4,7 +4,8 @@
 
 Prints the node's start-up phases, a trivial Pod's create->Succeeded (one at a time, and
 all at once), a one-step TaskRun's create->Succeeded, the cluster DNS's answer time (a
-Service name, a name outside the cluster), and the resident memory of each node process. Figures only: nothing is asserted.
+Service name, a name outside the cluster), and the resident memory of each node process.
+Figures only: nothing is asserted.
 """
 
 from __future__ import annotations
