@@ -70,9 +70,13 @@ async def test_pod_resolves_a_service_by_each_name_and_connects_through_its_clus
     cluster_ip = await start_web_service(node, node_namespace)
     fqdn = f"web.{node_namespace}.svc.cluster.local"
     names = ["web", f"web.{node_namespace}", fqdn]
-    fetches = "; ".join(f"echo $(wget -q -T 5 -O- http://{name}/) from {name}" for name in names)
+    # kubectl (Go's own resolver, as most controllers use) fetches the page by each name;
+    # busybox's wget cannot resolve (static glibc has no NSS), its nslookup can.
+    kubectl_get = "/ko-app/kubectl --request-timeout=5s get --raw /index.html --server"
+    fetches = "; ".join(f"echo $({kubectl_get}=http://{name}) from {name}" for name in names)
     script = f"{fetches}; nslookup {fqdn}"
-    container = {"image": "busybox", "command": ["sh", "-c", script]}
+    image = node.image("kubectl", node.binaries.versions.kubernetes)
+    container = {"image": image, "command": ["sh", "-c", script]}
     pod = await run_pod(node.client, node_namespace, "client", container)
 
     output = logs(node, node_namespace, "client")
