@@ -279,12 +279,21 @@ def locate_tkn(versions: Versions = PINNED) -> Path:
     Raises:
         TestbinMissingError: it is not built yet.
     """
-    tkn = _component_dir("tkn", versions.tkn) / "tkn"
-    if not os.access(tkn, os.X_OK):
+    return _built("tkn", versions.tkn, "tkn")
+
+
+def _built(component: str, version: str, name: str) -> Path:
+    """Executable ``name`` of a built component.
+
+    Raises:
+        TestbinMissingError: it is not built yet.
+    """
+    path = _component_dir(component, version) / name
+    if not os.access(path, os.X_OK):
         raise TestbinMissingError(
-            f"{tkn} is missing. Build it with `customtask-sdk testbin install`."
+            f"{path} is missing. Build it with `customtask-sdk testbin install`."
         )
-    return tkn
+    return path
 
 
 Log = Callable[[str], None]
@@ -542,13 +551,7 @@ def locate_tekton_resolvers(versions: Versions = PINNED) -> Path:
     Raises:
         TestbinMissingError: it is not built yet.
     """
-    path = _component_dir("tekton-resolvers", versions.tekton) / "resolvers"
-    if not os.access(path, os.X_OK):
-        raise TestbinMissingError(
-            f"Tekton's resolvers are missing: {path}. Build them with "
-            "`customtask-sdk testbin install`."
-        )
-    return path
+    return _built("tekton-resolvers", versions.tekton, "resolvers")
 
 
 def _install_kubernetes_node(version: str, log: Log) -> None:
