@@ -3,8 +3,9 @@
     sudo .venv/bin/python bench/node.py [--pods 10] [--taskruns 5]
 
 Prints the node's start-up phases, a trivial Pod's create->Succeeded (one at a time, and
-all at once), a one-step TaskRun's create->Succeeded, and the resident memory of each
-node process. Figures only: nothing is asserted.
+all at once), a one-step TaskRun's create->Succeeded, the cluster DNS's answer time (a
+Service name, a name outside the cluster), and the resident memory of each node process.
+Figures only: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def summary(values: list[float]) -> str:
     )
 
 
+def dns_answers(node: Node, name: str, queries: int = 200) -> str:
+    """CoreDNS's answer time for ``name`` (UDP from this machine), in milliseconds."""
+    times = []
+    for _ in range(queries):
+        started = time.monotonic()
+        code, _addresses = node.dns.resolve(name)
+        times.append((time.monotonic() - started) * 1000)
+    return (
+        f"{name} (rcode {code}): median {statistics.median(times):.2f} ms, "
+        f"max {max(times):.2f} ms, n={queries}"
+    )
+
+
 async def main(pods: int, taskruns: int) -> None:
     async with Node() as node:
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in node.timings.items())
@@ -96,7 +110,16 @@ async def main(pods: int, taskruns: int) -> None:
         await timed_taskrun(node)  # Tekton's images pulled once
         runs = [await timed_taskrun(node) for _ in range(taskruns)]
         print(f"one-step TaskRun create->Succeeded: {summary(runs)}")
-        for name in ("kubelet", "containerd", "kube-scheduler", "kube-proxy", "registry"):
+        for name in ("kubernetes.default.svc.cluster.local", "example.com"):
+            print(f"cluster DNS answer for {dns_answers(node, name)}")
+        for name in (
+            "kubelet",
+            "containerd",
+            "kube-scheduler",
+            "kube-proxy",
+            "coredns",
+            "registry",
+        ):
             pid = node.process(name).pid
             if pid is not None:
                 print(f"RSS {name}: {rss_mib(pid):.0f} MiB")

@@ -3,8 +3,9 @@
 :class:`Node` starts a :class:`~customtask_sdk.testing.controlplane.ControlPlane` bound to
 the Pod bridge's own address, kube-controller-manager with the controllers a node needs,
 kube-scheduler, containerd (its own config, root, state and socket), the kubelet,
-kube-proxy, a registry of images built here (see :mod:`customtask_sdk.testing.images`)
-and Tekton's controller using those images. It needs root. Stopping leaves nothing
+kube-proxy, CoreDNS (cluster DNS: :mod:`~customtask_sdk.testing.cluster_dns`), a registry
+of images built here (see :mod:`customtask_sdk.testing.images`) and Tekton's controller
+using those images. It needs root. Stopping leaves nothing
 behind: processes (container shims too), mounts, network namespaces, the bridge,
 iptables rules, cgroups; kernel settings changed are restored. One node runs on a machine
 at a time (:data:`LOCK_PATH`): others wait, and the next one removes what a node whose
@@ -12,8 +13,8 @@ process died left behind.
 
 Networking sends nothing off the machine: the bridge has no masquerade, Pods have routes
 to the bridge's subnet and the Service range only, forwarding between the bridge and any
-other interface is dropped, and Pods get a resolver configuration naming their own
-loopback.
+other interface is dropped, and the cluster DNS answers only names in ``cluster.local``
+(NXDOMAIN for any other, at once).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import yaml
 
 from customtask_sdk.client import JSON, ConflictError, KubeClient, Resource
 from customtask_sdk.testing.certs import CertificateAuthority
+from customtask_sdk.testing.cluster_dns import CLUSTER_DOMAIN, DNS_SERVICE_IP, ClusterDNS, routed
 from customtask_sdk.testing.controlplane import (
     NODE_CONTROLLERS,
     SERVICE_CIDR,
@@ -515,6 +517,8 @@ class Node(AsyncService):
         self.control_plane.log_dir = self.log_dir
         self.images = ImageStore(self.workdir / "registry")
         self.registry_port = free_port()
+        #: The cluster DNS (CoreDNS on the bridge address, Service ``kube-system/kube-dns``).
+        self.dns = ClusterDNS(self.network.host_ip, free_port(), self.control_plane.kubeconfig)
         #: Seconds each start-up phase took, from the start (``node-ready``...).
         self.timings: dict[str, float] = {}
         #: Image references of the Tekton images and the base image (``entrypoint-image``...).
@@ -570,9 +574,23 @@ class Node(AsyncService):
         await self.control_plane.start_controller_manager(NODE_CONTROLLERS)
         await self._start_process("kube-scheduler", self._scheduler_argv())
         await self._start_process("kube-proxy", self._proxy_argv())
+        await self.dns.publish(self.client)
+        coredns = self.workdir / "coredns" / "Corefile"
+        dns = await self._start_process(
+            "coredns", [str(self.node_binaries.coredns), "-conf", str(coredns)]
+        )
         kubelet_started = time.monotonic()
         await self._start_process("kubelet", self._kubelet_argv())
-        await self._wait_node_ready()
+        iptables = self.node_binaries.iptables
+        await asyncio.gather(
+            self._wait_node_ready(),
+            self._wait(
+                "cluster DNS",
+                lambda: self.dns.ready() and routed(iptables, DNS_SERVICE_IP),
+                dns,
+                30.0,
+            ),
+        )
         mark("node-ready")
         self.timings["kubelet-to-ready"] = time.monotonic() - kubelet_started
         await self._create_storage_class()
@@ -589,7 +607,7 @@ class Node(AsyncService):
         if "kubelet" in self._processes:
             with contextlib.suppress(Exception):  # best effort: containers are removed below
                 await self._delete_all_pods()
-        for name in ("kubelet", "kube-proxy", "kube-scheduler"):
+        for name in ("kubelet", "kube-proxy", "coredns", "kube-scheduler"):
             if name in self._processes:
                 await self._processes.pop(name).stop()
         if self._host is not None:  # kube-proxy's own rule removal, before ours
@@ -620,7 +638,7 @@ class Node(AsyncService):
 
     def process(self, name: str) -> ManagedProcess:
         """A node component's process: ``kubelet``, ``containerd``, ``kube-scheduler``,
-        ``kube-proxy``, ``registry``, ``registry-proxy`` (the control plane's are
+        ``kube-proxy``, ``coredns``, ``registry``, ``registry-proxy`` (the control plane's are
         ``node.control_plane.process(name)``)."""
         return self._processes[name]
 
@@ -718,10 +736,10 @@ class Node(AsyncService):
         )
         kubelet = self.workdir / "kubelet"
         kubelet.mkdir()
-        (kubelet / "resolv.conf").write_text(
-            "# Pods resolve nothing off this machine: their own loopback serves no DNS.\n"
-            "nameserver 127.0.0.1\n"
-        )
+        # Pods with dnsPolicy Default resolve nothing: their own loopback serves no DNS.
+        (kubelet / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        (self.workdir / "coredns").mkdir()
+        (self.workdir / "coredns" / "Corefile").write_text(self.dns.corefile())
         config: JSON = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -738,6 +756,8 @@ class Node(AsyncService):
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self._socket}",
             "resolvConf": str(kubelet / "resolv.conf"),
+            "clusterDNS": [DNS_SERVICE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             "podLogsDir": str(kubelet / "pod-logs"),
             "volumePluginDir": str(kubelet / "volume-plugins"),
             # Images built here cannot be pulled back from anywhere: never collect them.

@@ -4,7 +4,8 @@
 Tekton's controller and entrypoint, and copies Tekton's CRDs and ConfigMaps from the same
 module version. As root it also provides what a real node needs (:func:`locate_node`):
 kubelet, kube-scheduler, kube-proxy and kubectl from the same Kubernetes module, Tekton's
-image binaries (nop, workingdirinit, sidecarlogresults), a static pause, and Debian's
+image binaries (nop, workingdirinit, sidecarlogresults), a static pause, CoreDNS (cluster
+DNS, with only the plugins the node uses: none sends queries upstream), and Debian's
 containerd, runc, CNI plugins, iptables, busybox-static and bash-static through apt-get.
 Builds are idempotent: a component whose files are present is skipped.
 """
@@ -44,6 +45,7 @@ class Versions:
     kubernetes: str = "v1.36.3"
     etcd: str = "v3.6.16"
     tekton: str = "v1.15.1"
+    coredns: str = "v1.15.0"
     #: Tekton's CLI (``github.com/tektoncd/cli``), a test dependency: node tests check what
     #: ``tkn`` shows. v0.43.0: v0.42.0 needs a tektoncd/hub the module proxy refuses.
     tkn: str = "v0.43.0"
@@ -64,6 +66,7 @@ _RECIPES = {
     "tekton-resolvers": "static, knative probes port from KNATIVE_HEALTH_PROBES_PORT, listen "
     "host from CUSTOMTASK_SDK_LISTEN_HOST",
     "pause": "static, v1",
+    "coredns": "static, plugins: bind errors kubernetes log template",
     "tkn": "static, built inside its module",
 }
 _TEKTON_COMMANDS = ("controller", "entrypoint")
@@ -102,6 +105,24 @@ func main() {
 \t\t\t}
 \t\t}
 \t}
+}
+"""
+# CoreDNS with only what the node's Corefile uses (no forward plugin: nothing can be sent
+# upstream), which also keeps the build small.
+_COREDNS_SOURCE = """package main
+
+import (
+\t"github.com/coredns/coredns/coremain"
+
+\t_ "github.com/coredns/coredns/plugin/bind"
+\t_ "github.com/coredns/coredns/plugin/errors"
+\t_ "github.com/coredns/coredns/plugin/kubernetes"
+\t_ "github.com/coredns/coredns/plugin/log"
+\t_ "github.com/coredns/coredns/plugin/template"
+)
+
+func main() {
+\tcoremain.Run()
 }
 """
 
@@ -150,6 +171,7 @@ class NodeBinaries:
     busybox: Path
     bash: Path
     pause: Path
+    coredns: Path
     tekton_nop: Path
     tekton_workingdirinit: Path
     tekton_sidecarlogresults: Path
@@ -235,6 +257,7 @@ def locate_node(versions: Versions = PINNED) -> NodeBinaries:
         busybox=Path("/bin/busybox"),
         bash=Path("/bin/bash-static"),
         pause=_component_dir("pause", "v1") / "pause",
+        coredns=_component_dir("coredns", versions.coredns) / "coredns",
         tekton_nop=images / "nop",
         tekton_workingdirinit=images / "workingdirinit",
         tekton_sidecarlogresults=images / "sidecarlogresults",
@@ -575,25 +598,39 @@ def _install_tkn(version: str, log: Log) -> None:
         _publish(staging, dest, _RECIPES["tkn"])
 
 
+def _build_main(name: str, gomod: str, source: str, dest: Path, log: Log, recipe: str) -> None:
+    """Build a one-file ``main`` package (``gomod`` names its requirements) into ``dest``."""
+    build_root = cache_dir() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=build_root) as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(gomod)
+        (work / "main.go").write_text(source)
+        staging = work / "bin"
+        staging.mkdir()
+        env = _go_env()
+        _run(["go", "mod", "tidy"], work, env, log)
+        _run(["go", "build", "-ldflags=-s -w", "-o", str(staging / name), "."], work, env, log)
+        _publish(staging, dest, recipe)
+
+
 def _install_pause(version: str, log: Log) -> None:
     dest = _component_dir("pause", version)
     if _is_built(dest, ["pause"], _RECIPES["pause"]):
         return
-    build_root = cache_dir() / "build"
-    build_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pause-", dir=build_root) as tmp:
-        work = Path(tmp)
-        (work / "go.mod").write_text("module testbin/pause\n\ngo 1.24\n")
-        (work / "main.go").write_text(_PAUSE_SOURCE)
-        staging = work / "bin"
-        staging.mkdir()
-        _run(
-            ["go", "build", "-ldflags=-s -w", "-o", str(staging / "pause"), "."],
-            work,
-            _go_env(),
-            log,
-        )
-        _publish(staging, dest, _RECIPES["pause"])
+    gomod = "module testbin/pause\n\ngo 1.24\n"
+    _build_main("pause", gomod, _PAUSE_SOURCE, dest, log, _RECIPES["pause"])
+
+
+def _install_coredns(version: str, log: Log) -> None:
+    dest = _component_dir("coredns", version)
+    if _is_built(dest, ["coredns"], _RECIPES["coredns"]):
+        return
+    module = "github.com/coredns/coredns"
+    info = _module_info(module, version, Path(tempfile.gettempdir()), log)
+    go = _go_directive(Path(info["GoMod"]).read_text())
+    gomod = f"module testbin/coredns\n\ngo {go}\n\nrequire {module} {version}\n"
+    _build_main("coredns", gomod, _COREDNS_SOURCE, dest, log, _RECIPES["coredns"])
 
 
 def _install_debian_packages(log: Log) -> None:
@@ -645,6 +682,7 @@ def install(versions: Versions = PINNED, log: Log = print, *, node: bool = True)
             ("kubernetes-node", _install_kubernetes_node, versions.kubernetes),
             ("tekton-images", _install_tekton_images, versions.tekton),
             ("pause", _install_pause, "v1"),
+            ("coredns", _install_coredns, versions.coredns),
         ]
     for name, step, version in steps:
         started = time.monotonic()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from customtask_sdk.testing.node import Node, NodeError, lock_holder, processes_mentioning
-from customtask_sdk.testing.processes import child_pids
+from customtask_sdk.testing.processes import child_pids, has_exited
 from customtask_sdk.testing.pytest_plugin import _located
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
 from customtask_sdk.testing.waiting import condition
@@ -129,18 +129,23 @@ async def test_node_starts_after_one_killed_and_leaves_the_machine_clean(
 ) -> None:
     before = host_state()
     child, dead_workdir = await start_child("with-pod")
-    # As a CI timeout does: the job's process group and the processes it started.
+    # As a CI timeout does: the job's process group and the processes it started, but for
+    # CoreDNS, which outlives the job (each component runs in a session of its own).
     components = child_pids(child.pid)
+    (survivor,) = processes_mentioning(f"{dead_workdir}/coredns/Corefile")
     os.killpg(child.pid, signal.SIGKILL)
     for pid in components:
-        os.kill(pid, signal.SIGKILL)
+        if pid != survivor:
+            os.kill(pid, signal.SIGKILL)
     await child.wait()
     assert host_state() != before  # bridge, rules, mounts, cgroups left behind
+    assert not has_exited(survivor)
 
     async with Node(*binaries, tekton=False) as node:
         await assert_ready(node)
         assert not dead_workdir.exists()
         assert processes_mentioning(f"{dead_workdir}/") == set()
+        assert has_exited(survivor)
 
     assert host_state() == before
     assert lock_holder() is None

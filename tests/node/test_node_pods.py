@@ -7,6 +7,7 @@ import subprocess
 
 from customtask_sdk.client import JSON, KubeClient, Resource
 from customtask_sdk.testing import wait_for
+from customtask_sdk.testing.cluster_dns import DNS_SERVICE_IP
 from customtask_sdk.testing.node import Node
 
 PODS = Resource("", "v1", "pods", "Pod")
@@ -79,7 +80,8 @@ async def test_pod_reads_the_api_in_cluster_through_the_kubernetes_service(
 
 async def test_pods_reach_this_machine_only(node: Node, node_namespace: str) -> None:
     # A Pod's routes lead to the bridge's subnet and the Service range only, its resolver
-    # is its own loopback, and the host drops anything forwarded off the bridge.
+    # is the cluster DNS (test_node_dns.py), and the host drops anything forwarded off the
+    # bridge.
     script = "ip route; cat /etc/resolv.conf; ping -c 1 -W 1 192.0.2.1 || echo unreachable"
     container = {"image": "busybox", "command": ["sh", "-c", script]}
     await run_pod(node.client, node_namespace, "net", container)
@@ -88,7 +90,7 @@ async def test_pods_reach_this_machine_only(node: Node, node_namespace: str) -> 
     routes = [line for line in logs.splitlines() if " dev eth0" in line]
     assert sorted(r.split()[0] for r in routes) == ["10.0.0.0/24", "10.0.1.0/24"], logs
     nameservers = [line.split()[1] for line in logs.splitlines() if line.startswith("nameserver")]
-    assert nameservers == ["127.0.0.1"], logs
+    assert nameservers == [DNS_SERVICE_IP], logs
     assert "Network is unreachable" in logs, logs
     guard = host("iptables", "-w", "-S", "CUSTOMTASK-NODE")
     assert (
