@@ -8,6 +8,20 @@ import pytest
 
 pytest_plugins = ["customtask_sdk.testing.pytest_plugin"]
 
+#: Node tests that start nodes of their own: they need the machine to themselves, so they
+#: run before any test that uses the session's ``node`` fixture (one node at a time).
+OWN_NODES = "tests/node/test_node_lifecycle.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests of ``OWN_NODES`` before the first other node test."""
+    own = [item for item in items if item.nodeid.startswith(OWN_NODES)]
+    rest = [item for item in items if not item.nodeid.startswith(OWN_NODES)]
+    first_node = next(
+        (i for i, item in enumerate(rest) if item.nodeid.startswith("tests/node/")), len(rest)
+    )
+    items[:] = [*rest[:first_node], *own, *rest[first_node:]]
+
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:

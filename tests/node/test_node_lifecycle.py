@@ -20,7 +20,7 @@ import pytest
 
 from customtask_sdk.testing.node import Node, NodeError, lock_holder, processes_mentioning
 from customtask_sdk.testing.processes import child_pids, has_exited
-from customtask_sdk.testing.pytest_plugin import _located
+from customtask_sdk.testing.pytest_plugin import _located, _required
 from customtask_sdk.testing.testbin import Binaries, NodeBinaries, locate, locate_node
 from customtask_sdk.testing.waiting import condition
 
@@ -57,7 +57,10 @@ asyncio.run(main())
 @pytest.fixture
 def binaries() -> tuple[Binaries, NodeBinaries]:
     if lock_holder() == os.getpid():
-        pytest.skip("this session already runs a node; run this file on its own")
+        reason = "this session already runs a node: these tests need the machine to themselves"
+        if _required():  # in CI a skip would hide them
+            pytest.fail(f"{reason} (tests/conftest.py runs them before the other node tests)")
+        pytest.skip(f"{reason}; run this file on its own")
     found = _located(locate, "control plane")
     return found, _located(lambda: locate_node(found.versions), "node")
 
