@@ -1,7 +1,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,6 +21,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         (i for i, item in enumerate(rest) if item.nodeid.startswith("tests/node/")), len(rest)
     )
     items[:] = [*rest[:first_node], *own, *rest[first_node:]]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """In CI (``CI`` or ``CUSTOMTASK_SDK_REQUIRE_TESTBIN`` set) a skipped test fails: no
+    test of this project may skip silently there."""
+    from customtask_sdk.testing.pytest_plugin import _required  # registered by pytest_plugins
+
+    report = yield
+    if report.skipped and _required() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+    return report
 
 
 @pytest.fixture
