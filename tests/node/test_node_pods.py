@@ -96,3 +96,30 @@ async def test_pods_reach_this_machine_only(node: Node, node_namespace: str) -> 
     assert (
         f"-A CUSTOMTASK-NODE -i {node.network.bridge} ! -o {node.network.bridge} -j DROP" in guard
     )
+
+
+async def test_a_pod_of_many_always_pulled_containers_starts_them_all_without_pull_limits(
+    node: Node, node_namespace: str
+) -> None:
+    # A Pipeline-in-Pod Pod has a container per step, all pulled (no tag: always). With the
+    # kubelet's default pull limit (5 a second, a burst of 10) the last ones were refused
+    # ("pull QPS exceeded") and backed off for about 10 s.
+    containers = [{"name": f"c{i}", "image": "busybox", "command": ["true"]} for i in range(24)]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "many"},
+        "spec": {"restartPolicy": "Never", "containers": containers},
+    }
+    await node.client.create(PODS.path(node_namespace), body)
+    reasons: set[str] = set()
+
+    def done_noting_waits(pod: JSON) -> bool:
+        for status in pod.get("status", {}).get("containerStatuses") or []:
+            reasons.add((status["state"].get("waiting") or {}).get("reason", ""))
+        return finished(pod)
+
+    pod = await wait_for(node.client, PODS, node_namespace, "many", done_noting_waits, 120)
+
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert not reasons & {"ErrImagePull", "ImagePullBackOff"}, reasons
