@@ -96,10 +96,7 @@ async def on_node(trials: int) -> None:
         kube = node.client
         await node.control_plane.ensure_namespace(NAMESPACE, {})
         await node.wait_service_account(NAMESPACE)
-        images = node.tekton_images
-        reconciler = DelegatedPipelineRun(
-            images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-        )
+        reconciler = DelegatedPipelineRun(images=Images.served(node.tekton_images))
         cases = [
             ("1 task", sequential(1)),
             ("5 sequential", sequential(5)),

@@ -102,10 +102,7 @@ async def on_node(runs: int, pairs: int) -> None:
     async with Node() as node:
         await node.control_plane.ensure_namespace(NAMESPACE, {})
         await node.wait_service_account(NAMESPACE)
-        images = node.tekton_images
-        pip = PipelineInPod(
-            images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-        )
+        pip = PipelineInPod(images=Images.served(node.tekton_images))
         async with running(node.client, pip, Wait(), namespace=NAMESPACE):
             await one_run(node.client, 1)  # warm: images pulled, caches filled
             parts: list[tuple[float, float]] = []

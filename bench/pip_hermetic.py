@@ -173,10 +173,7 @@ async def on_node(runs: int, trials: int) -> None:
         await node.control_plane.ensure_namespace(NAMESPACE, {})
         await node.wait_service_account(NAMESPACE)
         show("per step, in a container on the node", await in_container(node, runs, 3))
-        images = node.tekton_images
-        reconciler = PipelineInPod(
-            images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-        )
+        reconciler = PipelineInPod(images=Images.served(node.tekton_images))
         async with running(node.client, reconciler, namespace=NAMESPACE):
             await end_to_end(node, 1, True)  # warm: images, caches
             for steps in (1, 5):

@@ -109,6 +109,11 @@ class Images:
     nop: str
     shell: str
 
+    @classmethod
+    def served(cls, images: Mapping[str, str]) -> Images:
+        """The images a test node serves (``Node.tekton_images``)."""
+        return cls(images["entrypoint-image"], images["nop-image"], images["shell-image"])
+
 
 @dataclass(frozen=True)
 class RunContext:

@@ -413,8 +413,7 @@ def done(obj: JSON) -> bool:
 
 def images(node: Node) -> Images:
     """Pipeline-in-Pod's helper images, as the node serves them."""
-    served = node.tekton_images
-    return Images(served["entrypoint-image"], served["nop-image"], served["shell-image"])
+    return Images.served(node.tekton_images)
 
 
 def pipeline_run(name: str, spec: JSON, managed_by: str | None = None, **fields: Any) -> JSON:

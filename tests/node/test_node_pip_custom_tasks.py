@@ -90,10 +90,7 @@ async def controllers(
     await grant_team(
         node.client, node_namespace, [{**everyone, "apiGroup": "rbac.authorization.k8s.io"}]
     )
-    images = node.tekton_images
-    pip = PipelineInPod(
-        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-    )
+    pip = PipelineInPod(images=Images.served(node.tekton_images))
     path = node.control_plane.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval")
     async with (
         await KubeClient.from_kubeconfig(str(path)) as approver_client,

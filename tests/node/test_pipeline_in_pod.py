@@ -27,10 +27,7 @@ from tests.node.corpus import CORPUS, done, producer, result, sh, t, tekton_run
 
 @pytest.fixture
 async def pip(node: Node, node_namespace: str) -> AsyncIterator[PipelineInPod]:
-    images = node.tekton_images
-    reconciler = PipelineInPod(
-        images=Images(images["entrypoint-image"], images["nop-image"], images["shell-image"])
-    )
+    reconciler = PipelineInPod(images=Images.served(node.tekton_images))
     async with running(node.client, reconciler, namespace=node_namespace):
         yield reconciler
 
