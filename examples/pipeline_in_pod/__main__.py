@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from customtask_sdk.client import CUSTOM_RUNS, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, PIPELINE_RUNS, KubeClient
 from customtask_sdk.runtime import Manager
 from customtask_sdk.testing import condition, wait_for
 from examples.pipeline_in_pod.compiler import CompileError, RunContext
@@ -110,7 +110,6 @@ async def follow(kube: KubeClient, namespace: str, name: str, timeout: float = 8
 
 
 SAMPLE = Path(__file__).with_name("pipelinerun.yaml")
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 
 
 async def demo(namespace: str, timeout: float) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import condition, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
@@ -34,8 +34,6 @@ from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
 from examples.wait.controller import Wait
 
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
-TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 APPROVAL = {"apiVersion": Approval.api_version, "kind": "ApprovalTask"}
 WAIT = {"apiVersion": Wait.api_version, "kind": "Wait"}
 #: Tekton's controller runs as the node's admin user; so does Pipeline-in-Pod here.

@@ -6,12 +6,10 @@ cancellation work on the node as on a real cluster.
 
 from __future__ import annotations
 
-from customtask_sdk.client import JSON, Resource
+from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, Resource
 from customtask_sdk.testing import condition, create_object, wait_deleted, wait_for
 from customtask_sdk.testing.node import Node
 
-TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 PODS = Resource("", "v1", "pods", "Pod")
 
 
