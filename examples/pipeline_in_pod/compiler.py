@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -597,6 +598,38 @@ def prepare(image: str) -> JSON:
         "image": image,
         "command": ["/ko-app/entrypoint", "cp", "/ko-app/entrypoint", BIN],
         "volumeMounts": [_mount("tekton-internal-bin", "/tekton/bin")],
+    }
+
+
+def make_subpaths(containers: Sequence[JSON], volumes: Sequence[JSON], image: str) -> JSON | None:
+    """The init container creating every ``subPath`` the containers mount of an
+    ``emptyDir``, before any of them starts (``None``: there are none).
+
+    The kubelet creates a missing ``subPath`` as it creates the container, while the
+    Pod's earlier containers already run and may be creating the same directories (a
+    step writing its results): it then refuses the container
+    (``CreateContainerConfigError``, "failed to create subPath directory"). Made here
+    first, the kubelet only finds them. ``umask 0``: any step's user may write there, as
+    in the ``emptyDir`` itself.
+    """
+    empty = {volume["name"] for volume in volumes if "emptyDir" in volume}
+    paths = sorted(
+        {
+            (mount["name"], mount["subPath"])
+            for container in containers
+            for mount in container.get("volumeMounts", [])
+            if mount["name"] in empty and mount.get("subPath") and "$(" not in mount["subPath"]
+        }
+    )
+    if not paths:
+        return None
+    names = sorted({name for name, _ in paths})
+    dirs = " ".join(shlex.quote(f"/pip/{name}/{sub}") for name, sub in paths)
+    return {
+        "name": "pip-subpaths",
+        "image": image,
+        "command": ["sh", "-c", f"umask 0 && mkdir -p {dirs}"],
+        "volumeMounts": [_mount(name, f"/pip/{name}") for name in names],
     }
 
 
@@ -1407,6 +1440,7 @@ def _pod_spec(
         init.append(place_scripts(build.scripts, images.shell))
     if build.links:
         init.append(link_results(build.links, images.shell))
+    containers = [*_dag_first(build, helpers), *build.sidecars]
     volumes = [
         {"name": "tekton-internal-bin", "emptyDir": {}},
         {"name": "tekton-internal-scripts", "emptyDir": {}},
@@ -1414,6 +1448,9 @@ def _pod_spec(
         *build.volumes.values(),
         *workspaces.values(),
     ]
+    subpaths = make_subpaths(containers, volumes, images.shell)
+    if subpaths is not None:
+        init.append(subpaths)
     items = [
         {"path": path, "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}
         for path, annotation in (("ready", READY_ANNOTATION), ("cancel", CANCEL_ANNOTATION))
@@ -1422,7 +1459,7 @@ def _pod_spec(
     spec: JSON = {
         "restartPolicy": "Never",
         "initContainers": init,
-        "containers": [*_dag_first(build, helpers), *build.sidecars],
+        "containers": containers,
         "volumes": volumes,
     }
     if ctx.service_account:

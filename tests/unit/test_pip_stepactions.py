@@ -316,6 +316,28 @@ def test_step_results_pass_into_a_later_stepactions_params() -> None:
     } in show["volumeMounts"]
 
 
+def test_the_subpaths_of_step_results_exist_before_any_step_starts() -> None:
+    """The kubelet refuses a container whose subPath it cannot create because a running
+    step is creating the same folders (CreateContainerConfigError): they are made first."""
+    steps = [
+        ref("kaniko", step="build", params=[{"name": "image", "value": "reg/app"}]),
+        ref("echo", step="a", params=[{"name": "word", "value": "$(steps.build.results.url)"}]),
+        ref("echo", step="b", params=[{"name": "word", "value": "$(steps.build.results.url)"}]),
+    ]
+    init = build(steps).pod_spec["initContainers"]
+    subpaths = next(c for c in init if c["name"] == "pip-subpaths")
+    assert subpaths["command"] == [
+        "sh",
+        "-c",
+        "umask 0 && mkdir -p /pip/tekton-internal-run/t/0/status/results",
+    ]
+    assert subpaths["volumeMounts"] == [
+        {"name": "tekton-internal-run", "mountPath": "/pip/tekton-internal-run"}
+    ]
+    plain = build([ref("echo", params=[{"name": "word", "value": "x"}])])
+    assert "pip-subpaths" not in {c["name"] for c in plain.pod_spec["initContainers"]}
+
+
 def test_the_same_stepaction_twice_keeps_its_results_apart() -> None:
     steps = [
         ref("kaniko", step="one", params=[{"name": "image", "value": "a"}]),
