@@ -26,9 +26,8 @@ import yaml
 from customtask_sdk.client import CUSTOM_RUNS, PIPELINE_RUNS, KubeClient
 from customtask_sdk.runtime import Manager
 from customtask_sdk.testing import condition, wait_for
-from examples.pipeline_in_pod.compiler import CompileError, RunContext
+from examples.pipeline_in_pod.compiler import CompileError, RunContext, compile_pipeline
 from examples.pipeline_in_pod.controller import PIPELINES, TASKS, PipelineInPod, images_from_env
-from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.hermetic import kept, task_spec
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.stepactions import StepActionSpec
@@ -79,7 +78,7 @@ def compile_file(path: Path, params: dict[str, str]) -> dict[str, Any]:
         for d in docs
         if d.get("kind") == "StepAction"
     }
-    plan = compile_with_custom_tasks(spec, tasks, dict(params), [], ctx, images_from_env(), actions)
+    plan = compile_pipeline(spec, tasks, dict(params), [], ctx, images_from_env(), actions)
     return plan.pod_spec
 
 

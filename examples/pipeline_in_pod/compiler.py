@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 from examples.pipeline_in_pod.claims import bind_claims
+from examples.pipeline_in_pod.customtasks import CustomTask, add_downward_items, with_stand_ins
 from examples.pipeline_in_pod.dag import CompileError, order, task_refs
 from examples.pipeline_in_pod.hermetic import (
     across_phases,
@@ -159,6 +160,9 @@ class TaskPlan:
     deps: tuple[str, ...]
     skipped: str | None = None
     timeout: str | None = None
+    #: Its params as its TaskRun gets them (``name``, ``value``): a matrix instance's
+    #: combination first, pipeline variables substituted (results not: run-time).
+    params: tuple[JSON, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,8 +177,8 @@ class Plan:
     matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: PersistentVolumeClaims to make (owned by the run) before the Pod: volumeClaimTemplates.
     claims: Sequence[JSON] = ()
-    #: Custom tasks, by name (``customtasks.CustomTask``): run through CustomRuns.
-    custom: Mapping[str, Any] = field(default_factory=dict)
+    #: Custom tasks, by name: run through CustomRuns (``customruns.py``).
+    custom: Mapping[str, CustomTask] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -1210,13 +1214,15 @@ def compile_pipeline(
     images: Images,
     step_actions: Mapping[str, StepActionSpec] | None = None,
 ) -> Plan:
-    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec;
+    """The Pod running ``pipeline`` (``tasks``: each pipeline task's resolved spec, none
+    for a custom task, which runs as a stand-in: :mod:`~examples.pipeline_in_pod.customtasks`;
     ``step_actions``: the StepActions its steps reference, by name).
 
     Raises:
         CompileError: the pipeline is invalid, or cannot run in one Pod (``field`` names it).
     """
     outer = pipeline_scope(pipeline, params, ctx)
+    pipeline, tasks, custom = with_stand_ins(pipeline, tasks, images.shell, outer)
     pipeline, outers = flatten(pipeline, outer, partial(_child_scope, ctx))
     tasks = resolve_tasks(pipeline, tasks, ctx.annotations, ctx.task_annotations, ctx.pod_template)
     check_one_pod(pipeline, tasks)
@@ -1226,6 +1232,7 @@ def compile_pipeline(
     bindings, claims = bind_claims(bindings, ctx.uid)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
+    given: dict[str, tuple[JSON, ...]] = {}
     mounts: dict[str, list[JSON]] = {}
     verdicts: dict[str, bool | None] = {}
     for ptask in [*pipeline.tasks, *pipeline.finally_]:
@@ -1238,6 +1245,9 @@ def compile_pipeline(
         mounts[ptask.name] = task_workspaces(ptask, tasks[ptask.name], volumes, bindings, scope)
         scopes[ptask.name] = scope
         verdicts[ptask.name] = static_when(ptask, own)
+        given[ptask.name] = tuple(
+            {"name": p.name, "value": own.value(p.value)} for p in ptask.params
+        )
     skipped = skipped_tasks(pipeline, deps, verdicts)
     has_sidecars = any(
         tasks[p.name].sidecars
@@ -1335,14 +1345,16 @@ def compile_pipeline(
     )
     pod_spec = _pod_spec(ctx, images, build, helpers, volumes)
     add_checks(pod_spec, BIN)
+    add_downward_items(pod_spec, custom)
     check_message_budget(pod_spec, build.plans)
     return Plan(
         pod_spec=pod_spec,
-        tasks=tuple(build.plans),
+        tasks=tuple(replace(p, params=given[p.name]) for p in build.plans),
         results=pipeline_results(pipeline, outer),
         waits_for_ready=has_sidecars,
         matrices=fanout.instances,
         claims=claims,
+        custom=custom,
     )
 
 

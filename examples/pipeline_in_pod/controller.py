@@ -44,7 +44,7 @@ from customtask_sdk import (
 from customtask_sdk.client import CUSTOM_RUNS, TASK_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import format_time, parse_time
-from examples.pipeline_in_pod import customtasks, taskruns
+from examples.pipeline_in_pod import customruns, taskruns
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -52,6 +52,7 @@ from examples.pipeline_in_pod.compiler import (
     Images,
     Plan,
     RunContext,
+    compile_pipeline,
 )
 from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
@@ -137,7 +138,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     accepts_named_ref = True
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
-        # The CustomRuns of its custom tasks (customtasks.py).
+        # The CustomRuns of its custom tasks (customruns.py).
         Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
         # One TaskRun per task that runs, for tkn and the Dashboard (taskruns.py).
         Owned(TASK_RUNS, labels=MANAGED, fields=("status",)),
@@ -329,9 +330,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         for raw in run.obj["spec"].get("workspaces") or []:
             bindings.append(self._validate(WorkspaceBinding, raw, "spec.workspaces"))
         try:
-            return customtasks.compile_with_custom_tasks(
-                pipeline, tasks, values, bindings, ctx, self.images, actions
-            )
+            return compile_pipeline(pipeline, tasks, values, bindings, ctx, self.images, actions)
         except CompileError as exc:
             raise _input_error(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -383,17 +382,16 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         timed_out = bool(run.extra_fields.get("tasksTimedOut"))
         view = self._read(run, plan, pod, timed_out)
         fields: JSON = {"spec": frozen, "pod": name, "tasks": view.tasks}
-        await self._sync_task_runs(run, frozen, plan, pod, view.tasks)
+        await self._sync_task_runs(run, frozen, plan, pod, view)
         if plan.waits_for_ready and not view.steps_done:
             await mark_ready(self.client, pod)
         if plan.custom:
-            stopping = {"all": customtasks.CANCELLED} if view.verdict else {}
+            stopping = {"all": customruns.CANCELLED} if view.verdict else {}
             if timed_out:
-                stopping["dag"] = customtasks.TIMED_OUT
-            await customtasks.sync(
+                stopping["dag"] = customruns.TIMED_OUT
+            await customruns.sync(
                 self.client,
-                run,
-                self.owns[1],
+                self._parent(run),
                 plan.custom,
                 view,
                 pod,
@@ -404,7 +402,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         if view.verdict is None:
             outcome = await self._running(run, pod, view.tasks, fields, limits, timed_out)
             if plan.custom and isinstance(outcome, Failed):  # timeouts.pipeline or finally
-                await customtasks.cancel_all(self.client, run, customtasks.TIMED_OUT)
+                await customruns.cancel_all(self.client, self._parent(run), customruns.TIMED_OUT)
             return outcome
         await stop_sidecars(self.client, pod, self.images.nop)
         verdict = view.verdict
@@ -484,7 +482,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         )
 
     async def _sync_task_runs(
-        self, run: Run[PipelineInPodInput], frozen: JSON, plan: Plan, pod: JSON, tasks: list[JSON]
+        self, run: Run[PipelineInPodInput], frozen: JSON, plan: Plan, pod: JSON, view: PodView
     ) -> None:
         """Keep one TaskRun per task that ran (``<run>-<task>``; ``-retry<n>`` for later
         attempts) in Tekton's format (taskruns.py)."""
@@ -509,7 +507,23 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         )
         existing = {t["metadata"]["name"]: t for t in run.owned(TASK_RUNS)}
         why = "TaskRun cancelled as the CustomRun it belongs to has been cancelled."
-        await taskruns.sync(self.client, owner, plan, pod, tasks, existing, ptasks, _now(run), why)
+        await taskruns.sync(
+            self.client,
+            owner,
+            plan,
+            pod,
+            view.tasks,
+            existing,
+            ptasks,
+            _now(run),
+            why,
+            results=view.results,
+        )
+
+    @classmethod
+    def _parent(cls, run: Run[PipelineInPodInput]) -> customruns.Parent:
+        """The run as its custom tasks' CustomRuns' owner."""
+        return customruns.of_custom_run(run, cls.owns[1])
 
     async def _delete_pod(self, run: Run[PipelineInPodInput]) -> None:
         await self.client.delete(
@@ -536,8 +550,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
     @staticmethod
     def _read(run: Run[PipelineInPodInput], plan: Plan, pod: JSON, timed_out: bool) -> PodView:
         """The Pod read back; a custom task's entry tells its CustomRun's story."""
-        children = {c["metadata"]["name"]: c for c in run.owned(CUSTOM_RUNS)}
-        hook = customtasks.overlay(plan.custom, children, pod, run.name, run.attempt)
+        hook = customruns.overlay(plan.custom, PipelineInPod._parent(run), pod)
         return read_pod(plan, pod, timed_out=timed_out, overlay=hook if plan.custom else None)
 
     async def _stopped(
@@ -553,7 +566,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         ``custom_state``); its final ``extraFields``: unfinished tasks marked."""
         tasks = self._last_tasks(run)
         await self._delete_pod(run)
-        await customtasks.cancel_all(self.client, run, custom_state)
+        await customruns.cancel_all(self.client, self._parent(run), custom_state)
         why = f"TaskRun stopped as the CustomRun it belongs to was {state}."
         task_runs = run.owned(TASK_RUNS)
         await taskruns.cancel_unfinished(self.client, run.namespace, task_runs, _now(run), why)
@@ -568,7 +581,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         unfinished task ends cancelled, as Tekton cancels a PipelineRun's TaskRuns; the
         custom tasks' CustomRuns are cancelled."""
         return await self._stopped(
-            run, "cancelled", "TaskRunCancelled", customtasks.CANCELLED, keep_spec=False
+            run, "cancelled", "TaskRunCancelled", customruns.CANCELLED, keep_spec=False
         )
 
     async def on_timeout(self, run: Run[PipelineInPodInput]) -> JSON | None:
@@ -576,7 +589,7 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
         (the frozen spec is kept for a retry)."""
         retried = run.attempt < run.retries
         return await self._stopped(
-            run, "timedOut", "TaskRunTimeout", customtasks.TIMED_OUT, keep_spec=retried
+            run, "timedOut", "TaskRunTimeout", customruns.TIMED_OUT, keep_spec=retried
         )
 
 

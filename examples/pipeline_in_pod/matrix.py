@@ -130,7 +130,8 @@ def _fan(
                 raise CompileError(
                     f"{where}[{name}]", f"is also an instance of matrix {ptask.name!r}"
                 )
-            params = [*ptask.params, *(Param(name=k, value=v) for k, v in combo.items())]
+            # Tekton's order (``createTaskRun``): the combination, sorted by name, first.
+            params = [*(Param(name=k, value=combo[k]) for k in sorted(combo)), *ptask.params]
             expanded.append(
                 ptask.model_copy(update={"name": name, "matrix": None, "params": params})
             )

@@ -21,8 +21,11 @@ from typing import Any
 from customtask_sdk import TASK_RUNS, ConflictError, InvalidError, KubeClient, NotFoundError
 from customtask_sdk.reconciler.lifecycle import _stored_form
 from examples.pipeline_in_pod.compiler import Plan
+from examples.pipeline_in_pod.model import ParamValue
+from examples.pipeline_in_pod.status import pipeline_results
 from examples.pipeline_in_pod.tekton_status import (
     child_name,
+    child_reference,
     condition,
     succeeded,
     task_run_status,
@@ -61,7 +64,16 @@ def named_steps(task_spec: JSON) -> JSON:
     return {**task_spec, "steps": steps} if steps else task_spec
 
 
-def _body(owner: Owner, entry: JSON, ptask: JSON, name: str) -> JSON:
+def _params(given: Sequence[JSON], results: Mapping[str, Mapping[str, ParamValue]]) -> list[JSON]:
+    """A task's params as Tekton's TaskRun has them: task results substituted."""
+    out = []
+    for param in given:
+        resolved = pipeline_results({"v": param["value"]}, results)
+        out.append({"name": param["name"], "value": resolved.get("v", param["value"])})
+    return out
+
+
+def _body(owner: Owner, entry: JSON, ptask: JSON, name: str, params: Sequence[JSON]) -> JSON:
     labels = {
         **owner.labels,
         "tekton.dev/pipelineTask": entry["name"],
@@ -72,9 +84,10 @@ def _body(owner: Owner, entry: JSON, ptask: JSON, name: str) -> JSON:
         "taskSpec": named_steps(ptask.get("taskSpec") or {}),
         **{key: owner.template[key] for key in _TASK_RUN_SPEC if key in owner.template},
     }
-    for key in ("params", "timeout"):
-        if ptask.get(key):
-            spec[key] = ptask[key]
+    if params:
+        spec["params"] = list(params)
+    if ptask.get("timeout"):
+        spec["timeout"] = ptask["timeout"]
     meta = {
         "name": name,
         "namespace": owner.namespace,
@@ -133,17 +146,27 @@ async def sync(
     ptasks: Mapping[str, JSON],
     now: str,
     cancel_message: str = "",
+    custom_runs: Mapping[str, str] | None = None,
+    results: Mapping[str, Mapping[str, ParamValue]] | None = None,
 ) -> list[JSON]:
     """Create each running or ended task's TaskRun, write its status when it changed, and
     delete one whose task turned out skipped; return the ``childReferences``.
 
     ``entries``: the tasks' views (``name``, ``state``...); ``existing``: the cached
-    TaskRuns by name; ``ptasks``: each pipeline task by name, its ``taskSpec`` resolved.
+    TaskRuns by name; ``ptasks``: each pipeline task by name, its ``taskSpec`` resolved;
+    ``custom_runs``: each custom task's CustomRun that exists (no TaskRun for those: a
+    ``CustomRun`` reference, as Tekton lists one); ``results``: the tasks' results so far
+    (substituted into a new TaskRun's params).
     """
     # A matrix's instances (<task>-<i>) are TaskRuns of pipeline task <task>.
     matrix_of = {i: task for task, instances in plan.matrices.items() for i in instances}
     references = []
     for entry in entries:
+        if entry["name"] in plan.custom:
+            made = (custom_runs or {}).get(entry["name"])
+            if made is not None and entry["name"] in ptasks:
+                references.append(child_reference(made, ptasks[entry["name"]], "CustomRun"))
+            continue
         name = child_name(owner.name, f"-{entry['name']}")
         found = existing.get(name)
         parent: str = matrix_of.get(entry["name"]) or entry["name"]
@@ -155,23 +178,14 @@ async def sync(
             continue
         if found is None:
             try:
-                body = _body(owner, {**entry, "name": parent}, ptask, name)
+                params = _params(plan.task(entry["name"]).params, results or {})
+                body = _body(owner, {**entry, "name": parent}, ptask, name, params)
                 found = await client.create(TASK_RUNS.path(owner.namespace), body)
             except ConflictError:  # made earlier; its event is on its way
                 found = None
         if found is not None:
             await _write_status(client, owner, plan, pod, entry, ptask, found, now, cancel_message)
-        reference: JSON = {
-            "apiVersion": "tekton.dev/v1",
-            "kind": "TaskRun",
-            "name": name,
-            "pipelineTaskName": parent,
-        }
-        if ptask.get("displayName"):
-            reference["displayName"] = ptask["displayName"]
-        if ptask.get("when"):
-            reference["whenExpressions"] = ptask["when"]
-        references.append(reference)
+        references.append(child_reference(name, ptask))
     return references
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "Counts",
     "Graceful",
     "child_name",
+    "child_reference",
     "condition",
     "counts",
     "pipeline_condition",
@@ -49,6 +50,23 @@ def child_name(parent: str, suffix: str) -> str:
         return parent + suffix
     digest = hashlib.md5(parent.encode(), usedforsecurity=False).hexdigest()
     return parent[: max(0, 63 - len(suffix) - len(digest))] + digest + suffix
+
+
+def child_reference(name: str, ptask: Mapping[str, Any], kind: str = "TaskRun") -> JSON:
+    """A PipelineRun's ``childReferences`` entry for its ``kind`` (``TaskRun``, or
+    ``CustomRun``) ``name`` of pipeline task ``ptask``, as Tekton's ``getChildRefForTaskRun``
+    and ``getChildRefForRun`` write them."""
+    reference: JSON = {
+        "apiVersion": "tekton.dev/v1beta1" if kind == "CustomRun" else "tekton.dev/v1",
+        "kind": kind,
+        "name": name,
+        "pipelineTaskName": ptask["name"],
+    }
+    if ptask.get("displayName"):
+        reference["displayName"] = ptask["displayName"]
+    if ptask.get("when"):
+        reference["whenExpressions"] = ptask["when"]
+    return reference
 
 
 def succeeded(status: Mapping[str, Any]) -> JSON | None:

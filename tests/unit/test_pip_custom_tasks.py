@@ -1,5 +1,6 @@
 """Custom tasks inside a Pipeline-in-Pod pipeline: compiling their stand-ins, and what the
-controller decides from the Pod and the CustomRuns (``customtasks.py``), without a cluster.
+controller decides from the Pod and the CustomRuns (``customtasks.py``, ``customruns.py``),
+without a cluster.
 
 The stand-ins running for real under Tekton's entrypoint: ``test_pip_local_pod.py``.
 """
@@ -15,20 +16,25 @@ import yaml
 from pydantic import ValidationError
 
 from examples.pipeline_in_pod.__main__ import compile_file
-from examples.pipeline_in_pod.compiler import CompileError, Images, Plan, RunContext
-from examples.pipeline_in_pod.customtasks import (
+from examples.pipeline_in_pod.compiler import (
+    CompileError,
+    Images,
+    Plan,
+    RunContext,
+    compile_pipeline,
+)
+from examples.pipeline_in_pod.customruns import (
     CANCELLED,
-    GROUP,
-    MOUNT,
     TIMED_OUT,
+    Parent,
     child_name,
     child_timeout,
-    compile_with_custom_tasks,
     decide,
     outcome_annotations,
     overlay,
     run_params,
 )
+from examples.pipeline_in_pod.customtasks import GROUP, MOUNT
 from examples.pipeline_in_pod.model import PipelineSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
@@ -53,7 +59,7 @@ def approval(**fields: Any) -> JSON:
 def compile_(tasks: list[JSON], finally_: list[JSON] | None = None, **pipeline: Any) -> Plan:
     spec = PipelineSpec.model_validate({"tasks": tasks, "finally": finally_ or [], **pipeline})
     specs = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
-    return compile_with_custom_tasks(spec, specs, {"version": "v1"}, [], CTX, IMAGES)
+    return compile_pipeline(spec, specs, {"version": "v1"}, [], CTX, IMAGES)
 
 
 #: build -> approval (params from build's result and a pipeline param) -> publish.
@@ -209,22 +215,27 @@ def child(status: str | None = None, reason: str = "", **fields: Any) -> JSON:
     return obj
 
 
+def parent(children: dict[str, JSON] | None = None) -> Parent:
+    """A PipelineInPod run ``run`` (attempt 0) owning ``children``."""
+    return Parent("ns", children or {}, lambda task: child_name("run", task, 0), dict)
+
+
 POD: JSON = {"metadata": {"name": "run-pod", "namespace": "ns", "annotations": {}}}
 STARTED = [step("start", 0, "Completed"), step("wait")]
 
 
 def test_the_custom_run_is_created_once_the_stand_in_starts_with_results_substituted() -> None:
     customs = plan().custom
-    waiting = decide(customs, view([step("start"), step("wait")]), POD, {}, "run", 0, {})
+    waiting = decide(customs, view([step("start"), step("wait")]), POD, parent(), {})
     assert not waiting.create  # its dependencies have not ended: nothing yet
-    actions = decide(customs, view(STARTED), POD, {}, "run", 0, {})
+    actions = decide(customs, view(STARTED), POD, parent(), {})
     assert actions.create == {
         "approval": [
             {"name": "approvers", "value": ["alice"]},
             {"name": "description", "value": "Ship v1 (sha)?"},
         ]
     }
-    made = decide(customs, view(STARTED), POD, {"run-approval": child()}, "run", 0, {})
+    made = decide(customs, view(STARTED), POD, parent({"run-approval": child()}), {})
     assert not made.create
     assert not made.annotations
     assert not made.cancel
@@ -232,7 +243,7 @@ def test_the_custom_run_is_created_once_the_stand_in_starts_with_results_substit
 
 def test_a_stand_in_skipped_in_the_pod_creates_no_custom_run() -> None:
     skipped = [step("start", 1, "Skipped"), step("wait", 1, "Skipped")]
-    actions = decide(plan().custom, view(skipped, "skipped"), POD, {}, "run", 0, {})
+    actions = decide(plan().custom, view(skipped, "skipped"), POD, parent(), {})
     assert not actions.create
     assert not actions.annotations
 
@@ -248,14 +259,14 @@ def test_an_ended_custom_run_is_written_to_the_pod_in_one_patch() -> None:
             {"name": "comments", "value": "[]"},
         ],
     )
-    actions = decide(customs, view(STARTED), POD, {"run-approval": done}, "run", 0, {})
+    actions = decide(customs, view(STARTED), POD, parent({"run-approval": done}), {})
     assert actions.annotations == {
         f"{GROUP}/approval": "Succeeded",
         f"{GROUP}/approval.decision": "approved",
         f"{GROUP}/approval.approvedBy": '["alice"]',
     }
     annotated = {"metadata": {**POD["metadata"], "annotations": actions.annotations}}
-    again = decide(customs, view(STARTED), annotated, {"run-approval": done}, "run", 0, {})
+    again = decide(customs, view(STARTED), annotated, parent({"run-approval": done}), {})
     assert not again.annotations  # written once
 
 
@@ -271,7 +282,7 @@ def test_a_failed_custom_run_and_a_missing_result_fail_the_stand_in() -> None:
 def test_a_result_an_earlier_task_did_not_produce_fails_without_a_custom_run() -> None:
     customs = plan().custom
     empty = PodView(view(STARTED).tasks, None, False, {"build": {}})
-    actions = decide(customs, empty, POD, {}, "run", 0, {})
+    actions = decide(customs, empty, POD, parent(), {})
     assert not actions.create
     assert actions.annotations[f"{GROUP}/approval"].startswith("InvalidTaskResultReference: ")
 
@@ -279,14 +290,14 @@ def test_a_result_an_earlier_task_did_not_produce_fails_without_a_custom_run() -
 def test_running_custom_runs_are_cancelled_when_the_run_stops_or_their_stand_in_ends() -> None:
     customs = plan().custom
     running = {"run-approval": child("Unknown", "Running")}
-    ending = decide(customs, view(STARTED), POD, running, "run", 0, {"all": CANCELLED})
+    ending = decide(customs, view(STARTED), POD, parent(running), {"all": CANCELLED})
     assert ending.cancel == {"run-approval": CANCELLED}
-    timed_out = decide(customs, view(STARTED), POD, running, "run", 0, {"dag": TIMED_OUT})
+    timed_out = decide(customs, view(STARTED), POD, parent(running), {"dag": TIMED_OUT})
     assert timed_out.cancel == {"run-approval": TIMED_OUT}
     gone = [step("start", 0, "Completed"), step("wait", 1, "Cancelled")]
-    assert decide(customs, view(gone, "cancelled"), POD, running, "run", 0, {}).cancel
+    assert decide(customs, view(gone, "cancelled"), POD, parent(running), {}).cancel
     asked = {"run-approval": {**child("Unknown"), "spec": {"status": "RunCancelled"}}}
-    assert not decide(customs, view(gone), POD, asked, "run", 0, {"all": CANCELLED}).cancel
+    assert not decide(customs, view(gone), POD, parent(asked), {"all": CANCELLED}).cancel
 
 
 def test_finally_custom_tasks_see_statuses_and_are_not_stopped_by_the_tasks_timeout() -> None:
@@ -310,9 +321,7 @@ def test_finally_custom_tasks_see_statuses_and_are_not_stopped_by_the_tasks_time
         compiled.custom,
         PodView([entry], None, False, {}),
         POD,
-        running,
-        "run",
-        0,
+        parent(running),
         {"dag": TIMED_OUT},
     )
     assert not actions.cancel
@@ -325,7 +334,7 @@ def test_the_task_status_tells_the_custom_runs_story() -> None:
     states: list[JSON] = []
 
     def seen(entry: JSON) -> None:
-        overlay(compiled.custom, running, pod, "run", 0)(entry)
+        overlay(compiled.custom, parent(running), pod)(entry)
         states.append(entry)
 
     # Before the CustomRun exists, the stand-in is pending like any task.
@@ -338,7 +347,7 @@ def test_the_task_status_tells_the_custom_runs_story() -> None:
     # It failed in the Pod because the CustomRun timed out: timedOut, with its message.
     failed = {"name": "approval", "state": "failed", "reason": "Failed", "message": "exit 1"}
     timed_out = {"run-approval": child("False", "CustomRunTimedOut", completionTime="t")}
-    overlay(compiled.custom, timed_out, pod, "run", 0)(failed)
+    overlay(compiled.custom, parent(timed_out), pod)(failed)
     assert failed["state"] == "timedOut"
     assert failed["reason"] == "CustomRunTimedOut"
     assert failed["message"] == "CustomRun 'run-approval': m"
@@ -368,7 +377,7 @@ def test_the_release_sample_compiles_with_its_approval_as_a_custom_task() -> Non
     run = yaml.safe_load(sample.read_text())
     spec = PipelineSpec.model_validate(run["spec"]["customSpec"]["spec"]["pipelineSpec"])
     specs = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
-    compiled = compile_with_custom_tasks(spec, specs, {}, [], CTX, IMAGES)
+    compiled = compile_pipeline(spec, specs, {}, [], CTX, IMAGES)
     assert set(compiled.custom) == {"approval"}
     assert compiled.custom["approval"].timeout == "24h"
     assert compiled.task("publish").deps == ("approval",)

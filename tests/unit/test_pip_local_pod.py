@@ -28,7 +28,6 @@ from examples.pipeline_in_pod.compiler import (
     RunContext,
     compile_pipeline,
 )
-from examples.pipeline_in_pod.customtasks import compile_with_custom_tasks
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.status import PodView, read_pod
 
@@ -703,7 +702,7 @@ def test_custom_tasks_stand_ins_pass_outcomes_and_results_as_tekton_would(tmp_pa
         }
     )
     tasks = {t.name: t.taskSpec for t in [*pipeline.tasks, *pipeline.finally_] if t.taskSpec}
-    plan = compile_with_custom_tasks(pipeline, tasks, {}, [], CTX, Images("ep", "nop", "sh"))
+    plan = compile_pipeline(pipeline, tasks, {}, [], CTX, Images("ep", "nop", "sh"))
     approval, wait = plan.custom["approval"], plan.custom["wait"]
     annotations = {
         approval.state_key: "Succeeded",
