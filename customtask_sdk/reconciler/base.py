@@ -63,6 +63,9 @@ class ReconcilerBase:
     #: that run is acted on within this time. Long work belongs outside the call
     #: (start it, return ``Running``, look again later).
     reconcile_timeout: ClassVar[datetime.timedelta] = datetime.timedelta(seconds=60)
+    #: Concurrent reconciles when the operator gives no ``--workers`` (``Manager(workers=)``).
+    #: Raise it for a reconciler whose calls mostly wait on the apiserver.
+    workers: ClassVar[int] = 16
     #: Where the SDK and ``Run.now`` read the time (pass a fake one to ``__init__`` in tests).
     clock: Clock = SystemClock()
 
@@ -70,6 +73,8 @@ class ReconcilerBase:
         super().__init_subclass__(**kwargs)
         if cls.reconcile_timeout <= datetime.timedelta(0):
             raise ValueError(f"{cls.__name__}.reconcile_timeout must be positive")
+        if cls.workers < 1:
+            raise ValueError(f"{cls.__name__}.workers must be at least 1")
 
     _client: KubeClient | None = None
     _events: EventSink | None = None

@@ -72,9 +72,10 @@ class Controller:
     """Runs one :class:`Reconciler` over the CustomRuns it matches.
 
     Informers (CustomRuns, and each kind in ``reconciler.owns``) keep a shared cache and
-    enqueue keys; ``workers`` tasks take keys off the queue (never the same key twice at
-    once) and run :func:`~customtask_sdk.reconciler.step`. Reads come from the cache: a
-    reconcile makes no GET; a status write's answer updates the cache at once.
+    enqueue keys; ``workers`` tasks (default: ``reconciler.workers``) take keys off the
+    queue (never the same key twice at once) and run
+    :func:`~customtask_sdk.reconciler.step`. Reads come from the cache: a reconcile makes
+    no GET; a status write's answer updates the cache at once.
     """
 
     #: The kind reconciled: the main informer's, and whose ``/status`` is written.
@@ -87,14 +88,14 @@ class Controller:
         client: KubeClient,
         *,
         namespace: str | None = None,
-        workers: int = 16,
+        workers: int | None = None,
         events: EventSink | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.reconciler = reconciler
         reconciler.attach(client, events)
         self.client = client
-        self.workers = workers
+        self.workers = reconciler.workers if workers is None else workers
         self.name = reconciler.name
         self.metrics = metrics
         self.events = events

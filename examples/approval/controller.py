@@ -76,6 +76,9 @@ class Approval(Reconciler[ApprovalParams]):
     api_version = os.environ.get("APPROVAL_API_VERSION", f"{GROUP}/v1alpha1")
     kind = "ApprovalTask"
     owns = (GATES,)
+    #: A decision holds its worker for two writes in sequence: when the apiserver slows
+    #: down, 16 workers queue decisions (README, Benchmarks).
+    workers = 64
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
