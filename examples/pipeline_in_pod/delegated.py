@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -34,9 +34,10 @@ from customtask_sdk import (
     Owned,
     Result,
 )
+from customtask_sdk.client import CUSTOM_RUNS
 from customtask_sdk.reconciler import format_go_duration, parse_go_duration
 from customtask_sdk.reconciler.run import format_time, parse_time
-from examples.pipeline_in_pod import taskruns
+from examples.pipeline_in_pod import customruns, taskruns
 from examples.pipeline_in_pod.compiler import (
     BARRIER_CONTAINER,
     CANCEL_ANNOTATION,
@@ -57,7 +58,7 @@ from examples.pipeline_in_pod.pods import (
     resolve_tasks,
     stop_sidecars,
 )
-from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.status import PodView, read_pod
 from examples.pipeline_in_pod.taskruns import MANAGED_BY
 from examples.pipeline_in_pod.tekton_status import (
     Graceful,
@@ -174,6 +175,8 @@ class DelegatedPipelineRun(ObjectReconciler):
     owns: ClassVar = (
         Owned(PODS, labels=MANAGED, fields=("metadata.annotations", "spec.containers", "status")),
         Owned(TASK_RUNS, labels=MANAGED, fields=("status",)),
+        # The CustomRuns of its custom tasks (customruns.py).
+        Owned(CUSTOM_RUNS, labels=MANAGED, fields=("spec.status", "status")),
     )
 
     def __init__(
@@ -206,6 +209,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             return await self._advance(obj, status, now)
         except Invalid as exc:
             await self._delete_pod(obj)
+            await customruns.cancel_all(self.client, self._parent(obj), customruns.CANCELLED)
             _finish(status, "False", exc.reason, exc.message, now)
             return Result(status)
 
@@ -218,6 +222,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             await taskruns.cancel_unfinished(
                 self.client, obj.namespace, obj.owned(TASK_RUNS), now, BY_CANCEL
             )
+            await customruns.cancel_all(self.client, self._parent(obj), customruns.CANCELLED)
             _finish(status, "False", "Cancelled", f'PipelineRun "{obj.name}" was cancelled', now)
             return Result(status)
         check_supported(spec)
@@ -244,6 +249,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             await taskruns.cancel_unfinished(
                 self.client, obj.namespace, obj.owned(TASK_RUNS), now, BY_TIMEOUT
             )
+            await customruns.cancel_all(self.client, self._parent(obj), customruns.TIMED_OUT)
             limit = format_go_duration(limits["pipeline"])
             message = f'PipelineRun "{obj.name}" failed to finish within "{limit}"'
             _finish(status, "False", "PipelineRunTimeout", message, now)
@@ -269,12 +275,17 @@ class DelegatedPipelineRun(ObjectReconciler):
             stopped=wanted == STOPPED_RUN_FINALLY,
             tasks_timed_out=format_go_duration(limits["tasks"]) if tasks_timed_out else None,
         )
-        view = read_pod(plan, pod, timed_out=tasks_timed_out)
+        parent = self._parent(obj)
+        view = self._read(plan, pod, parent, tasks_timed_out)
         dag = [t for t in view.tasks if not t.get("finally")]
         existing = {t["metadata"]["name"]: t for t in obj.owned(TASK_RUNS)}
-        # A DAG task has started once its TaskRun exists; a Pod shows every step container
-        # running from the start (each waits for its turn), so its states alone cannot say.
-        begun = {t["name"] for t in dag if child_name(obj.name, f"-{t['name']}") in existing}
+        custom_runs = {
+            t: parent.name_of(t) for t in plan.custom if parent.name_of(t) in parent.children
+        }
+        made = {*custom_runs, *(t["name"] for t in view.tasks if _task_run(obj, t) in existing)}
+        # A DAG task has started once its TaskRun (CustomRun) exists; a Pod shows every step
+        # container running from the start (each waits for its turn), so its states cannot.
+        begun = {t["name"] for t in dag if t["name"] in made}
         dag_names = {t["name"] for t in dag}
         stopping = bool(tasks_timed_out or graceful.cancelled or graceful.stopped)
         signalled = (pod["metadata"].get("annotations") or {}).get(CANCEL_ANNOTATION)
@@ -295,6 +306,8 @@ class DelegatedPipelineRun(ObjectReconciler):
             )
         if plan.waits_for_ready and not view.steps_done:
             await mark_ready(self.client, pod)
+        if plan.custom:
+            await self._sync_custom_runs(plan, pod, view, parent, limits, graceful)
         finals = [t for t in view.tasks if t.get("finally")]
         graceful = Graceful(
             graceful.cancelled,
@@ -302,13 +315,23 @@ class DelegatedPipelineRun(ObjectReconciler):
             graceful.tasks_timed_out,
             finally_done=all(t["state"] in _ENDED for t in finals),
         )
-        entries = self._entries(obj, view.tasks, existing, graceful)
+        entries = self._entries(view.tasks, made, graceful)
         frozen = status["pipelineSpec"]
         ptasks = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
         if stopping:  # a DAG task not started by now never starts: it gets no TaskRun
             ptasks = {k: p for k, p in ptasks.items() if k in begun or k not in dag_names}
         status["childReferences"] = await taskruns.sync(
-            self.client, self._owner(obj), plan, pod, entries, existing, ptasks, now, BY_CANCEL
+            self.client,
+            self._owner(obj),
+            plan,
+            pod,
+            entries,
+            existing,
+            ptasks,
+            now,
+            BY_CANCEL,
+            custom_runs=custom_runs,
+            results=view.results,
         )
         skipped = [
             {"name": e["name"], "reason": e["skipReason"]}
@@ -343,15 +366,10 @@ class DelegatedPipelineRun(ObjectReconciler):
         _finish(status, state, reason, message, now)
         return Result(status)
 
-    def _entries(
-        self,
-        obj: Object,
-        tasks: Sequence[JSON],
-        existing: Mapping[str, JSON],
-        graceful: Graceful,
-    ) -> list[JSON]:
+    @staticmethod
+    def _entries(tasks: Sequence[JSON], made: Collection[str], graceful: Graceful) -> list[JSON]:
         """The view's tasks as Tekton sees them: a task stopped before it ever ran (no
-        TaskRun of it was made) was skipped, with Tekton's reason."""
+        TaskRun or CustomRun of it was ``made``) was skipped, with Tekton's reason."""
         why = None
         if graceful.cancelled:
             why = "PipelineRun was gracefully cancelled"
@@ -362,7 +380,7 @@ class DelegatedPipelineRun(ObjectReconciler):
         entries = []
         for task in tasks:
             entry = dict(task)
-            never_ran = child_name(obj.name, f"-{task['name']}") not in existing
+            never_ran = task["name"] not in made
             if why and never_ran and task["state"] in ("cancelled", "timedOut"):
                 entry.update(state="skipped", reason="Cancelled")
             if entry["state"] == "skipped":
@@ -396,12 +414,6 @@ class DelegatedPipelineRun(ObjectReconciler):
                     f"pipelineSpec.tasks[{ptask.name}]: pipelines in pipelines are not supported "
                     "by the delegated front door yet (the CustomRun front door runs them)",
                 )
-            if ptask.taskRef is not None and ptask.taskRef.is_custom:
-                raise Invalid(
-                    "PipelineValidationFailed",
-                    f"pipelineSpec.tasks[{ptask.name}].taskRef: custom tasks are not supported "
-                    "by the delegated front door yet (the CustomRun front door runs them)",
-                )
         try:
             tasks = await resolve_tasks(self.client, obj.namespace, pipeline)
         except Unresolvable as exc:
@@ -420,7 +432,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             if key in frozen:
                 frozen[key] = [
                     {**{k: v for k, v in p.items() if k != "taskRef"}, "taskSpec": tasks[p["name"]]}
-                    if "taskRef" in p
+                    if "taskRef" in p and p["name"] in tasks  # not a custom task's
                     else p
                     for p in frozen[key]
                 ]
@@ -430,6 +442,7 @@ class DelegatedPipelineRun(ObjectReconciler):
         tasks = {
             p.name: _validated(TaskSpec, p.taskSpec, f"pipelineSpec.{p.name}", "Invalid")
             for p in _all_tasks(pipeline)
+            if p.taskRef is None or not p.taskRef.is_custom  # run as a CustomRun
         }
         template = obj.spec.get("taskRunTemplate") or {}
         ctx = RunContext(
@@ -471,6 +484,37 @@ class DelegatedPipelineRun(ObjectReconciler):
             timeout=format_go_duration(DEFAULT_TIMEOUT),
         )
 
+    def _parent(self, obj: Object) -> customruns.Parent:
+        """The run as its custom tasks' CustomRuns' owner, as Tekton makes them."""
+        return customruns.of_pipeline_run(obj, self._labels(obj, pipeline_name(obj)))
+
+    @staticmethod
+    def _read(plan: Plan, pod: JSON, parent: customruns.Parent, timed_out: bool) -> PodView:
+        """The Pod read back; a custom task's entry tells its CustomRun's story."""
+        hook = customruns.overlay(plan.custom, parent, pod) if plan.custom else None
+        return read_pod(plan, pod, timed_out=timed_out, overlay=hook)
+
+    async def _sync_custom_runs(
+        self,
+        plan: Plan,
+        pod: JSON,
+        view: PodView,
+        parent: customruns.Parent,
+        limits: Mapping[str, datetime.timedelta],
+        graceful: Graceful,
+    ) -> None:
+        """Create, inform and stop the custom tasks' CustomRuns (customruns.py): a DAG
+        one is cancelled by ``CancelledRunFinally`` or the tasks' timeout (Tekton lets
+        ``StoppedRunFinally`` finish the running ones), any left once the Pod ended."""
+        stopping = {"all": customruns.CANCELLED} if view.verdict else {}
+        if graceful.tasks_timed_out:
+            stopping["dag"] = customruns.TIMED_OUT
+        elif graceful.cancelled:
+            stopping["dag"] = customruns.CANCELLED
+        meta = pod["metadata"]
+        path = PODS.path(meta["namespace"], meta["name"])
+        await customruns.sync(self.client, parent, plan.custom, view, pod, limits, stopping, path)
+
     def _pod_body(self, obj: Object, plan: Plan, name: str, pipeline: str) -> JSON:
         meta = {
             "name": name,
@@ -491,6 +535,11 @@ class DelegatedPipelineRun(ObjectReconciler):
 def pipeline_name(obj: Object) -> str:
     """The Pipeline's name (``tekton.dev/pipeline``): the one referenced, else the run's."""
     return str((obj.spec.get("pipelineRef") or {}).get("name") or obj.name)
+
+
+def _task_run(obj: Object, entry: Mapping[str, Any]) -> str:
+    """The name of the TaskRun of the view's task ``entry``."""
+    return child_name(obj.name, f"-{entry['name']}")
 
 
 def _all_tasks(pipeline: PipelineSpec) -> list[PipelineTask]:
