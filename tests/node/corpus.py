@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
@@ -453,7 +453,8 @@ async def tekton_run(
 async def outcome(
     kube: KubeClient, namespace: str, run: JSON
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """A finished PipelineRun's outcome, per-task states and results, as Tekton shows them."""
+    """A finished PipelineRun's outcome, per-task states and results, as Tekton shows them
+    (its TaskRuns' and CustomRuns' conditions, ``skippedTasks``, ``results``)."""
     states: dict[str, str] = {}
     children = list(run["status"].get("childReferences") or [])
     for child in children:
@@ -461,14 +462,14 @@ async def outcome(
             inner = await wait_for(kube, PIPELINE_RUNS, namespace, child["name"], done)
             children += inner["status"].get("childReferences") or []
             continue
-        task_run = await kube.get(TASK_RUNS.path(namespace, child["name"]))
-        cond = condition(task_run) or {}
+        kind = CUSTOM_RUNS if child.get("kind") == "CustomRun" else TASK_RUNS
+        cond = condition(await kube.get(kind.path(namespace, child["name"]))) or {}
         task = child["name"].removeprefix(f"{run['metadata']['name']}-")  # a matrix's: <task>-<i>
         if cond.get("status") == "True":
             states[task] = "succeeded"
-        elif cond.get("reason") == "TaskRunTimeout":
+        elif cond.get("reason") in ("TaskRunTimeout", "CustomRunTimedOut"):
             states[task] = "timedOut"
-        elif cond.get("reason") == "TaskRunCancelled":
+        elif cond.get("reason") in ("TaskRunCancelled", "CustomRunCancelled"):
             states[task] = "cancelled"
         else:
             states[task] = "failed"

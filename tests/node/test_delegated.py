@@ -343,3 +343,25 @@ async def test_the_customrun_front_door_shows_each_task_as_a_taskrun_too(
     assert by_task["a"]["status"]["podName"] == f"{name}-pod"
     assert by_task["a"]["spec"]["managedBy"] == MANAGED_BY
     assert by_task["a"]["metadata"]["ownerReferences"][0]["kind"] == "CustomRun"
+
+
+async def test_each_matrix_instances_taskrun_carries_its_params_as_tektons_does(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    kube, ns = node.client, node_namespace
+    spec = CORPUS["matrix-in-finally"]  # f's instances: p from the matrix, a from a result
+    names = (f"pr-{uuid.uuid4().hex[:6]}", f"dl-{uuid.uuid4().hex[:6]}")
+    for name, managed_by in zip(names, (None, MANAGED_BY), strict=True):
+        await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(name, spec, managed_by))
+    params = []
+    for name in names:
+        await wait_for(kube, PIPELINE_RUNS, ns, name, done, timeout=180)
+        params.append(
+            {
+                tr["metadata"]["name"].removeprefix(name): tr["spec"].get("params")
+                for tr in await children(kube, ns, name)
+            }
+        )
+    tektons, ours = params
+    assert tektons["-f-1"] == [{"name": "p", "value": "2"}, {"name": "a", "value": "x"}]
+    assert ours == tektons

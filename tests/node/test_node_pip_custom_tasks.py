@@ -2,9 +2,10 @@
 
 ``build → approval → publish`` in one Pod, where approval is the Approval controller's
 ApprovalTask, approved by a minted user while the Pod waits; pipelines mixing in-Pod tasks
-with Wait custom tasks (passing, failing, timing out) run both by Tekton's own
-PipelineRun controller and by Pipeline-in-Pod, which must agree; and cancelling the run
-cancels its CustomRun.
+with Wait custom tasks (passing, failing, timing out) run by Tekton's own PipelineRun
+controller and by both of Pipeline-in-Pod's front doors, which must agree; a delegated
+PipelineRun's CustomRun made, labelled and listed as Tekton makes it; and cancelling the
+run cancels its CustomRun.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from examples.approval.install import (
     wait_enforced,
 )
 from examples.pipeline_in_pod.compiler import Images
-from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
+from examples.pipeline_in_pod.controller import MANAGED, PODS, PipelineInPod, custom_run
+from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.wait.controller import Wait
+from tests.node.corpus import done, outcome, pipeline_run, tekton_run
 
 APPROVAL = {"apiVersion": Approval.api_version, "kind": "ApprovalTask"}
 WAIT = {"apiVersion": Wait.api_version, "kind": "Wait"}
@@ -56,10 +59,6 @@ def wait(name: str, duration: str, **fields: Any) -> JSON:
         "params": [{"name": "duration", "value": duration}],
         **fields,
     }
-
-
-def done(obj: JSON) -> bool:
-    return (condition(obj) or {}).get("status") in ("True", "False")
 
 
 def tasks_of(run: JSON) -> dict[str, JSON]:
@@ -89,11 +88,12 @@ async def controllers(
         node.client, node_namespace, [{**everyone, "apiGroup": "rbac.authorization.k8s.io"}]
     )
     pip = PipelineInPod(images=Images.served(node.tekton_images))
+    delegated = DelegatedPipelineRun(images=Images.served(node.tekton_images))
     path = node.control_plane.kubeconfig_for(CONTROLLER, CONTROLLER_GROUPS, name="approval")
     async with (
         await KubeClient.from_kubeconfig(str(path)) as approver_client,
         running(approver_client, Approval(), namespace=node_namespace),
-        running(node.client, pip, Wait(), namespace=node_namespace),
+        running(node.client, pip, delegated, Wait(), namespace=node_namespace),
     ):
         yield pip
 
@@ -264,39 +264,6 @@ CORPUS: dict[str, JSON] = {
 }
 
 
-def _child_state(obj: JSON) -> str:
-    cond = condition(obj) or {}
-    if cond.get("status") == "True":
-        return "succeeded"
-    return {"TaskRunTimeout": "timedOut", "CustomRunTimedOut": "timedOut"}.get(
-        cond.get("reason", ""), "failed"
-    )
-
-
-async def tekton_run(
-    kube: KubeClient, namespace: str, spec: JSON
-) -> tuple[str, dict[str, str], JSON]:
-    name = f"pr-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": "tekton.dev/v1",
-        "kind": "PipelineRun",
-        "metadata": {"name": name},
-        "spec": {"pipelineSpec": spec},
-    }
-    await kube.create(PIPELINE_RUNS.path(namespace), body)
-    run = await wait_for(kube, PIPELINE_RUNS, namespace, name, done, timeout=240)
-    states: dict[str, str] = {}
-    for ref in run["status"].get("childReferences") or []:
-        kind = CUSTOM_RUNS if ref["kind"] == "CustomRun" else TASK_RUNS
-        states[ref["pipelineTaskName"]] = _child_state(
-            await kube.get(kind.path(namespace, ref["name"]))
-        )
-    for skipped in run["status"].get("skippedTasks") or []:
-        states[skipped["name"]] = "skipped"
-    results = {r["name"]: r["value"] for r in run["status"].get("results") or []}
-    return (condition(run) or {}).get("status", ""), states, results
-
-
 async def pip_run(kube: KubeClient, namespace: str, spec: JSON) -> tuple[str, dict[str, str], JSON]:
     name = await start(kube, namespace, spec)
     run = await wait_for(kube, CUSTOM_RUNS, namespace, name, done, timeout=240)
@@ -306,11 +273,113 @@ async def pip_run(kube: KubeClient, namespace: str, spec: JSON) -> tuple[str, di
 
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
-async def test_tekton_and_pipeline_in_pod_agree_on_custom_tasks(
+async def test_tekton_and_both_front_doors_agree_on_custom_tasks(
     node: Node, node_namespace: str, controllers: PipelineInPod, case: str
 ) -> None:
     spec = CORPUS[case]
-    tekton, ours = await asyncio.gather(
-        tekton_run(node.client, node_namespace, spec), pip_run(node.client, node_namespace, spec)
+    kube, ns = node.client, node_namespace
+    tekton, ours, delegated = await asyncio.gather(
+        tekton_run(kube, ns, spec), pip_run(kube, ns, spec), tekton_run(kube, ns, spec, MANAGED_BY)
     )
     assert ours == tekton
+    assert delegated == tekton
+
+
+# -- the delegated front door: a custom task's CustomRun as Tekton makes it ---------------
+
+#: A Wait between two in-Pod tasks, its duration the first one's result.
+BETWEEN: JSON = {
+    "tasks": [
+        in_pod("build", "printf 1s > $(results.d.path)", spec={"results": [{"name": "d"}]}),
+        wait("pause", "$(tasks.build.results.d)"),
+        in_pod(
+            "publish",
+            "printf published > $(results.out.path)",
+            runAfter=["pause"],
+            spec={"results": [{"name": "out"}]},
+        ),
+    ],
+    "results": [{"name": "r", "value": "$(tasks.publish.results.out)"}],
+}
+
+
+def status_writers(obj: JSON) -> set[str]:
+    """The field managers that wrote ``obj``'s status."""
+    return {
+        entry.get("manager", "")
+        for entry in obj["metadata"].get("managedFields") or []
+        if entry.get("subresource") == "status"
+    }
+
+
+async def test_a_delegated_pipelinerun_runs_a_custom_task_as_tektons_controller_would(
+    node: Node, node_namespace: str, controllers: PipelineInPod
+) -> None:
+    kube, ns = node.client, node_namespace
+    theirs, ours = f"pr-{uuid.uuid4().hex[:6]}", f"dl-{uuid.uuid4().hex[:6]}"
+    await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(theirs, BETWEEN))
+    await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(ours, BETWEEN, MANAGED_BY))
+    tekton = await wait_for(kube, PIPELINE_RUNS, ns, theirs, done, timeout=180)
+    await wait_for(kube, PIPELINE_RUNS, ns, ours, done, timeout=180)
+    # A PipelineRun of Tekton's, made after ours finished, proves Tekton had its chance.
+    await tekton_run(kube, ns, {"tasks": [in_pod("z")]})
+    run = await kube.get(PIPELINE_RUNS.path(ns, ours))
+    assert await outcome(kube, ns, run) == await outcome(kube, ns, tekton)
+    assert (condition(run) or {}).get("reason") == "Succeeded"
+    assert status_writers(run) == {"customtask-sdk"}  # never Tekton's controller
+    # childReferences as Tekton lists them: a TaskRun, the CustomRun, a TaskRun.
+    assert [{**c, "name": ""} for c in run["status"]["childReferences"]] == [
+        {**c, "name": ""} for c in tekton["status"]["childReferences"]
+    ]
+    assert run["status"]["childReferences"][1] == {
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "CustomRun",
+        "name": f"{ours}-pause",
+        "pipelineTaskName": "pause",
+    }
+    # Its CustomRun: Tekton's name, labels and spec; it ran and succeeded.
+    mine = await kube.get(CUSTOM_RUNS.path(ns, f"{ours}-pause"))
+    tektons = await kube.get(CUSTOM_RUNS.path(ns, f"{theirs}-pause"))
+    assert (condition(mine) or {}).get("status") == "True"
+    uids = (tekton["metadata"]["uid"], run["metadata"]["uid"])
+    expected = {
+        key: value.replace(theirs, ours).replace(*uids)
+        for key, value in tektons["metadata"]["labels"].items()
+    }
+    assert mine["metadata"]["labels"] == {**expected, **MANAGED}
+    assert mine["spec"] == tektons["spec"]
+    (owner,) = mine["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("PipelineRun", run["metadata"]["uid"])
+    # No TaskRun for the custom task (Tekton makes none); one Pod.
+    task_runs = await kube.get(
+        TASK_RUNS.path(ns), params={"labelSelector": f"tekton.dev/pipelineRun={ours}"}
+    )
+    assert sorted(
+        t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in task_runs["items"]
+    ) == [
+        "build",
+        "publish",
+    ]
+    assert run["status"]["results"] == [{"name": "r", "value": "published"}]
+
+
+async def test_cancelling_a_delegated_pipelinerun_cancels_its_custom_run(
+    node: Node, node_namespace: str, controllers: PipelineInPod
+) -> None:
+    kube, ns = node.client, node_namespace
+    name = f"dl-{uuid.uuid4().hex[:6]}"
+    spec = {"tasks": [in_pod("first"), wait("long", "10m", runAfter=["first"])]}
+    await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(name, spec, MANAGED_BY))
+
+    def waiting(obj: JSON) -> bool:
+        return (condition(obj) or {}).get("status") == "Unknown"
+
+    await wait_for(kube, CUSTOM_RUNS, ns, f"{name}-long", waiting, timeout=120)
+    await kube.patch(PIPELINE_RUNS.path(ns, name), {"spec": {"status": "Cancelled"}})
+    run = await wait_for(kube, PIPELINE_RUNS, ns, name, done, timeout=60)
+    assert (condition(run) or {}).get("reason") == "Cancelled"
+    child = await wait_for(kube, CUSTOM_RUNS, ns, f"{name}-long", done, timeout=60)
+    assert (condition(child) or {}).get("reason") == "CustomRunCancelled"
+    assert child["spec"]["statusMessage"] == (
+        "CustomRun cancelled as the PipelineRun it belongs to has been cancelled."
+    )
