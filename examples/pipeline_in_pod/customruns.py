@@ -60,6 +60,8 @@ ATTEMPT_LABEL = f"{GROUP}/attempt"
 #: Tekton's ``statusMessage`` for children of a cancelled, or timed-out, PipelineRun.
 CANCELLED = "CustomRun cancelled as the PipelineRun it belongs to has been cancelled."
 TIMED_OUT = "CustomRun cancelled as the PipelineRun it belongs to has timed out."
+#: Tekton's ``default-service-account``: a PipelineRun's CustomRuns' when it names none.
+DEFAULT_SERVICE_ACCOUNT = "default"
 #: Annotations Tekton does not copy from a PipelineRun onto its children.
 _RESERVED_ANNOTATION = "chains.tekton.dev/"
 
@@ -101,7 +103,7 @@ def of_pipeline_run(obj: Object, labels: Mapping[str, str]) -> Parent:
     (``createCustomRun``): named ``kmeta.ChildName(<run>, "-<task>")``; the run's labels
     and ``labels`` (``tekton.dev/pipelineRun``...), ``tekton.dev/pipelineTask`` and
     ``tekton.dev/memberOf``; the run's annotations but Chains'; its service account
-    (``taskRunTemplate``). Owned by the run but not as its controller: Tekton v1.15.1's
+    (``taskRunTemplate``, else Tekton's default). Owned by the run but not as its controller: Tekton v1.15.1's
     PipelineRun controller enqueues the controller of any CustomRun, whatever its
     ``managedBy``, and writes that PipelineRun's status."""
     meta = obj.obj["metadata"]
@@ -130,7 +132,8 @@ def of_pipeline_run(obj: Object, labels: Mapping[str, str]) -> Parent:
         children={c["metadata"]["name"]: c for c in obj.owned(CUSTOM_RUNS)},
         name_of=lambda task: tekton_child_name(obj.name, f"-{task}"),
         metadata=metadata,
-        service_account=(obj.spec.get("taskRunTemplate") or {}).get("serviceAccountName"),
+        service_account=(obj.spec.get("taskRunTemplate") or {}).get("serviceAccountName")
+        or DEFAULT_SERVICE_ACCOUNT,
     )
 
 
