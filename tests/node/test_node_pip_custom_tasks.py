@@ -383,3 +383,36 @@ async def test_cancelling_a_delegated_pipelinerun_cancels_its_custom_run(
     assert child["spec"]["statusMessage"] == (
         "CustomRun cancelled as the PipelineRun it belongs to has been cancelled."
     )
+
+
+@pytest.mark.parametrize("how", ["CancelledRunFinally", "timeouts.tasks"])
+async def test_stopping_a_delegated_pipelinerun_stops_its_custom_run_as_tekton_does(
+    node: Node, node_namespace: str, controllers: PipelineInPod, how: str
+) -> None:
+    kube, ns = node.client, node_namespace
+    spec = {
+        "tasks": [in_pod("first"), wait("long", "10m", runAfter=["first"])],
+        "finally": [report("long")],
+        "results": [{"name": "r", "value": "$(finally.report.results.out)"}],
+    }
+    fields = {"timeouts": {"pipeline": "1h", "tasks": "20s"}} if how == "timeouts.tasks" else {}
+    names = (f"pr-{uuid.uuid4().hex[:6]}", f"dl-{uuid.uuid4().hex[:6]}")
+    for name, managed_by in zip(names, (None, MANAGED_BY), strict=True):
+        await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(name, spec, managed_by, **fields))
+
+    def waiting(obj: JSON) -> bool:
+        return (condition(obj) or {}).get("status") == "Unknown"
+
+    for name in names:  # each CustomRun runs; the run is then stopped
+        await wait_for(kube, CUSTOM_RUNS, ns, f"{name}-long", waiting, timeout=120)
+        if how == "CancelledRunFinally":
+            await kube.patch(PIPELINE_RUNS.path(ns, name), {"spec": {"status": how}})
+    seen = []
+    for name in names:
+        run = await wait_for(kube, PIPELINE_RUNS, ns, name, done, timeout=120)
+        child = await kube.get(CUSTOM_RUNS.path(ns, f"{name}-long"))
+        reason = (condition(run) or {}).get("reason")
+        seen.append((*await outcome(kube, ns, run), reason, child["spec"].get("statusMessage")))
+    tekton, ours = seen
+    assert tekton[1]["long"] == "cancelled"  # the CustomRun was cancelled, finally ran
+    assert ours == tekton
