@@ -31,6 +31,7 @@ from examples.pipeline_in_pod.customtasks import (
 from examples.pipeline_in_pod.status import PodView, pipeline_results
 from examples.pipeline_in_pod.substitution import Scope
 from examples.pipeline_in_pod.tekton_status import child_name as tekton_child_name
+from examples.pipeline_in_pod.tekton_status import statuses
 
 __all__ = [
     "CANCELLED",
@@ -48,7 +49,6 @@ __all__ = [
     "outcome_annotations",
     "overlay",
     "run_params",
-    "statuses",
     "sync",
 ]
 
@@ -103,9 +103,9 @@ def of_pipeline_run(obj: Object, labels: Mapping[str, str]) -> Parent:
     (``createCustomRun``): named ``kmeta.ChildName(<run>, "-<task>")``; the run's labels
     and ``labels`` (``tekton.dev/pipelineRun``...), ``tekton.dev/pipelineTask`` and
     ``tekton.dev/memberOf``; the run's annotations but Chains'; its service account
-    (``taskRunTemplate``, else Tekton's default). Owned by the run but not as its controller: Tekton v1.15.1's
-    PipelineRun controller enqueues the controller of any CustomRun, whatever its
-    ``managedBy``, and writes that PipelineRun's status."""
+    (``taskRunTemplate``, else Tekton's default). Owned by the run but not as its
+    controller: Tekton v1.15.1's PipelineRun controller enqueues the controller of any
+    CustomRun, whatever its ``managedBy``, and writes that PipelineRun's status."""
     meta = obj.obj["metadata"]
     annotations = {
         k: v for k, v in (meta.get("annotations") or {}).items() if _RESERVED_ANNOTATION not in k
@@ -156,27 +156,10 @@ def _done(obj: JSON) -> bool:
     return _condition(obj).get("status") in ("True", "False")
 
 
-def statuses(view: PodView) -> dict[str, str]:
-    """``$(tasks.<t>.status)`` and ``$(tasks.status)`` as Tekton computes them, from the
-    DAG tasks' states."""
-    out: dict[str, str] = {}
-    for entry in view.tasks:
-        if entry.get("finally"):
-            continue
-        state = entry["state"]
-        value = "Succeeded" if state == "succeeded" else "None" if state == "skipped" else "Failed"
-        out[f"tasks.{entry['name']}.status"] = value
-    values = set(out.values())
-    out["tasks.status"] = (
-        "Failed" if "Failed" in values else "Completed" if "None" in values else "Succeeded"
-    )
-    return out
-
-
 def run_params(task: CustomTask, view: PodView) -> tuple[list[JSON], str | None]:
     """The CustomRun's params with results and statuses substituted; or which result is
     missing (Tekton fails the run: ``InvalidTaskResultReference``)."""
-    scope = Scope(strings=statuses(view))
+    scope = Scope(strings=statuses(view.tasks))
     params: list[JSON] = []
     for name, value in task.params.items():
         resolved = pipeline_results({name: scope.value(value)}, view.results)

@@ -23,10 +23,12 @@ from customtask_sdk.reconciler.lifecycle import _stored_form
 from examples.pipeline_in_pod.compiler import Plan
 from examples.pipeline_in_pod.model import ParamValue
 from examples.pipeline_in_pod.status import pipeline_results
+from examples.pipeline_in_pod.substitution import Scope
 from examples.pipeline_in_pod.tekton_status import (
     child_name,
     child_reference,
     condition,
+    statuses,
     succeeded,
     task_run_status,
 )
@@ -64,12 +66,17 @@ def named_steps(task_spec: JSON) -> JSON:
     return {**task_spec, "steps": steps} if steps else task_spec
 
 
-def _params(given: Sequence[JSON], results: Mapping[str, Mapping[str, ParamValue]]) -> list[JSON]:
-    """A task's params as Tekton's TaskRun has them: task results substituted."""
+def _params(
+    given: Sequence[JSON], entries: Sequence[JSON], results: Mapping[str, Mapping[str, ParamValue]]
+) -> list[JSON]:
+    """A task's params as Tekton's TaskRun has them: the tasks' statuses (``entries``) and
+    results substituted."""
+    scope = Scope(strings=statuses(entries))
     out = []
     for param in given:
-        resolved = pipeline_results({"v": param["value"]}, results)
-        out.append({"name": param["name"], "value": resolved.get("v", param["value"])})
+        value = scope.value(param["value"])
+        resolved = pipeline_results({"v": value}, results)
+        out.append({"name": param["name"], "value": resolved.get("v", value)})
     return out
 
 
@@ -156,7 +163,7 @@ async def sync(
     TaskRuns by name; ``ptasks``: each pipeline task by name, its ``taskSpec`` resolved;
     ``custom_runs``: each custom task's CustomRun that exists (no TaskRun for those: a
     ``CustomRun`` reference, as Tekton lists one); ``results``: the tasks' results so far
-    (substituted into a new TaskRun's params).
+    (substituted into a new TaskRun's params, as the tasks' statuses are).
     """
     # A matrix's instances (<task>-<i>) are TaskRuns of pipeline task <task>.
     matrix_of = {i: task for task, instances in plan.matrices.items() for i in instances}
@@ -178,7 +185,7 @@ async def sync(
             continue
         if found is None:
             try:
-                params = _params(plan.task(entry["name"]).params, results or {})
+                params = _params(plan.task(entry["name"]).params, entries, results or {})
                 body = _body(owner, {**entry, "name": parent}, ptask, name, params)
                 found = await client.create(TASK_RUNS.path(owner.namespace), body)
             except ConflictError:  # made earlier; its event is on its way

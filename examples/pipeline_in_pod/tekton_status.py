@@ -28,6 +28,7 @@ __all__ = [
     "counts",
     "pipeline_condition",
     "skip_reason",
+    "statuses",
     "succeeded",
     "task_run_status",
 ]
@@ -91,6 +92,23 @@ def skip_reason(entry: Mapping[str, Any], graceful: str | None) -> str:
     if graceful is not None and entry.get("reason") in ("Cancelled", "TaskRunCancelled"):
         return graceful
     return _SKIP_REASONS.get(str(entry.get("reason")), "When Expressions evaluated to false")
+
+
+def statuses(tasks: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """``$(tasks.<t>.status)`` and ``$(tasks.status)`` as Tekton computes them, from the
+    DAG tasks' states (the view's entries)."""
+    out: dict[str, str] = {}
+    for entry in tasks:
+        if entry.get("finally"):
+            continue
+        state = entry["state"]
+        value = "Succeeded" if state == "succeeded" else "None" if state == "skipped" else "Failed"
+        out[f"tasks.{entry['name']}.status"] = value
+    values = set(out.values())
+    out["tasks.status"] = (
+        "Failed" if "Failed" in values else "Completed" if "None" in values else "Succeeded"
+    )
+    return out
 
 
 @dataclass(frozen=True)

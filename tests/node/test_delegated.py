@@ -345,11 +345,13 @@ async def test_the_customrun_front_door_shows_each_task_as_a_taskrun_too(
     assert by_task["a"]["metadata"]["ownerReferences"][0]["kind"] == "CustomRun"
 
 
-async def test_each_matrix_instances_taskrun_carries_its_params_as_tektons_does(
-    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+@pytest.mark.parametrize("case", ["matrix-in-finally", "finally-after-failure", "fan-out-fan-in"])
+async def test_each_taskrun_carries_its_params_as_tektons_does(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun, case: str
 ) -> None:
+    """A matrix instance's combination, results and statuses substituted."""
     kube, ns = node.client, node_namespace
-    spec = CORPUS["matrix-in-finally"]  # f's instances: p from the matrix, a from a result
+    spec = CORPUS[case]
     names = (f"pr-{uuid.uuid4().hex[:6]}", f"dl-{uuid.uuid4().hex[:6]}")
     for name, managed_by in zip(names, (None, MANAGED_BY), strict=True):
         await kube.create(PIPELINE_RUNS.path(ns), pipeline_run(name, spec, managed_by))
@@ -363,5 +365,6 @@ async def test_each_matrix_instances_taskrun_carries_its_params_as_tektons_does(
             }
         )
     tektons, ours = params
-    assert tektons["-f-1"] == [{"name": "p", "value": "2"}, {"name": "a", "value": "x"}]
+    if case == "matrix-in-finally":  # f's instances: p from the matrix, a from a result
+        assert tektons["-f-1"] == [{"name": "p", "value": "2"}, {"name": "a", "value": "x"}]
     assert ours == tektons

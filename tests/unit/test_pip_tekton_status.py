@@ -631,3 +631,39 @@ async def test_cancelling_or_timing_out_the_run_cancels_its_unfinished_custom_ru
     assert ("patch", path) in client.calls
     assert client.patched[path] == {"spec": {"status": "RunCancelled", "statusMessage": message}}
     assert not any(p.endswith("/pr-f") for _, p in client.calls)
+
+
+async def test_a_finally_tasks_taskrun_has_the_statuses_it_reads_substituted() -> None:
+    spec = PipelineSpec.model_validate(
+        {
+            "tasks": [{"name": "a", "taskSpec": {"steps": [SH]}}],
+            "finally": [
+                {
+                    "name": "f",
+                    "params": [
+                        {"name": "all", "value": "$(tasks.status)"},
+                        {"name": "it", "value": "a was $(tasks.a.status)"},
+                    ],
+                    "taskSpec": {"params": [{"name": "all"}, {"name": "it"}], "steps": [SH]},
+                }
+            ],
+        }
+    )
+    specs = {p.name: p.taskSpec for p in [*spec.tasks, *spec.finally_] if p.taskSpec}
+    ctx = RunContext(name="pr", namespace="ns", uid="u", pipeline="p", pipeline_run="pr")
+    plan = compile_pipeline(spec, specs, {}, [], ctx, Images("ep", "nop", "sh"))
+    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
+    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    client = RecordingClient()
+    frozen = spec.model_dump(by_alias=True, exclude_unset=True)
+    ptasks = {"f": frozen["finally"][0]}
+    entries = [
+        {"name": "a", "state": "failed"},
+        {"name": "f", "state": "running", "finally": True},
+    ]
+    await taskruns.sync(client, owner, plan, pod, entries, {}, ptasks, NOW)  # type: ignore[arg-type]
+    (body,) = client.bodies
+    assert body["spec"]["params"] == [
+        {"name": "all", "value": "Failed"},
+        {"name": "it", "value": "a was Failed"},
+    ]
