@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -52,12 +53,15 @@ from examples.pipeline_in_pod.pods import (
     PODS,
     Unresolvable,
     container_state,
+    create_claims,
     mark_ready,
     resolve_pipeline,
     resolve_tasks,
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.step_action_sources import Requester, fetch_step_actions
+from examples.pipeline_in_pod.stepactions import StepActionSpec
 from examples.pipeline_in_pod.taskruns import MANAGED_BY
 from examples.pipeline_in_pod.tekton_status import (
     Graceful,
@@ -82,6 +86,8 @@ STOPPED_RUN_FINALLY, PENDING = "StoppedRunFinally", "PipelineRunPending"
 BY_CANCEL = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled."
 BY_TIMEOUT = "TaskRun cancelled as the PipelineRun it belongs to has timed out."
 _TASK_RUN_SPEC = ("serviceAccountName", "podTemplate")
+#: ``status.annotations`` key of the StepActions frozen at the start (JSON, by ``ref_key``).
+STEP_ACTIONS_ANNOTATION = "pipelineinpod.customtask.dev/step-actions"
 _ENDED = {"succeeded", "failed", "timedOut", "cancelled", "skipped"}
 
 
@@ -125,13 +131,6 @@ def check_supported(spec: Mapping[str, Any]) -> None:
                 "PipelineValidationFailed",
                 f"spec.taskRunTemplate.{key}: not supported in one Pod (only "
                 f"{' and '.join(_TASK_RUN_SPEC)})",
-            )
-    for index, binding in enumerate(spec.get("workspaces") or []):
-        if "volumeClaimTemplate" in binding:
-            raise Invalid(
-                "InvalidWorkspaceBindings",
-                f"spec.workspaces[{index}].volumeClaimTemplate: not supported yet; bind a "
-                "persistentVolumeClaim, or leave the workspace unbound (an emptyDir)",
             )
 
 
@@ -222,9 +221,11 @@ class DelegatedPipelineRun(ObjectReconciler):
             return Result(status)
         check_supported(spec)
         if "pipelineSpec" not in status:
-            status["pipelineSpec"] = await self._resolve(obj)
+            frozen = await self._resolve(obj)
+            freeze_step_actions(status, await self._step_actions(obj, frozen))
+            status["pipelineSpec"] = frozen
         pipeline = _validated(PipelineSpec, status["pipelineSpec"], "pipelineSpec", "Invalid")
-        plan = self._compile(obj, pipeline)
+        plan = self._compile(obj, pipeline, frozen_step_actions(status))
         limits = pipeline_timeouts(spec)
         started = parse_time(status["startTime"])
         pod_name = child_name(obj.name, "-pod")
@@ -232,6 +233,8 @@ class DelegatedPipelineRun(ObjectReconciler):
         if pod is None:
             if status["conditions"][0]["reason"] not in ("Started", PENDING):
                 raise Invalid("PodDeleted", f"Pod {pod_name!r} was deleted while the pipeline ran")
+            # volumeClaimTemplates: the run's claims, owned by it as Tekton owns them
+            await create_claims(self.client, obj.namespace, plan.claims, obj.owner_reference())
             with contextlib.suppress(ConflictError):  # made earlier; its event is on its way
                 body = self._pod_body(obj, plan, pod_name, pipeline_name(obj))
                 await self.client.create(PODS.path(obj.namespace), body)
@@ -406,15 +409,6 @@ class DelegatedPipelineRun(ObjectReconciler):
             tasks = await resolve_tasks(self.client, obj.namespace, pipeline)
         except Unresolvable as exc:
             raise Invalid("CouldntGetTask", exc.message) from None
-        for name, task in tasks.items():
-            for index, step in enumerate(task.get("steps") or []):
-                if "ref" in step:
-                    raise Invalid(
-                        "PipelineValidationFailed",
-                        f"pipelineSpec.tasks[{name}].steps[{index}].ref: StepActions are not "
-                        "supported by the delegated front door yet (the CustomRun front door "
-                        "runs them)",
-                    )
         frozen: JSON = {**raw}
         for key in ("tasks", "finally"):
             if key in frozen:
@@ -426,7 +420,26 @@ class DelegatedPipelineRun(ObjectReconciler):
                 ]
         return frozen
 
-    def _compile(self, obj: Object, pipeline: PipelineSpec) -> Plan:
+    async def _step_actions(self, obj: Object, frozen: JSON) -> JSON:
+        """The StepActions the frozen tasks' steps reference (as the CustomRun front door
+        reads them); a remote one through a ResolutionRequest owned by the run, not as its
+        controller (Tekton's controller enqueues, and writes, the controller of any)."""
+        tasks = {
+            p["name"]: p["taskSpec"]
+            for p in [*frozen.get("tasks", []), *frozen.get("finally", [])]
+            if isinstance(p.get("taskSpec"), dict)
+        }
+        owner = {**obj.owner_reference(), "controller": False}
+        try:
+            return await fetch_step_actions(
+                self.client, obj.namespace, tasks, Requester(obj.name, MANAGED, owner)
+            )
+        except Unresolvable as exc:
+            raise Invalid(exc.reason, exc.message) from None
+
+    def _compile(
+        self, obj: Object, pipeline: PipelineSpec, actions: Mapping[str, StepActionSpec]
+    ) -> Plan:
         tasks = {
             p.name: _validated(TaskSpec, p.taskSpec, f"pipelineSpec.{p.name}", "Invalid")
             for p in _all_tasks(pipeline)
@@ -446,7 +459,9 @@ class DelegatedPipelineRun(ObjectReconciler):
             for i, raw in enumerate(obj.spec.get("workspaces") or [])
         ]
         try:
-            return compile_pipeline(pipeline, tasks, _params(obj.spec), bindings, ctx, self.images)
+            return compile_pipeline(
+                pipeline, tasks, _params(obj.spec), bindings, ctx, self.images, actions
+            )
         except CompileError as exc:
             raise Invalid(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -491,6 +506,25 @@ class DelegatedPipelineRun(ObjectReconciler):
 def pipeline_name(obj: Object) -> str:
     """The Pipeline's name (``tekton.dev/pipeline``): the one referenced, else the run's."""
     return str((obj.spec.get("pipelineRef") or {}).get("name") or obj.name)
+
+
+def freeze_step_actions(status: JSON, actions: Mapping[str, Any]) -> None:
+    """Keep the StepActions read at the start in ``status.annotations`` (Tekton's place for
+    a reconciler's extra state; ``status.pipelineSpec`` keeps the steps' ``ref``s)."""
+    if actions:
+        text = json.dumps(actions, sort_keys=True, separators=(",", ":"))
+        status["annotations"] = {**(status.get("annotations") or {}), STEP_ACTIONS_ANNOTATION: text}
+
+
+def frozen_step_actions(status: Mapping[str, Any]) -> dict[str, StepActionSpec]:
+    """The StepActions :func:`freeze_step_actions` kept, by ``ref_key``."""
+    text = (status.get("annotations") or {}).get(STEP_ACTIONS_ANNOTATION)
+    if not text:
+        return {}
+    return {
+        key: _validated(StepActionSpec, spec, f"StepAction {key!r}", "PipelineValidationFailed")
+        for key, spec in json.loads(text).items()
+    }
 
 
 def _all_tasks(pipeline: PipelineSpec) -> list[PipelineTask]:
