@@ -49,11 +49,13 @@ from examples.pipeline_in_pod.compiler import (
 )
 from examples.pipeline_in_pod.controller import MANAGED, images_from_env
 from examples.pipeline_in_pod.model import PipelineSpec, PipelineTask, TaskSpec, WorkspaceBinding
+from examples.pipeline_in_pod.nested import inner_name
 from examples.pipeline_in_pod.pods import (
     PODS,
     Unresolvable,
     container_state,
     create_claims,
+    embed_children,
     mark_ready,
     resolve_pipeline,
     resolve_tasks,
@@ -86,6 +88,12 @@ STOPPED_RUN_FINALLY, PENDING = "StoppedRunFinally", "PipelineRunPending"
 BY_CANCEL = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled."
 BY_TIMEOUT = "TaskRun cancelled as the PipelineRun it belongs to has timed out."
 _TASK_RUN_SPEC = ("serviceAccountName", "podTemplate")
+#: Tekton's reasons for what :class:`~examples.pipeline_in_pod.pods.Unresolvable` says.
+_UNRESOLVABLE = {
+    "PipelineNotFound": "CouldntGetPipeline",
+    "TaskNotFound": "CouldntGetTask",
+    "InvalidPipeline": "PipelineValidationFailed",
+}
 #: ``status.annotations`` key of the StepActions frozen at the start (JSON, by ``ref_key``).
 STEP_ACTIONS_ANNOTATION = "pipelineinpod.customtask.dev/step-actions"
 _ENDED = {"succeeded", "failed", "timedOut", "cancelled", "skipped"}
@@ -225,7 +233,8 @@ class DelegatedPipelineRun(ObjectReconciler):
             freeze_step_actions(status, await self._step_actions(obj, frozen))
             status["pipelineSpec"] = frozen
         pipeline = _validated(PipelineSpec, status["pipelineSpec"], "pipelineSpec", "Invalid")
-        plan = self._compile(obj, pipeline, frozen_step_actions(status))
+        ptasks = pipeline_tasks(status["pipelineSpec"])
+        plan = self._compile(obj, pipeline, ptasks, frozen_step_actions(status))
         limits = pipeline_timeouts(spec)
         started = parse_time(status["startTime"])
         pod_name = child_name(obj.name, "-pod")
@@ -306,8 +315,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             finally_done=all(t["state"] in _ENDED for t in finals),
         )
         entries = self._entries(obj, view.tasks, existing, graceful)
-        frozen = status["pipelineSpec"]
-        ptasks = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
+        ptasks = pipeline_tasks(status["pipelineSpec"])
         if stopping:  # a DAG task not started by now never starts: it gets no TaskRun
             ptasks = {k: p for k, p in ptasks.items() if k in begun or k not in dag_names}
         status["childReferences"] = await taskruns.sync(
@@ -393,40 +401,27 @@ class DelegatedPipelineRun(ObjectReconciler):
             raise Invalid("PipelineValidationFailed", "spec: set pipelineRef.name or pipelineSpec")
         pipeline = _validated(PipelineSpec, raw, "spec.pipelineSpec", "PipelineValidationFailed")
         for ptask in _all_tasks(pipeline):
-            if ptask.pipelineRef is not None or ptask.pipelineSpec is not None:
-                raise Invalid(
-                    "PipelineValidationFailed",
-                    f"pipelineSpec.tasks[{ptask.name}]: pipelines in pipelines are not supported "
-                    "by the delegated front door yet (the CustomRun front door runs them)",
-                )
             if ptask.taskRef is not None and ptask.taskRef.is_custom:
                 raise Invalid(
                     "PipelineValidationFailed",
                     f"pipelineSpec.tasks[{ptask.name}].taskRef: custom tasks are not supported "
                     "by the delegated front door yet (the CustomRun front door runs them)",
                 )
-        try:
+        named = (spec["pipelineRef"]["name"],) if "pipelineSpec" not in spec else ()
+        try:  # child pipelines as the CustomRun front door embeds them (nested.py)
+            pipeline = await embed_children(self.client, obj.namespace, pipeline, named)
             tasks = await resolve_tasks(self.client, obj.namespace, pipeline)
         except Unresolvable as exc:
-            raise Invalid("CouldntGetTask", exc.message) from None
-        frozen: JSON = {**raw}
-        for key in ("tasks", "finally"):
-            if key in frozen:
-                frozen[key] = [
-                    {**{k: v for k, v in p.items() if k != "taskRef"}, "taskSpec": tasks[p["name"]]}
-                    if "taskRef" in p
-                    else p
-                    for p in frozen[key]
-                ]
-        return frozen
+            raise Invalid(_UNRESOLVABLE.get(exc.reason, exc.reason), exc.message) from None
+        return frozen_spec(raw, tasks, child_specs(pipeline))
 
     async def _step_actions(self, obj: Object, frozen: JSON) -> JSON:
         """The StepActions the frozen tasks' steps reference (as the CustomRun front door
         reads them); a remote one through a ResolutionRequest owned by the run, not as its
         controller (Tekton's controller enqueues, and writes, the controller of any)."""
         tasks = {
-            p["name"]: p["taskSpec"]
-            for p in [*frozen.get("tasks", []), *frozen.get("finally", [])]
+            name: p["taskSpec"]
+            for name, p in pipeline_tasks(frozen).items()
             if isinstance(p.get("taskSpec"), dict)
         }
         owner = {**obj.owner_reference(), "controller": False}
@@ -438,11 +433,15 @@ class DelegatedPipelineRun(ObjectReconciler):
             raise Invalid(exc.reason, exc.message) from None
 
     def _compile(
-        self, obj: Object, pipeline: PipelineSpec, actions: Mapping[str, StepActionSpec]
+        self,
+        obj: Object,
+        pipeline: PipelineSpec,
+        ptasks: Mapping[str, JSON],
+        actions: Mapping[str, StepActionSpec],
     ) -> Plan:
         tasks = {
-            p.name: _validated(TaskSpec, p.taskSpec, f"pipelineSpec.{p.name}", "Invalid")
-            for p in _all_tasks(pipeline)
+            name: _validated(TaskSpec, p.get("taskSpec"), f"pipelineSpec.{name}", "Invalid")
+            for name, p in ptasks.items()
         }
         template = obj.spec.get("taskRunTemplate") or {}
         ctx = RunContext(
@@ -525,6 +524,60 @@ def frozen_step_actions(status: Mapping[str, Any]) -> dict[str, StepActionSpec]:
         key: _validated(StepActionSpec, spec, f"StepAction {key!r}", "PipelineValidationFailed")
         for key, spec in json.loads(text).items()
     }
+
+
+def child_specs(pipeline: PipelineSpec, prefix: str = "") -> dict[str, JSON]:
+    """Each embedded child pipeline's spec, by the name its tasks are prefixed with."""
+    found: dict[str, JSON] = {}
+    for ptask in _all_tasks(pipeline):
+        if ptask.pipelineSpec is not None:
+            name = inner_name(prefix, ptask.name) if prefix else ptask.name
+            found[name] = ptask.pipelineSpec.model_dump(by_alias=True, exclude_unset=True)
+            found.update(child_specs(ptask.pipelineSpec, name))
+    return found
+
+
+def frozen_spec(
+    raw: Mapping[str, Any],
+    tasks: Mapping[str, JSON],
+    children: Mapping[str, JSON],
+    prefix: str = "",
+) -> JSON:
+    """``status.pipelineSpec``: ``raw`` with each ``taskRef`` resolved into its
+    ``taskSpec`` (``tasks``, by :func:`pipeline_tasks` name) and each child pipeline's
+    ``pipelineRef`` into its ``pipelineSpec`` (``children``, from :func:`child_specs`)."""
+    frozen: JSON = {**raw}
+    for key in ("tasks", "finally"):
+        if key not in frozen:
+            continue
+        out = []
+        for ptask in frozen[key]:
+            name = inner_name(prefix, ptask["name"]) if prefix else ptask["name"]
+            if name in children:
+                source = ptask.get("pipelineSpec")  # as written, else the Pipeline's
+                source = source if isinstance(source, dict) else children[name]
+                child = frozen_spec(source, tasks, children, name)
+                ptask = {k: v for k, v in ptask.items() if k != "pipelineRef"}
+                ptask["pipelineSpec"] = child
+            elif "taskRef" in ptask and name in tasks:
+                ptask = {k: v for k, v in ptask.items() if k != "taskRef"}
+                ptask["taskSpec"] = tasks[name]
+            out.append(ptask)
+        frozen[key] = out
+    return frozen
+
+
+def pipeline_tasks(frozen: Mapping[str, Any], prefix: str = "") -> dict[str, JSON]:
+    """Each task of ``status.pipelineSpec`` that runs, by the name it runs (and its TaskRun
+    is named) under: a child pipeline's task ``t`` of task ``c`` as ``c-t`` (nested.py)."""
+    found: dict[str, JSON] = {}
+    for ptask in [*frozen.get("tasks", []), *(frozen.get("finally") or [])]:
+        name = inner_name(prefix, ptask["name"]) if prefix else ptask["name"]
+        if isinstance(ptask.get("pipelineSpec"), dict):
+            found.update(pipeline_tasks(ptask["pipelineSpec"], name))
+        else:
+            found[name] = ptask
+    return found
 
 
 def _all_tasks(pipeline: PipelineSpec) -> list[PipelineTask]:

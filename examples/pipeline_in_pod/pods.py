@@ -93,7 +93,9 @@ async def embed_children(
                 child = await embed_children(client, namespace, child, chain)
                 ptask = ptask.model_copy(update={"pipelineRef": None, "pipelineSpec": child})
             resolved[where].append(ptask)
-    return spec.model_copy(update=resolved)
+    # Only what was set: a spec frozen from this dumps as it was written.
+    set_here = {k: v for k, v in resolved.items() if v or k in spec.model_fields_set}
+    return spec.model_copy(update=set_here)
 
 
 async def resolve_tasks(

@@ -1,5 +1,6 @@
 """The delegated front door runs what the CustomRun front door runs: StepActions (local and
-remote, frozen at the start) and ``volumeClaimTemplate`` workspaces (a claim per run)."""
+remote, frozen at the start), ``volumeClaimTemplate`` workspaces (a claim per run) and
+pipelines in pipelines (the child's tasks in the same Pod)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from customtask_sdk import RetryLater
-from examples.pipeline_in_pod.delegated import STEP_ACTIONS_ANNOTATION
+from examples.pipeline_in_pod.delegated import STEP_ACTIONS_ANNOTATION, pipeline_tasks
+from examples.pipeline_in_pod.pods import PIPELINES, TASKS
 from examples.pipeline_in_pod.step_action_sources import RESOLUTION_REQUESTS, STEP_ACTIONS
 from tests.unit.test_pip_tekton_status import FakeClient, cond_of, pipeline_run, reconciled
 
@@ -161,3 +163,50 @@ async def test_a_volumeclaimtemplate_gets_one_claim_named_and_owned_as_tekton_do
         v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
     ]
     assert claims == [{"claimName": name}]
+
+
+BUSYBOX = {"steps": [{"image": "busybox", "script": "true"}]}
+
+
+async def test_a_child_pipeline_is_frozen_embedded_and_its_tasks_run_in_the_pod() -> None:
+    client = Client(
+        {
+            PIPELINES.path("ns", "child"): {
+                "metadata": {},
+                "spec": {"tasks": [{"name": "x", "taskRef": {"name": "build"}}]},
+            },
+            TASKS.path("ns", "build"): {"metadata": {}, "spec": BUSYBOX},
+        }
+    )
+    inline = {"tasks": [{"name": "y", "taskSpec": BUSYBOX}]}
+    spec = {
+        "pipelineSpec": {
+            "tasks": [
+                {"name": "a", "taskSpec": BUSYBOX},
+                {"name": "c", "pipelineRef": {"name": "child"}, "runAfter": ["a"]},
+                {"name": "d", "pipelineSpec": inline},
+            ]
+        }
+    }
+    status = await reconciled(pipeline_run(spec), client)
+    assert cond_of(status)[:2] == ("Unknown", "Running")
+    frozen: dict[str, Any] = status["pipelineSpec"]  # type: ignore[assignment]
+    child = frozen["tasks"][1]
+    assert "pipelineRef" not in child
+    assert child["pipelineSpec"]["tasks"] == [{"name": "x", "taskSpec": BUSYBOX}]
+    assert frozen["tasks"][2] == spec["pipelineSpec"]["tasks"][2]  # type: ignore[index]
+    # Each inner task runs (and gets its TaskRun) as <child task>-<inner>: Tekton's
+    # TaskRun names (<run>-<child task>-<inner>).
+    assert sorted(pipeline_tasks(frozen)) == ["a", "c-x", "d-y"]
+    names = set(containers(client))
+    assert {"step-c-x-unnamed-0", "step-d-y-unnamed-0"} <= names
+
+
+async def test_a_pipeline_that_runs_itself_fails_at_once_naming_the_chain() -> None:
+    looped = {"spec": {"tasks": [{"name": "again", "pipelineRef": {"name": "loop"}}]}}
+    client = Client({PIPELINES.path("ns", "loop"): {"metadata": {}, **looped}})
+    state, reason, message = cond_of(
+        await reconciled(pipeline_run({"pipelineRef": {"name": "loop"}}), client)
+    )
+    assert (state, reason) == ("False", "PipelineValidationFailed")
+    assert "loop -> loop" in message
