@@ -34,6 +34,7 @@ from tests.node.corpus import (
 )
 from tests.node.test_node_pip_stepactions import CORPUS as STEPACTION_CORPUS
 from tests.node.test_node_pip_stepactions import step_actions  # noqa: F401 - the fixture
+from tests.node.test_pipeline_in_pod import NESTED, tekton_api_fields
 
 #: Who wrote a PipelineRun's or TaskRun's status: our client's field manager.
 OURS = "customtask-sdk"
@@ -162,6 +163,30 @@ async def test_a_volumeclaimtemplate_workspace_gets_the_claim_tekton_would_make(
     assert {"claimName": claim} in [
         v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
     ]
+
+
+async def test_a_child_pipeline_runs_in_the_pod_with_tektons_taskrun_names(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    await tekton_api_fields(node.client, "alpha")
+    try:
+        # Tekton's controller reloads its flags on its own time (test_pipeline_in_pod.py).
+        for _ in range(10):
+            tekton = await tekton_run(node.client, node_namespace, NESTED)
+            if tekton[0] == "True":
+                break
+    finally:
+        await tekton_api_fields(node.client, "beta")
+    ours = await tekton_run(node.client, node_namespace, NESTED, MANAGED_BY)
+    # Tekton's child PipelineRun <run>-c runs TaskRuns <run>-c-x, <run>-c-y: the names of
+    # the delegated run's TaskRuns for the child's tasks (outcome() keys both alike).
+    assert tekton[1] == {
+        "a": "succeeded",
+        "c-x": "succeeded",
+        "c-y": "succeeded",
+        "after": "succeeded",
+    }
+    assert ours == tekton
 
 
 async def test_a_delegated_run_is_ours_alone_in_one_pod_with_a_taskrun_per_task(

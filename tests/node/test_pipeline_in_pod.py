@@ -130,7 +130,7 @@ async def test_an_image_that_cannot_be_pulled_fails_within_seconds(
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
 
 
-async def _tekton_api_fields(kube: KubeClient, level: str) -> None:
+async def tekton_api_fields(kube: KubeClient, level: str) -> None:
     path = CONFIG_MAPS.path("tekton-pipelines", "feature-flags")
     await kube.patch(path, {"data": {"enable-api-fields": level}})
 
@@ -170,7 +170,7 @@ NESTED = {
 async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
     node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
-    await _tekton_api_fields(node.client, "alpha")
+    await tekton_api_fields(node.client, "alpha")
     try:
         # Tekton's controller reloads its flags on its own time: until a run shows them, a
         # child pipeline is rejected (PipelineValidationFailed). Run until it is not.
@@ -180,7 +180,7 @@ async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
                 break
         ours = await pip_run(node.client, node_namespace, NESTED)
     finally:
-        await _tekton_api_fields(node.client, "beta")
+        await tekton_api_fields(node.client, "beta")
     assert tekton[1] == {
         "a": "succeeded",
         "c-x": "succeeded",
