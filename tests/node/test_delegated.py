@@ -34,7 +34,7 @@ from tests.node.corpus import (
 )
 from tests.node.test_node_pip_stepactions import CORPUS as STEPACTION_CORPUS
 from tests.node.test_node_pip_stepactions import step_actions  # noqa: F401 - the fixture
-from tests.node.test_pipeline_in_pod import NESTED, tekton_api_fields
+from tests.node.test_pipeline_in_pod import NESTED, tekton_nested_run
 
 #: Who wrote a PipelineRun's or TaskRun's status: our client's field manager.
 OURS = "customtask-sdk"
@@ -71,30 +71,21 @@ async def children(kube: KubeClient, namespace: str, name: str) -> list[JSON]:
     return items
 
 
-@pytest.mark.parametrize("case", sorted(CORPUS))
+#: The corpus, and the StepActions corpus (its StepActions made by ``step_actions``).
+ALL_CORPUS = {**CORPUS, **STEPACTION_CORPUS}
+
+
+@pytest.mark.parametrize("case", sorted(ALL_CORPUS))
+@pytest.mark.usefixtures("step_actions")
 async def test_tekton_and_the_delegated_pipelinerun_agree(
     node: Node, node_namespace: str, delegated: DelegatedPipelineRun, case: str
 ) -> None:
-    spec = CORPUS[case]
+    spec = ALL_CORPUS[case]
     tekton, ours = await asyncio.gather(
         tekton_run(node.client, node_namespace, spec),
         tekton_run(node.client, node_namespace, spec, MANAGED_BY),
     )
     assert ours == tekton
-
-
-@pytest.mark.parametrize("case", sorted(STEPACTION_CORPUS))
-@pytest.mark.usefixtures("step_actions")
-async def test_tekton_and_the_delegated_pipelinerun_agree_on_stepactions(
-    node: Node, node_namespace: str, delegated: DelegatedPipelineRun, case: str
-) -> None:
-    spec = STEPACTION_CORPUS[case]
-    tekton, ours = await asyncio.gather(
-        tekton_run(node.client, node_namespace, spec),
-        tekton_run(node.client, node_namespace, spec, MANAGED_BY),
-    )
-    assert ours == tekton
-    assert ours[0] == "True", ours
 
 
 async def finished_task_run(kube: KubeClient, namespace: str, name: str) -> JSON:
@@ -168,25 +159,13 @@ async def test_a_volumeclaimtemplate_workspace_gets_the_claim_tekton_would_make(
 async def test_a_child_pipeline_runs_in_the_pod_with_tektons_taskrun_names(
     node: Node, node_namespace: str, delegated: DelegatedPipelineRun
 ) -> None:
-    await tekton_api_fields(node.client, "alpha")
-    try:
-        # Tekton's controller reloads its flags on its own time (test_pipeline_in_pod.py).
-        for _ in range(10):
-            tekton = await tekton_run(node.client, node_namespace, NESTED)
-            if tekton[0] == "True":
-                break
-    finally:
-        await tekton_api_fields(node.client, "beta")
+    tekton = await tekton_nested_run(node.client, node_namespace)
     ours = await tekton_run(node.client, node_namespace, NESTED, MANAGED_BY)
     # Tekton's child PipelineRun <run>-c runs TaskRuns <run>-c-x, <run>-c-y: the names of
     # the delegated run's TaskRuns for the child's tasks (outcome() keys both alike).
-    assert tekton[1] == {
-        "a": "succeeded",
-        "c-x": "succeeded",
-        "c-y": "succeeded",
-        "after": "succeeded",
-    }
     assert ours == tekton
+    assert ours[0] == "True", ours
+    assert {"c-x", "c-y"} <= set(ours[1])
 
 
 async def test_a_delegated_run_is_ours_alone_in_one_pod_with_a_taskrun_per_task(
