@@ -26,16 +26,15 @@ import statistics
 import subprocess
 import time
 
-from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient, Resource
+from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.testbin import cache_dir
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
-from examples.pipeline_in_pod.step_action_sources import fetch_step_actions
+from examples.pipeline_in_pod.step_action_sources import STEP_ACTIONS, fetch_step_actions
 from examples.pipeline_in_pod.stepactions import StepActionSpec
 
-STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
 NAMESPACE = "bench-stepactions"
 TASKS, STEPS = 10, 5
 _GETS = re.compile(
