@@ -160,12 +160,19 @@ async def test_a_child_pipeline_runs_in_the_pod_with_tektons_taskrun_names(
     node: Node, node_namespace: str, delegated: DelegatedPipelineRun
 ) -> None:
     tekton = await tekton_nested_run(node.client, node_namespace)
-    ours = await tekton_run(node.client, node_namespace, NESTED, MANAGED_BY)
+    kube = node.client
+    name = await start(kube, node_namespace, NESTED)
+    run = await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=180)
+    ours = await outcome(kube, node_namespace, run)
     # Tekton's child PipelineRun <run>-c runs TaskRuns <run>-c-x, <run>-c-y: the names of
     # the delegated run's TaskRuns for the child's tasks (outcome() keys both alike).
     assert ours == tekton
     assert ours[0] == "True", ours
     assert {"c-x", "c-y"} <= set(ours[1])
+    # tkn lists them with the parent's (it leaves a child PipelineRun's out).
+    described = await tkn(node, "pipelinerun", "describe", name, "-n", node_namespace)
+    assert f"{name}-c-x" in described
+    assert f"{name}-c-y" in described
 
 
 async def test_a_delegated_run_is_ours_alone_in_one_pod_with_a_taskrun_per_task(
