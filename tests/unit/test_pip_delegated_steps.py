@@ -72,6 +72,20 @@ async def test_a_stepaction_runs_frozen_at_the_start_and_the_pipelinespec_keeps_
     assert containers(later)["step-a-greet"] == step
 
 
+async def test_a_referenced_tasks_stepaction_runs_too() -> None:
+    client = Client(
+        {
+            STEP_ACTIONS.path("ns", "say"): {"spec": SAY},
+            TASKS.path("ns", "greet"): {"metadata": {}, "spec": {"steps": [STEP]}},
+        }
+    )
+    spec = {"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "greet"}}]}}
+    status = await reconciled(pipeline_run(spec), client)
+    assert cond_of(status)[:2] == ("Unknown", "Running")
+    assert status["pipelineSpec"]["tasks"][0]["taskSpec"] == {"steps": [STEP]}  # type: ignore[index]
+    assert containers(client)["step-a-greet"]["image"] == "say-image"
+
+
 async def test_a_missing_stepaction_fails_the_run_at_once_naming_it() -> None:
     status = await reconciled(pipeline_run(steps_of(STEP)), Client())
     state, reason, message = cond_of(status)
