@@ -1012,7 +1012,12 @@ def scheduler_script(
     ``unmet``: for a task, the markers of the tasks whose results it uses that a ``when``
     may skip in the Pod (``ran_marker``): such a task that ended without its marker left
     no results, so the user is skipped, and it and what follows it are "excused": their
-    skips are not failures that stop the pipeline."""
+    skips are not failures that stop the pipeline.
+
+    Each round first notes which tasks' dependencies have ended, then reads excuses and
+    failures: a dependency ending in between is seen by both or by neither, so a task is
+    never let go unexcused because its dependency ended a moment after its excuse was
+    read."""
     unmet = unmet or {}
     task_of = {post: post.split("/")[3] for posts in gates.values() for post in posts}
     lines = [
@@ -1021,7 +1026,14 @@ def scheduler_script(
         "excused=' '",
         'excused() { case "$excused" in *" $1 "*) return 0 ;; esac; return 1; }',
         'while [ -n "$pending" ]; do',
+        "  ended=' '",
+        "  for t in $pending; do",
+        "    case $t in",
     ]
+    for task, posts in gates.items():
+        ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
+        lines.append(f'      {task}) if {ended}; then ended="$ended$t "; fi ;;')
+    lines += ["    esac", "  done"]
     for task, posts in gates.items():  # in order: an excuse flows to what follows
         why = [f"excused {task_of[p]}" for p in posts]
         for marker in unmet.get(task, ()):
@@ -1038,13 +1050,9 @@ def scheduler_script(
         "  done",
         "  next=",
         "  for t in $pending; do",
-        "    case $t in",
-    ]
-    for task, posts in gates.items():
-        ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
-        gate = f'skip=$failed; excused {task} && skip=.err; touch "{GATE_DIR}/{task}$skip"'
-        lines.append(f'      {task}) if {ended}; then {gate}; else next="$next $t"; fi ;;')
-    lines += [
+        '    case "$ended" in',
+        f'      *" $t "*) skip=$failed; excused $t && skip=.err; touch "{GATE_DIR}/$t$skip" ;;',
+        '      *) next="$next $t" ;;',
         "    esac",
         "  done",
         "  pending=${next# }",

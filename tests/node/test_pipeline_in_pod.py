@@ -167,20 +167,28 @@ NESTED = {
 }
 
 
-async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
-    node: Node, node_namespace: str, pip: PipelineInPod
-) -> None:
-    await _tekton_api_fields(node.client, "alpha")
+async def tekton_nested_run(
+    kube: KubeClient, namespace: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """:data:`NESTED` run by Tekton, with its alpha API fields on for the run."""
+    await _tekton_api_fields(kube, "alpha")
     try:
         # Tekton's controller reloads its flags on its own time: until a run shows them, a
         # child pipeline is rejected (PipelineValidationFailed). Run until it is not.
         for _ in range(10):
-            tekton = await tekton_run(node.client, node_namespace, NESTED)
+            tekton = await tekton_run(kube, namespace, NESTED)
             if tekton[0] == "True":
                 break
-        ours = await pip_run(node.client, node_namespace, NESTED)
     finally:
-        await _tekton_api_fields(node.client, "beta")
+        await _tekton_api_fields(kube, "beta")
+    return tekton
+
+
+async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
+    node: Node, node_namespace: str, pip: PipelineInPod
+) -> None:
+    tekton = await tekton_nested_run(node.client, node_namespace)
+    ours = await pip_run(node.client, node_namespace, NESTED)
     assert tekton[1] == {
         "a": "succeeded",
         "c-x": "succeeded",
