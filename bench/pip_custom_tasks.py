@@ -1,9 +1,11 @@
 """The wait from a custom task's completion to its dependants starting inside the Pod.
 
     sudo PYTHONPATH=. .venv/bin/python bench/pip_custom_tasks.py [--runs 5] [--pairs 10]
+        [--delegated]
 
 On the real node, Pipeline-in-Pod runs ``--runs`` pipelines one after another, each a
-chain of ``--pairs`` (a Wait custom task of 0s, then an in-Pod task that depends on it).
+chain of ``--pairs`` (a Wait custom task of 0s, then an in-Pod task that depends on it),
+as PipelineInPod CustomRuns or (``--delegated``) as PipelineRuns with ``managedBy``.
 For each pair it takes the CustomRun's ``completionTime`` (written by the Wait
 controller, milliseconds) and the in-Pod task's ``startTime`` (the moment Tekton's
 entrypoint ran its command, milliseconds, from the step's termination message) and prints
@@ -22,13 +24,14 @@ import statistics
 import time
 import uuid
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.reconciler.run import parse_time
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import running
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import PODS, PipelineInPod, custom_run
 from examples.pipeline_in_pod.customtasks import GROUP
+from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
 from examples.wait.controller import Wait
 
 NAMESPACE = "bench-pip-custom"
@@ -60,7 +63,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def one_run(kube: KubeClient, pairs: int) -> list[tuple[float, float]]:
+async def start(kube: KubeClient, name: str, pairs: int, delegated: bool) -> None:
+    """A PipelineInPod CustomRun of the chain, or a PipelineRun with ``managedBy``."""
+    if not delegated:
+        body = custom_run(name, {"pipelineSpec": chain(pairs)})
+        await kube.create(CUSTOM_RUNS.path(NAMESPACE), body)
+        return
+    spec = {"pipelineSpec": chain(pairs), "managedBy": MANAGED_BY}
+    body = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}}
+    await kube.create(PIPELINE_RUNS.path(NAMESPACE), {**body, "spec": spec})
+
+
+async def started_at(kube: KubeClient, run: JSON, task: str, delegated: bool) -> float:
+    """When the entrypoint started ``task``'s step (its termination message)."""
+    if not delegated:
+        tasks = {t["name"]: t for t in run["status"]["extraFields"]["tasks"]}
+        return parse_time(tasks[task]["startTime"]).timestamp()
+    name = f"{run['metadata']['name']}-{task}"
+    task_run = await kube.get(TASK_RUNS.path(NAMESPACE, name))
+    return parse_time(task_run["status"]["steps"][0]["terminated"]["startedAt"]).timestamp()
+
+
+async def one_run(kube: KubeClient, pairs: int, delegated: bool) -> list[tuple[float, float]]:
     """For each pair: seconds from the custom task's completion to the Pod's annotation
     (the controller's part), and from then to its dependant's start (the kubelet's
     downward-API refresh, the stand-in, the dependant's entrypoint)."""
@@ -77,37 +101,38 @@ async def one_run(kube: KubeClient, pairs: int) -> list[tuple[float, float]]:
     watcher = asyncio.create_task(
         wait_for(kube, PODS, NAMESPACE, f"{name}-pod", seen, timeout=60 + 20 * pairs)
     )
-    await kube.create(CUSTOM_RUNS.path(NAMESPACE), custom_run(name, {"pipelineSpec": chain(pairs)}))
+    await start(kube, name, pairs, delegated)
 
     def done(obj: JSON) -> bool:
         return (condition(obj) or {}).get("status") in ("True", "False")
 
-    run = await wait_for(kube, CUSTOM_RUNS, NAMESPACE, name, done, timeout=60 + 20 * pairs)
+    kind = PIPELINE_RUNS if delegated else CUSTOM_RUNS
+    run = await wait_for(kube, kind, NAMESPACE, name, done, timeout=60 + 20 * pairs)
     await watcher
     if (condition(run) or {}).get("status") != "True":
         raise SystemExit(f"run {name} failed: {condition(run)}")
-    tasks = {t["name"]: t for t in run["status"]["extraFields"]["tasks"]}
     gaps = []
-    for i in range(pairs):
-        child = await kube.get(CUSTOM_RUNS.path(NAMESPACE, tasks[f"c{i}"]["customRun"]))
+    for i in range(pairs):  # either front door names the CustomRun <run>-<task>
+        child = await kube.get(CUSTOM_RUNS.path(NAMESPACE, f"{name}-c{i}"))
         ended = parse_time(child["status"]["completionTime"]).timestamp()
-        started = parse_time(tasks[f"t{i}"]["startTime"]).timestamp()
+        started = await started_at(kube, run, f"t{i}", delegated)
         gaps.append((annotated[f"c{i}"] - ended, started - annotated[f"c{i}"]))
     return gaps
 
 
-async def on_node(runs: int, pairs: int) -> None:
+async def on_node(runs: int, pairs: int, delegated: bool) -> None:
     from customtask_sdk.testing.node import Node  # root only
 
     async with Node() as node:
         await node.control_plane.ensure_namespace(NAMESPACE, {})
         await node.wait_service_account(NAMESPACE)
-        pip = PipelineInPod(images=Images.served(node.tekton_images))
+        images = Images.served(node.tekton_images)
+        pip = DelegatedPipelineRun(images=images) if delegated else PipelineInPod(images=images)
         async with running(node.client, pip, Wait(), namespace=NAMESPACE):
-            await one_run(node.client, 1)  # warm: images pulled, caches filled
+            await one_run(node.client, 1, delegated)  # warm: images pulled, caches filled
             parts: list[tuple[float, float]] = []
             for index in range(runs):
-                got = await one_run(node.client, pairs)
+                got = await one_run(node.client, pairs, delegated)
                 print(f"run {index + 1}: " + " ".join(f"{a + b:.2f}" for a, b in got), flush=True)
                 parts += got
     for label, values in (
@@ -126,8 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--delegated", action="store_true", help="PipelineRuns with managedBy")
     args = parser.parse_args()
-    asyncio.run(on_node(args.runs, args.pairs))
+    asyncio.run(on_node(args.runs, args.pairs, args.delegated))
 
 
 if __name__ == "__main__":
