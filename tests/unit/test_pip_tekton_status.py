@@ -380,6 +380,12 @@ async def test_the_first_reconcile_freezes_the_pipeline_and_creates_the_pod() ->
     assert client.calls == [("create", "/api/v1/namespaces/ns/pods")]
 
 
+#: A PipelineRun ``pr``'s Pod (nothing started), its TaskRuns' owner, and its context.
+PR_POD: dict[str, Any] = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
+PR_OWNER = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+PR_CTX = RunContext(name="pr", namespace="ns", uid="u", pipeline="p", pipeline_run="pr")
+
+
 class RecordingClient(FakeClient):
     """Creates what it is given (with a resourceVersion) and accepts status patches."""
 
@@ -407,8 +413,8 @@ async def test_each_matrix_instance_is_a_taskrun_of_its_pipeline_task() -> None:
         waits_for_ready=False,
         matrices={"m": ("m-0",)},
     )
-    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
-    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    pod = PR_POD
+    owner = PR_OWNER
     client = RecordingClient()
     ptasks = {"m": {"name": "m", "taskSpec": {"steps": [{"image": "busybox"}]}}}
     entries = [{"name": "m-0", "state": "running"}, {"name": "other", "state": "running"}]
@@ -455,8 +461,7 @@ async def test_a_matrix_instances_taskrun_has_its_combination_first_then_the_tas
         }
     )
     specs = {p.name: p.taskSpec for p in spec.tasks if p.taskSpec is not None}
-    ctx = RunContext(name="pr", namespace="ns", uid="u", pipeline="p", pipeline_run="pr")
-    plan = compile_pipeline(spec, specs, {}, [], ctx, Images("ep", "nop", "sh"))
+    plan = compile_pipeline(spec, specs, {}, [], PR_CTX, Images("ep", "nop", "sh"))
     # Tekton's createTaskRun: the combination (sorted by name), then the task's params.
     assert plan.task("m-1").params == (
         {"name": "arch", "value": "arm"},
@@ -464,8 +469,8 @@ async def test_a_matrix_instances_taskrun_has_its_combination_first_then_the_tas
         {"name": "g", "value": "hi"},
         {"name": "r", "value": "$(tasks.a.results.out)"},
     )
-    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
-    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    pod = PR_POD
+    owner = PR_OWNER
     client = RecordingClient()
     frozen = spec.model_dump(by_alias=True, exclude_unset=True)
     ptasks = {p["name"]: p for p in frozen["tasks"]}
@@ -559,8 +564,8 @@ async def test_a_custom_task_has_a_custom_run_child_reference_and_no_taskrun() -
         waits_for_ready=False,
         custom={"w": CustomTask(name="w", ref=WAIT)},
     )
-    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
-    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    pod = PR_POD
+    owner = PR_OWNER
     client = RecordingClient()
     ptasks = {p["name"]: p for p in WITH_WAIT["tasks"]}  # type: ignore[attr-defined]
     ptasks["w"] = {**ptasks["w"], "when": [{"input": "a", "operator": "in", "values": ["a"]}]}
@@ -646,10 +651,9 @@ async def test_a_finally_tasks_taskrun_has_the_statuses_it_reads_substituted() -
         }
     )
     specs = {p.name: p.taskSpec for p in [*spec.tasks, *spec.finally_] if p.taskSpec}
-    ctx = RunContext(name="pr", namespace="ns", uid="u", pipeline="p", pipeline_run="pr")
-    plan = compile_pipeline(spec, specs, {}, [], ctx, Images("ep", "nop", "sh"))
-    pod = {"metadata": {"name": "pr-pod"}, "status": {"containerStatuses": []}}
-    owner = taskruns.Owner("pr", "ns", {"kind": "PipelineRun", "uid": "u"}, {}, MANAGED_BY)
+    plan = compile_pipeline(spec, specs, {}, [], PR_CTX, Images("ep", "nop", "sh"))
+    pod = PR_POD
+    owner = PR_OWNER
     client = RecordingClient()
     frozen = spec.model_dump(by_alias=True, exclude_unset=True)
     ptasks = {"f": frozen["finally"][0]}
