@@ -118,11 +118,13 @@ def find_custom_tasks(pipeline: PipelineSpec) -> dict[str, CustomTask]:
     """The pipeline's custom tasks (``taskRef`` with another ``apiVersion`` and ``kind``).
 
     Raises:
-        CompileError: a custom task has a ``matrix`` (not yet).
+        CompileError: a custom task has a ``matrix``, or is in a child pipeline (not yet).
     """
     found: dict[str, CustomTask] = {}
     for where, ptasks in (("tasks", pipeline.tasks), ("finally", pipeline.finally_)):
         for ptask in ptasks:
+            if ptask.pipelineSpec is not None:
+                _no_custom_tasks(ptask.pipelineSpec, f"{where}[{ptask.name}].pipelineSpec")
             if ptask.taskRef is None or not ptask.taskRef.is_custom:
                 continue
             if ptask.matrix is not None:
@@ -140,6 +142,20 @@ def find_custom_tasks(pipeline: PipelineSpec) -> dict[str, CustomTask]:
                 retries=ptask.retries,
             )
     return found
+
+
+def _no_custom_tasks(child: PipelineSpec, at: str) -> None:
+    """Reject a custom task anywhere in child pipeline ``child`` (at field ``at``)."""
+    for where, ptasks in (("tasks", child.tasks), ("finally", child.finally_)):
+        for ptask in ptasks:
+            if ptask.pipelineSpec is not None:
+                _no_custom_tasks(ptask.pipelineSpec, f"{at}.{where}[{ptask.name}].pipelineSpec")
+            if ptask.taskRef is not None and ptask.taskRef.is_custom:
+                raise CompileError(
+                    f"{at}.{where}[{ptask.name}].taskRef",
+                    "a custom task inside a child pipeline is not supported yet",
+                    "Unsupported",
+                )
 
 
 def stand_in(task: CustomTask, shell: str) -> TaskSpec:

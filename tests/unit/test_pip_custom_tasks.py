@@ -421,3 +421,13 @@ def test_a_kubelets_pull_rate_limit_is_waited_out_while_a_failed_pull_fails_the_
     missing = read_pod(compiled, pod("ErrImagePull", "manifest unknown"))
     assert missing.verdict is not None
     assert missing.verdict.reason == "ErrImagePull"
+
+
+def test_a_custom_task_inside_a_child_pipeline_is_rejected_naming_the_field() -> None:
+    child = {"tasks": [{"name": "inner", "pipelineSpec": {"tasks": [approval()]}}]}
+    with pytest.raises(CompileError) as caught:
+        compile_([{"name": "outer", "pipelineSpec": child}])
+    assert caught.value.field == (
+        "tasks[outer].pipelineSpec.tasks[inner].pipelineSpec.tasks[approval].taskRef"
+    )
+    assert caught.value.reason == "Unsupported"
