@@ -1032,7 +1032,8 @@ def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
     assert command(c["step-c-y-unnamed-0"]) == ["echo", "hi!", "$(steps.pip-c-x.results.r)"]
     assert plan.task("c-x").deps == ("a",)
     assert plan.task("c-y").deps == ("a", "c-x")
-    assert plan.task("after").deps == ("c-x", "c-y")
+    assert plan.task("after").deps == ("c",)  # the child's end: its outcome
+    assert plan.task("c").deps == ("a",) and plan.children == {"c"}
     mounts = {m["mountPath"]: m for m in c["step-c-y-unnamed-0"]["volumeMounts"]}
     assert mounts["/workspace/w"]["subPath"] == "repo/in"  # the parent's workspace
 
@@ -1046,7 +1047,6 @@ def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
             "tasks[u]",
             'result reference to pipelineTask "c" is not supported',
         ),
-        ([task("a")], [_child()], "finally[c]", "in finally is not supported yet"),
         (
             [_child(matrix={"params": [{"name": "p", "value": ["1"]}]})],
             [],
@@ -1101,8 +1101,9 @@ def test_a_child_pipeline_tasks_when_is_read_in_the_parents_scope() -> None:
     skip = [{"input": "$(params.greeting)", "operator": "in", "values": ["bye"]}]
     plan = _nested(_child(when=skip))
     assert {t.name: t.skipped for t in plan.tasks} == {
+        "c": "WhenExpressionsEvaluatedFalse",
         "c-x": "WhenExpressionsEvaluatedFalse",
         "c-y": "WhenExpressionsEvaluatedFalse",
     }
     run = _nested(_child(when=[{**skip[0], "values": ["hi"]}]))
-    assert {t.name: t.skipped for t in run.tasks} == {"c-x": None, "c-y": None}
+    assert {t.name: t.skipped for t in run.tasks} == {"c": None, "c-x": None, "c-y": None}
