@@ -17,12 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
-from customtask_sdk.client import JSON, Resource
+from customtask_sdk.client import JSON, TASK_RUNS, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.node import Node
 
 PODS = Resource("", "v1", "pods", "Pod")
-TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 NAMESPACE = "bench"
 
 

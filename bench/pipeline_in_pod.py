@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import controller_process
 from customtask_sdk.testing.processes import ManagedProcess, cpu_seconds, free_port, rss_mb
@@ -38,7 +38,6 @@ from examples.pipeline_in_pod.model import PipelineSpec
 from examples.pipeline_in_pod.status import read_pod
 
 IMAGES = Images("ep", "nop", "sh")
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 VOLUMES = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
 NAMESPACE = "bench-pip"
 

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 
-from customtask_sdk.client import JSON, KubeClient, Resource
+from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient, Resource
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.testbin import cache_dir
@@ -36,8 +36,6 @@ from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
 from examples.pipeline_in_pod.stepactions import StepActionSpec
 
 STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
-TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 NAMESPACE = "bench-stepactions"
 TASKS, STEPS = 10, 5
 _GETS = re.compile(

@@ -184,7 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
     run.add_argument("--context")
     run.add_argument("--namespace", help="watch one namespace (default: all)")
-    run.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
+    run.add_argument(
+        "--workers", type=int, help="concurrent reconciles (default: each reconciler's, often 16)"
+    )
     run.add_argument("--leader-elect", action="store_true", help="one active replica at a time")
     run.add_argument("--lease-name", help="default: customtask-<kinds>")
     run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))

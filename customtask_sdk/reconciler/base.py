@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
@@ -63,6 +63,9 @@ class ReconcilerBase:
     #: that run is acted on within this time. Long work belongs outside the call
     #: (start it, return ``Running``, look again later).
     reconcile_timeout: ClassVar[datetime.timedelta] = datetime.timedelta(seconds=60)
+    #: Concurrent reconciles when the operator gives no ``--workers`` (``Manager(workers=)``).
+    #: Raise it for a reconciler whose calls mostly wait on the apiserver.
+    workers: ClassVar[int] = 16
     #: Where the SDK and ``Run.now`` read the time (pass a fake one to ``__init__`` in tests).
     clock: Clock = SystemClock()
 
@@ -70,9 +73,12 @@ class ReconcilerBase:
         super().__init_subclass__(**kwargs)
         if cls.reconcile_timeout <= datetime.timedelta(0):
             raise ValueError(f"{cls.__name__}.reconcile_timeout must be positive")
+        if cls.workers < 1:
+            raise ValueError(f"{cls.__name__}.workers must be at least 1")
 
     _client: KubeClient | None = None
     _events: EventSink | None = None
+    _cache_write: Callable[[Resource, JSON], None] | None = None
 
     def __init__(self, clock: Clock | None = None) -> None:
         if clock is not None:
@@ -93,11 +99,32 @@ class ReconcilerBase:
             )
         return self._client
 
-    def attach(self, client: KubeClient, events: EventSink | None = None) -> None:
-        """Give the reconciler its API client and Event recorder (the Controller running
-        it does this; ``events=None`` when Events are off)."""
+    def attach(
+        self,
+        client: KubeClient,
+        events: EventSink | None = None,
+        cache_write: Callable[[Resource, JSON], None] | None = None,
+    ) -> None:
+        """Give the reconciler its API client, Event recorder and a way into the cache of
+        owned objects (the Controller running it does this; ``events=None`` when Events are
+        off)."""
         self._client = client
         self._events = events
+        self._cache_write = cache_write
+
+    def remember(self, resource: Resource, obj: JSON) -> None:
+        """Put an owned object this reconciler just wrote (what a create, update or patch
+        returned) in the controller's cache, so ``run.owned`` shows the write at once
+        instead of after its watch event (the SDK does this for the runs' own status).
+
+        Ignored if the cache already holds that version or a later one (or the watch has
+        seen the object deleted since), and outside a controller. No reconcile is queued.
+
+        Raises:
+            KeyError: ``resource`` is not in ``owns``.
+        """
+        if self._cache_write is not None:
+            self._cache_write(resource, obj)
 
     def record_event(
         self, obj: JSON, type_: Literal["Normal", "Warning"], reason: str, message: str

@@ -72,9 +72,10 @@ class Controller:
     """Runs one :class:`Reconciler` over the CustomRuns it matches.
 
     Informers (CustomRuns, and each kind in ``reconciler.owns``) keep a shared cache and
-    enqueue keys; ``workers`` tasks take keys off the queue (never the same key twice at
-    once) and run :func:`~customtask_sdk.reconciler.step`. Reads come from the cache: a
-    reconcile makes no GET; a status write's answer updates the cache at once.
+    enqueue keys; ``workers`` tasks (default: ``reconciler.workers``) take keys off the
+    queue (never the same key twice at once) and run
+    :func:`~customtask_sdk.reconciler.step`. Reads come from the cache: a reconcile makes
+    no GET; a status write's answer updates the cache at once.
     """
 
     #: The kind reconciled: the main informer's, and whose ``/status`` is written.
@@ -87,14 +88,14 @@ class Controller:
         client: KubeClient,
         *,
         namespace: str | None = None,
-        workers: int = 16,
+        workers: int | None = None,
         events: EventSink | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.reconciler = reconciler
-        reconciler.attach(client, events)
+        reconciler.attach(client, events, self._cache_owned)
         self.client = client
-        self.workers = workers
+        self.workers = reconciler.workers if workers is None else workers
         self.name = reconciler.name
         self.metrics = metrics
         self.events = events
@@ -160,12 +161,19 @@ class Controller:
         if new is not None and (not self._done(new) or self._holds_finalizer(new)):
             self.queue.add(_key(new))
 
-    def _lookup_owned(self, resource: Resource, uid: str) -> list[JSON]:
+    def _owned_informer(self, resource: Resource) -> Informer:
         informer = self.owned.get(resource)
         if informer is None:
             raise KeyError(f"{resource.kind} is not in {type(self.reconciler).__name__}.owns")
+        return informer
+
+    def _lookup_owned(self, resource: Resource, uid: str) -> list[JSON]:
+        informer = self._owned_informer(resource)
         found = (informer.get(key) for key in informer.index_by_owner(uid))
         return [obj for obj in found if obj is not None]
+
+    def _cache_owned(self, resource: Resource, obj: JSON) -> None:
+        self._owned_informer(resource).update_if_newer(obj)
 
     def _on_owned(self, event: str, old: JSON | None, new: JSON | None) -> None:
         obj = new or old

@@ -58,6 +58,7 @@ class Manager:
       ``shutdown_grace`` seconds to finish (the rest are simply picked up again by the
       next leader: status is the only state), pending Events are flushed,
       the lease is released and connections closed.
+    - ``workers``: concurrent reconciles of each reconciler (default: its own ``workers``).
     - When leadership is lost (not renewed by the renew deadline, or the elector failed)
       every reconcile and event write is cancelled at once, with no grace (each
       reconciler's ``stop()`` still runs), and :meth:`run` raises. The elector has a
@@ -71,7 +72,7 @@ class Manager:
         reconcilers: Sequence[Reconciler[Any] | ObjectReconciler],
         *,
         namespace: str | None = None,
-        workers: int = 16,
+        workers: int | None = None,
         leader_election: LeaderElection | None = None,
         health_port: int | None = 8081,
         health_host: str = "0.0.0.0",

@@ -17,7 +17,15 @@ from typing import Any, TextIO
 
 import yaml
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, Discovery, KubeClient, Resource
+from customtask_sdk.client import (
+    CUSTOM_RUNS,
+    JSON,
+    PIPELINE_RUNS,
+    TASK_RUNS,
+    Discovery,
+    KubeClient,
+    Resource,
+)
 from customtask_sdk.reconciler import Reconciler
 from customtask_sdk.reconciler.objects import ObjectReconciler
 from customtask_sdk.testing.controllers import running
@@ -26,11 +34,8 @@ from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.testbin import TestbinMissingError, locate_node
 from customtask_sdk.testing.waiting import condition
 
-__all__ = ["PIPELINE_RUNS", "apply_manifests", "follow", "run_dev"]
+__all__ = ["apply_manifests", "follow", "run_dev"]
 
-#: Tekton's PipelineRun, at its storage version.
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
-_TASK_RUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 _FIELD_MANAGER = "customtask-sdk-dev"
 
 
@@ -117,7 +122,7 @@ async def follow(
 
     runs_watches = [
         asyncio.create_task(watch(CUSTOM_RUNS, "customrun")),
-        asyncio.create_task(watch(_TASK_RUNS, "taskrun")),
+        asyncio.create_task(watch(TASK_RUNS, "taskrun")),
     ]
     try:
         await asyncio.wait_for(watch(PIPELINE_RUNS, "pipelinerun"), timeout)

@@ -124,6 +124,9 @@ _SHIM_SOCKETS = Path("/run/containerd")  # shims' sockets, fixed in containerd 1
 LOCK_PATH = Path("/run/customtask-sdk/node.lock")
 # What the running node changed, to undo if its process dies before stopping.
 _STATE_PATH = LOCK_PATH.with_name("node-state.json")
+#: A node's own folder: ``<tmp>/customtask-node-*``, with the PID of its process inside.
+_WORKDIR_PREFIX = "customtask-node-"
+_OWNER_FILE = "owner.pid"
 
 
 _CONTAINERD_CONFIG = """version = 2
@@ -499,8 +502,10 @@ class Node(AsyncService):
         self.binaries = binaries or locate()
         self.node_binaries = node_binaries or locate_node(self.binaries.versions)
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="customtask-node-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
         self.workdir.chmod(0o755)
+        if self._own_workdir:  # a process killed before start() ends leaves it: swept
+            (self.workdir / _OWNER_FILE).write_text(str(os.getpid()))
         self.network = network or NodeNetwork()
         self.name = name
         self.kubelet_port = kubelet_port
@@ -547,6 +552,7 @@ class Node(AsyncService):
 
         await self._lock.acquire(self.lock_timeout)
         _remove_dead_node(self.node_binaries.kube_proxy)
+        remove_orphan_workdirs(self.workdir.parent, keep=self.workdir)
         host = _HostState.capture(self.network)
         host.check_free()
         self._host = host  # from here on, stop() undoes what start() did
@@ -983,6 +989,34 @@ def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
     partial.replace(path)
+
+
+def remove_orphan_workdirs(parent: Path, keep: Path) -> list[Path]:
+    """Remove the folders ``Node()`` made in ``parent`` for processes that died before
+    their node started or stopped (killed while waiting for the lock, say): their owner
+    process is gone, and nothing is mounted in them (a dead node's mounts are
+    :func:`_remove_dead_node`'s). Returns what was removed."""
+    removed = []
+    for folder in parent.glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            owner = int((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or being made right now
+        if folder == keep or _alive(owner) or _mount_points_under(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_dead_node(kube_proxy: Path) -> None:

@@ -13,10 +13,8 @@ which response is checked in the apiserver by the admission policies in
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from customtask_sdk import (
@@ -66,47 +64,27 @@ _HOW_TO_STAMP = (
 )
 
 
-def _version(obj: Mapping[str, Any]) -> int:
-    return int(obj["metadata"].get("resourceVersion") or 0)
-
-
 class Approval(Reconciler[ApprovalParams]):
     """Succeeds (``Approved``) once enough approvers approve; fails (``Rejected``) on a veto."""
 
     api_version = os.environ.get("APPROVAL_API_VERSION", f"{GROUP}/v1alpha1")
     kind = "ApprovalTask"
     owns = (GATES,)
+    #: A decision holds its worker for two writes in sequence: when the apiserver slows
+    #: down, 16 workers queue decisions (README, Benchmarks).
+    workers = 64
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notifier = notify.Notifier()
-        # The newest ApprovalTask this controller wrote, by uid, as its version and compact
-        # JSON (as the SDK's cache stores objects: thousands of them pile up while the
-        # watch lags behind a burst of gates, and a decoded copy is ~40 small objects):
-        # its own writes are newer than the cache until their watch events arrive.
-        self._written: dict[str, tuple[int, bytes]] = {}
 
     # -- the gate's object -------------------------------------------------------------
 
     def _cached(self, run: Run[ApprovalParams]) -> JSON | None:
-        """This run's ApprovalTask from the cache, or this controller's newer write of it."""
+        """This run's ApprovalTask from the cache (where this controller's writes go at
+        once: ``remember``)."""
         found = [t for t in run.owned(APPROVAL_TASKS) if t["metadata"]["name"] == run.name]
-        if not found:
-            return None
-        task = found[0]
-        uid = task["metadata"]["uid"]
-        written = self._written.get(uid)
-        if written is not None:
-            version, data = written
-            if version > _version(task):
-                decoded: JSON = json.loads(data)
-                return decoded
-            del self._written[uid]  # the cache has caught up: keep one copy
-        return task
-
-    def _remember(self, task: JSON) -> None:
-        data = json.dumps(GATES.project(task), separators=(",", ":")).encode()
-        self._written[task["metadata"]["uid"]] = (_version(task), data)
+        return found[0] if found else None
 
     async def _find(self, run: Run[ApprovalParams]) -> JSON | None:
         """This run's ApprovalTask: from the cache, else (once one was created) read."""
@@ -171,6 +149,7 @@ class Approval(Reconciler[ApprovalParams]):
         path = APPROVAL_TASKS.path(run.namespace)
         try:
             task = await self.client.create(path, body)
+            self.remember(APPROVAL_TASKS, task)
         except ConflictError:
             existing = await self.client.get_or_none(APPROVAL_TASKS.path(run.namespace, run.name))
             owners = (existing or {}).get("metadata", {}).get("ownerReferences") or []
@@ -205,13 +184,13 @@ class Approval(Reconciler[ApprovalParams]):
                 APPROVAL_TASKS.path(meta["namespace"], meta["name"])
             )
             if fresh is not None:
-                self._remember(fresh)
+                self.remember(APPROVAL_TASKS, fresh)
             raise RetryLater(
                 "the ApprovalTask changed; counting again", after=datetime.timedelta(0)
             ) from None
         except NotFoundError:
             raise RetryLater("the ApprovalTask is gone") from None
-        self._remember(written)
+        self.remember(APPROVAL_TASKS, written)
         return written
 
     # -- the run -------------------------------------------------------------------------
@@ -232,10 +211,7 @@ class Approval(Reconciler[ApprovalParams]):
                 task = await self._write_status(task, desired)
                 status = desired
                 self._announce(task, previous, status)
-        outcome = self._outcome(task, status)
-        if not isinstance(outcome, Running):
-            self._written.pop(task["metadata"]["uid"], None)
-        return outcome
+        return self._outcome(task, status)
 
     def _desired(
         self, task: JSON, tally: Tally, responses: list[Response], now: datetime.datetime
@@ -314,7 +290,6 @@ class Approval(Reconciler[ApprovalParams]):
             }
             written = await self._write_status(task, desired)
             self._announce(written, status, desired)
-        self._written.pop(task["metadata"]["uid"], None)
 
     async def on_timeout(self, run: Run[ApprovalParams]) -> None:
         """Close the gate (``timedOut``) before the run fails: no response counts after."""

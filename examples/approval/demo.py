@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from customtask_sdk.client import JSON, KubeClient
+from customtask_sdk.client import JSON, PIPELINE_RUNS, KubeClient
 from customtask_sdk.testing import ControlPlane, wait_for
 from customtask_sdk.testing.controllers import running
-from customtask_sdk.testing.devenv import PIPELINE_RUNS, follow
+from customtask_sdk.testing.devenv import follow
 from examples.approval import cli
 from examples.approval.controller import APPROVAL_TASKS, Approval
 from examples.approval.install import (

@@ -16,6 +16,7 @@ from tests.e2e.test_pipeline_in_pod_controlplane import (
     create_run,
     done,
     kubelet,
+    made_pod,
     outcome,
     reconciler,  # noqa: F401 - the fixture
     ref,
@@ -49,13 +50,7 @@ async def test_annotations_of_pipeline_and_task_are_frozen_and_a_refused_check_f
     )
     async with running(kube, reconciler, namespace=namespace):
         name = await create_run(kube, namespace, ref("whole"))
-        run = await wait_for(
-            kube,
-            CUSTOM_RUNS,
-            namespace,
-            name,
-            lambda o: "pod" in (o.get("status", {}).get("extraFields") or {}),
-        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, made_pod)
         frozen = run["status"]["extraFields"]["spec"]
         assert frozen["annotations"] == HERMETIC  # the Pipeline's: every task hermetic
         assert frozen["tasks"]["t"]["metadata"] == {"annotations": {PRE_STEPS: "fetch"}}

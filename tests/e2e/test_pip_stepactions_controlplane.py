@@ -28,6 +28,7 @@ from tests.e2e.test_pipeline_in_pod_controlplane import (
     done,
     embedded,
     kubelet,
+    made_pod,
     outcome,
     terminated,
 )
@@ -46,10 +47,6 @@ SAY = {
     "image": "busybox",
     "command": ["echo", "$(params.word)"],
 }
-
-
-def made_pod(run: JSON) -> bool:
-    return "pod" in (run.get("status", {}).get("extraFields") or {})
 
 
 async def test_stepactions_are_resolved_once_and_frozen_with_the_tasks(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, KubeClient
 from customtask_sdk.testing import condition, create_object, wait_deleted, wait_for
 from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.pytest_plugin import Cluster
@@ -33,7 +33,6 @@ from examples.pipeline_in_pod.controller import (
 )
 from examples.wait.controller import Wait
 
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 IMAGES = Images("ep:1", "nop:1", "shell:1")
 
 
@@ -138,6 +137,10 @@ def tasks_state(run: JSON) -> dict[str, str]:
     return {t["name"]: t["state"] for t in fields.get("tasks") or []}
 
 
+def made_pod(run: JSON) -> bool:
+    return "pod" in (run.get("status", {}).get("extraFields") or {})
+
+
 def made(run: JSON) -> bool:
     return tasks_state(run).get("make") == "succeeded"
 
@@ -179,13 +182,7 @@ async def test_a_named_pipeline_runs_in_one_owned_pod_frozen_at_the_start(
         name = await create_run(
             kube, namespace, {**ref("build"), "params": [{"name": "word", "value": "yo"}]}
         )
-        run = await wait_for(
-            kube,
-            CUSTOM_RUNS,
-            namespace,
-            name,
-            lambda o: "pod" in (o.get("status", {}).get("extraFields") or {}),
-        )
+        run = await wait_for(kube, CUSTOM_RUNS, namespace, name, made_pod)
         pod_name = run["status"]["extraFields"]["pod"]
         pod = await wait_for(kube, PODS, namespace, pod_name, lambda o: True)
         assert pod["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]

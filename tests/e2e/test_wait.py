@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, KubeClient
 from customtask_sdk.testing import ControlPlane, condition, wait_for
 from customtask_sdk.testing.controllers import controller_process, create_custom_run
 from examples.wait.controller import Wait
 
 # The serve_waits fixture (conftest.py): async with serve_waits(namespace) as manager.
 Serve = Callable[..., contextlib.AbstractAsyncContextManager[Any]]
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from customtask_sdk.client import (
     CUSTOM_RUNS,
     JSON,
+    PIPELINE_RUNS,
     ApiError,
     ForbiddenError,
     KubeClient,
@@ -47,7 +48,6 @@ from examples.wait.controller import Wait
 ROOT = Path(__file__).resolve().parents[2]
 API = Approval.api_version
 KIND = "ApprovalTask"
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 CLUSTER_ROLE_BINDINGS = Resource(
     "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False
 )

@@ -12,10 +12,9 @@ import datetime
 import uuid
 from typing import Any
 
-from customtask_sdk.client import CUSTOM_RUNS, JSON, KubeClient, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, KubeClient, Resource
 from customtask_sdk.testing import condition, wait_for
 
-PIPELINE_RUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
 API_VERSION = "example.customtask.dev/v1alpha1"
 KIND = "Example"

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest_asyncio
 import yaml
 
-from customtask_sdk.client import JSON, Discovery, Resource
+from customtask_sdk.client import CUSTOM_RUNS, JSON, PIPELINE_RUNS, Discovery, Resource
 from customtask_sdk.testing import condition, wait_for
 from customtask_sdk.testing.controllers import create_custom_run
-from customtask_sdk.testing.devenv import PIPELINE_RUNS, apply_manifests
+from customtask_sdk.testing.devenv import apply_manifests
 from customtask_sdk.testing.images import SITE_PACKAGES
 from customtask_sdk.testing.node import Node
 
@@ -30,7 +30,6 @@ PLACEHOLDER = "ghcr.io/customtask-sdk/wait-controller"
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 PODS = Resource("", "v1", "pods", "Pod")
-CUSTOM_RUNS = Resource("tekton.dev", "v1beta1", "customruns", "CustomRun")
 
 
 def build_image(node: Node) -> str:

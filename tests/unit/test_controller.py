@@ -21,6 +21,7 @@ from customtask_sdk.client import (
     ConflictError,
     KubeClient,
     NotFoundError,
+    Resource,
 )
 from customtask_sdk.queue import WorkQueue
 from customtask_sdk.reconciler import (
@@ -563,3 +564,43 @@ async def test_a_failing_start_runs_no_worker(api: FakeApi, clock: FakeClock) ->
     with pytest.raises(ValueError, match="no notification endpoint"):
         await asyncio.wait_for(controller.run_workers(), GUARD)
     assert reconciler.calls == []
+
+
+GADGETS = Resource("example.dev", "v1", "gadgets", "Gadget")
+
+
+class Making(Task):
+    """Owns Gadgets: "writes" one per run (versions 7, then a stale 5) and remembers both;
+    succeeds once ``run.owned`` shows version 7. The Gadget watch never delivers a thing."""
+
+    owns = (GADGETS,)
+
+    def __init__(self, api: FakeApi, *, clock: FakeClock) -> None:
+        super().__init__(api, clock=clock)
+        self.seen: list[list[str]] = []
+
+    def gadget(self, run: Run[TaskParams], version: str) -> JSON:
+        meta = {"name": run.name, "namespace": NS, "uid": "g1", "resourceVersion": version}
+        owner = {"kind": "CustomRun", "name": run.name, "uid": run.uid}
+        return {"metadata": {**meta, "ownerReferences": [owner]}}
+
+    async def reconcile(self, run: Run[TaskParams]) -> Outcome:
+        found = run.owned(GADGETS)
+        self.seen.append([g["metadata"]["resourceVersion"] for g in found])
+        if not found:
+            self.remember(GADGETS, self.gadget(run, "7"))
+            self.remember(GADGETS, self.gadget(run, "5"))  # older: ignored
+            return Running(requeue_after=datetime.timedelta(0))
+        return Succeeded()
+
+
+async def test_a_reconcilers_own_writes_are_in_the_cache_before_their_watch_events(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    reconciler = Making(api, clock=clock)
+    async with serving(reconciler):  # runs the CustomRun informer only: Gadgets lag forever
+        await api.add("r", {})
+        await api.wait_until(settled(api, "r", "Succeeded"))
+    assert reconciler.seen == [[], ["7"]]
+    with pytest.raises(KeyError, match=r"CustomRun is not in Making\.owns"):
+        reconciler.remember(CUSTOM_RUNS, api.run("r"))

@@ -232,3 +232,27 @@ async def test_reconcilers_record_events_through_the_managers_recorder_unless_of
     await asyncio.wait_for(task, 10)  # the recorder was flushed on the way out
     posted = [method for method, _ in api.requests if method.startswith("EVENT")]
     assert posted == (["EVENT Noticed", "EVENT Started"] if events else [])
+
+
+class Busy(Slow):
+    """A reconciler that asks for more concurrent reconciles than the SDK's default."""
+
+    kind = "Busy"
+    workers = 64
+
+
+async def test_each_reconciler_runs_its_own_workers_unless_the_operator_sets_them(
+    cluster: tuple[FakeCluster, KubeClient],
+) -> None:
+    _, client = cluster
+    own = manager(client, Slow(), Busy())
+    assert [c.workers for c in own.controllers] == [16, 64]
+    given = manager(client, Slow(), Busy(), workers=8)  # --workers 8
+    assert [c.workers for c in given.controllers] == [8, 8]
+
+
+def test_a_reconciler_without_workers_is_refused_when_defined() -> None:
+    with pytest.raises(ValueError, match=r"Idle\.workers must be at least 1"):
+
+        class Idle(Slow):
+            workers = 0
