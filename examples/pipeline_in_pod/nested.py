@@ -160,7 +160,12 @@ class Flat:
     def members(self, child: str) -> list[str]:
         """The DAG tasks of ``child`` (``""``: of the pipeline), deeper children's ends
         included."""
-        return [p.name for p in self.pipeline.tasks if self.owner.get(p.name, "") == child]
+        return [
+            p.name
+            for p in self.pipeline.tasks
+            if self.owner.get(p.name, "") == child
+            and not (p.name in self.children and self.children[p.name].final)
+        ]
 
     def finals(self, child: str) -> list[str]:
         """The ``finally`` tasks of ``child`` (``""``: of the pipeline), each final child's
