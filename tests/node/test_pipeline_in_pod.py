@@ -22,7 +22,7 @@ from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import CLAIMS, PODS, PipelineInPod, custom_run
-from tests.node.corpus import CORPUS, done, producer, result, sh, t, tekton_run
+from tests.node.corpus import CORPUS, NESTED, done, result, sh, t, tekton_run
 
 
 @pytest.fixture
@@ -135,53 +135,28 @@ async def _tekton_api_fields(kube: KubeClient, level: str) -> None:
     await kube.patch(path, {"data": {"enable-api-fields": level}})
 
 
-#: Pipelines in Pipelines (Tekton: alpha): a child pipeline reading a result of the parent,
-#: its tasks passing a result, and a parent task after the child.
-NESTED = {
-    "params": [{"name": "greeting", "default": "hi"}],
-    "tasks": [
-        producer("a", "from-a"),
-        {
-            "name": "c",
-            "params": [{"name": "word", "value": "$(tasks.a.results.out)-$(params.greeting)"}],
-            # Types spelled out: without Tekton's webhook nothing defaults a child's spec.
-            "pipelineSpec": {
-                "params": [{"name": "word", "type": "string"}],
-                "tasks": [
-                    producer("x", "$(params.word)-$(context.pipelineRun.name)"),
-                    t(
-                        "y",
-                        sh('printf "got-$(params.v)" > $(results.out.path)'),
-                        params=[{"name": "v", "value": "$(tasks.x.results.out)"}],
-                        spec={
-                            "params": [{"name": "v", "type": "string"}],
-                            "results": [{"name": "out", "type": "string"}],
-                        },
-                    ),
-                ],
-            },
-        },
-        producer("after", "z", runAfter=["c"]),
-    ],
-    "results": [result("after")],
-}
-
-
-async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
+async def test_child_pipelines_run_in_the_pod_as_tekton_runs_them(
     node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
+    """The :data:`NESTED` corpus (Tekton: alpha), both ways, all at once."""
     await _tekton_api_fields(node.client, "alpha")
     try:
         # Tekton's controller reloads its flags on its own time: until a run shows them, a
         # child pipeline is rejected (PipelineValidationFailed). Run until it is not.
         for _ in range(10):
-            tekton = await tekton_run(node.client, node_namespace, NESTED)
-            if tekton[0] == "True":
+            first = await tekton_run(node.client, node_namespace, NESTED["child"])
+            if first[0] == "True":
                 break
-        ours = await pip_run(node.client, node_namespace, NESTED)
+        cases = sorted(NESTED)
+        runs = await asyncio.gather(
+            *(tekton_run(node.client, node_namespace, NESTED[case]) for case in cases),
+            *(pip_run(node.client, node_namespace, NESTED[case]) for case in cases),
+        )
     finally:
         await _tekton_api_fields(node.client, "beta")
-    assert tekton[1] == {
+    tekton = dict(zip(cases, runs[: len(cases)], strict=True))
+    ours = dict(zip(cases, runs[len(cases) :], strict=True))
+    assert tekton["child"][1] == {
         "a": "succeeded",
         "c-x": "succeeded",
         "c-y": "succeeded",

@@ -1033,7 +1033,8 @@ def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
     assert plan.task("c-x").deps == ("a",)
     assert plan.task("c-y").deps == ("a", "c-x")
     assert plan.task("after").deps == ("c",)  # the child's end: its outcome
-    assert plan.task("c").deps == ("a",) and plan.children == {"c"}
+    assert plan.task("c").deps == ("a",)
+    assert plan.children == {"c"}
     mounts = {m["mountPath"]: m for m in c["step-c-y-unnamed-0"]["volumeMounts"]}
     assert mounts["/workspace/w"]["subPath"] == "repo/in"  # the parent's workspace
 

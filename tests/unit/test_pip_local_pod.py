@@ -797,7 +797,8 @@ def test_a_childs_finally_runs_after_the_childs_tasks_and_its_outcome_is_the_chi
     assert view.results["c-f"] == {"r": child}
     outcome = "Failed Failed" if failed else "Succeeded Succeeded"
     assert view.results["report"] == {"r": outcome}
-    assert view.verdict is not None and view.verdict.succeeded is not failed
+    assert view.verdict is not None
+    assert view.verdict.succeeded is not failed
 
 
 def test_a_failing_childs_finally_fails_the_child_for_the_parent(tmp_path: Path) -> None:
