@@ -4,11 +4,21 @@ Tekton v1.15.1 runs such a task (an alpha feature) as a child PipelineRun ``<run
 whose TaskRuns are ``<run>-<task>-<inner>``. Here the child's tasks join the Pod: each
 inner task becomes a task ``<task>-<inner>`` of the pipeline, in the child's own scope
 (its params bound from the task's, ``$(context.pipelineRun.name)`` the child run's), after
-what the child task waited for; a task after the child waits for all of its tasks.
+what the child task waited for. In the child task's place an *end* task, named as the
+child task, stands for the child run: it starts with the child and holds the child's
+barrier (the child's statuses, then its ``finally`` tasks released, as the pipeline's own
+barrier does), then ends as Tekton ends the child run: failed if a task or a ``finally``
+task of the child failed. So the parent's dependants wait for the child's ``finally``,
+and ``$(tasks.<task>.status)``, ``$(tasks.status)`` and the parent's outcome count the
+child as one task, as Tekton's ``GetPipelineTaskStatus`` does. A failure stops only its
+own pipeline (a child run stops alone; the parent learns of it when the child ends).
 
-As in Tekton: the child's results and status are not surfaced (a reference to them is
-rejected with Tekton's reason), and it cannot be fanned out by a matrix. Not yet here: a
-child's ``finally`` (it would need its own barrier), a matrix inside a child, a ``timeout``
+A child's ``finally`` tasks read the child's statuses; a child in ``finally`` starts
+when its owner's barrier releases it; a matrix inside a child fans out in the child's
+scope (``matrix.py``), ``<task>-<inner>-<i>`` as Tekton names those TaskRuns.
+
+As in Tekton: the child's results are not surfaced (a reference to them is rejected
+with Tekton's reason), and it cannot be fanned out by a matrix. Not here: a ``timeout``
 on the child task (Tekton ignores it; nothing is silently ignored here).
 """
 
