@@ -102,7 +102,7 @@ def _workspaces(
 
 def _renamed(ptask: PipelineTask, child: str, names: set[str]) -> PipelineTask:
     """``ptask`` with the child's task names prefixed, in references and ``runAfter``."""
-    text = ptask.model_dump_json(by_alias=True, exclude_none=True)
+    text = ptask.model_dump_json(by_alias=True, exclude_none=True, exclude_unset=True)
     text = _REF.sub(
         lambda m: f"$(tasks.{inner_name(child, m.group(1))}." if m.group(1) in names else m[0],
         text,
