@@ -471,7 +471,7 @@ NESTED: dict[str, JSON] = {
     "child-finally-after-failure": {
         "tasks": [t("a"), _with_finally("3", "Failed Failed None"), t("after", runAfter=["c"])],
         "finally": [_report("$(tasks.status) $(tasks.c.status)")],
-        "results": [result("report")],
+        "results": [{"name": "r-report", "value": "$(finally.report.results.out)"}],
     },
     "child-finally-after-success": {
         "tasks": [
@@ -480,7 +480,7 @@ NESTED: dict[str, JSON] = {
             t("after", runAfter=["c"]),
         ],
         "finally": [_report("$(tasks.status) $(tasks.c.status)")],
-        "results": [result("report")],
+        "results": [{"name": "r-report", "value": "$(finally.report.results.out)"}],
     },
     # A child in finally runs after the parent's tasks, its tasks in order.
     "child-in-finally": {
@@ -489,7 +489,7 @@ NESTED: dict[str, JSON] = {
             _child(
                 "fc",
                 [
-                    producer("x", "$(params.s)"),
+                    t("x", sh('printf "$(params.s)" > $(results.out.path)'), spec=_OUT),
                     t(
                         "y",
                         _expects("$(params.v)", "Failed"),
