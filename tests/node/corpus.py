@@ -414,13 +414,20 @@ def _child(name: str, tasks: list[JSON], **fields: Any) -> JSON:
     return {"name": name, "pipelineSpec": spec, **fields}
 
 
-def _expects(statuses: str, expected: str) -> JSON:
-    """A step that fails unless ``statuses`` (``$(tasks...status)``) read ``expected``."""
-    return sh(f'test "{statuses}" = "{expected}"')
+def _expects(name: str, statuses: str, expected: str) -> JSON:
+    """Task ``name``, failing unless ``statuses`` (``$(tasks...status)``: Tekton replaces
+    them in params and ``when`` only) read ``expected``."""
+    return _given(name, statuses, sh(f'test "$(params.s)" = "{expected}"'))
+
+
+def _given(name: str, value: str, step: JSON, **spec: Any) -> JSON:
+    """Task ``name`` running ``step`` with param ``s`` set to ``value``."""
+    params = {"params": [{"name": "s", "type": "string"}], **spec}
+    return t(name, step, params=[{"name": "s", "value": value}], spec=params)
 
 
 def _report(statuses: str) -> JSON:
-    return t("report", sh(f'printf "{statuses}" > $(results.out.path)'), spec=_OUT)
+    return _given("report", statuses, sh('printf "$(params.s)" > $(results.out.path)'), **_OUT)
 
 
 _OUT = {"results": [{"name": "out", "type": "string"}]}
@@ -434,9 +441,7 @@ def _with_finally(code: str, seen: str) -> JSON:
         [t("x", sh(f"exit {code}")), t("y", runAfter=["x"])],
         runAfter=["a"],
         spec={
-            "finally": [
-                t("f", _expects("$(tasks.status) $(tasks.x.status) $(tasks.y.status)", seen))
-            ]
+            "finally": [_expects("f", "$(tasks.status) $(tasks.x.status) $(tasks.y.status)", seen)]
         },
     )
 
@@ -490,12 +495,7 @@ NESTED: dict[str, JSON] = {
                 "fc",
                 [
                     t("x", sh('printf "$(params.s)" > $(results.out.path)'), spec=_OUT),
-                    t(
-                        "y",
-                        _expects("$(params.v)", "Failed"),
-                        params=[{"name": "v", "value": "$(tasks.x.results.out)"}],
-                        spec={"params": [{"name": "v", "type": "string"}]},
-                    ),
+                    _expects("y", "$(tasks.x.results.out)", "Failed"),
                 ],
                 params=[{"name": "s", "value": "$(tasks.a.status)"}],
                 spec={"params": [{"name": "s", "type": "string"}]},
