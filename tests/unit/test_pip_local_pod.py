@@ -881,3 +881,47 @@ def test_a_child_in_finally_runs_after_the_tasks_and_a_matrix_fans_out_in_a_chil
         "fc-join": "succeeded",
     }, view.tasks
     assert view.results["fc-join"] == {"r": "Failed-1 Failed-2"}
+
+
+def test_a_childs_failure_stops_only_the_child_until_the_child_ends(tmp_path: Path) -> None:
+    """As Tekton: a child run stops alone, the parent learns of its failure when the child
+    run ends (after its finally). The child's finally here ends only once p2 has ended,
+    so p2, ready once x has failed (p1 waits for it), starts: the parent is not stopping."""
+    p2, x = "/tekton/run/p2/0/out", "/tekton/run/c-x/0/out.err"
+    ended = f"until [ -e {p2} ] || [ -e {p2}.err ]; do sleep 0.1; done"
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "p1",
+                    "taskSpec": {"steps": [sh(f"until [ -e {x} ]; do sleep 0.1; done")]},
+                },
+                {"name": "p2", "runAfter": ["p1"], "taskSpec": {"steps": [sh("true")]}},
+                {
+                    "name": "c",
+                    "pipelineSpec": {
+                        "tasks": [
+                            {"name": "x", "taskSpec": {"steps": [sh("exit 1")]}},
+                            {"name": "y", "runAfter": ["x"], "taskSpec": {"steps": [sh("true")]}},
+                        ],
+                        "finally": [
+                            {
+                                "name": "f",
+                                "taskSpec": {"steps": [sh(ended)]},
+                            }
+                        ],
+                    },
+                },
+                {"name": "after", "runAfter": ["c"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+        },
+    )
+    assert states(view) == {
+        "p1": "succeeded",
+        "p2": "succeeded",
+        "c-x": "failed",
+        "c-y": "skipped",
+        "c-f": "succeeded",
+        "after": "skipped",
+    }, view.tasks
