@@ -162,7 +162,8 @@ async def test_child_pipelines_run_in_the_pod_as_tekton_runs_them(
         "c-y": "succeeded",
         "after": "succeeded",
     }
-    assert ours == tekton
+    differing = {case: (ours[case], tekton[case]) for case in cases if ours[case] != tekton[case]}
+    assert not differing, f"ours, then Tekton's: {differing}"
 
 
 async def test_a_volume_claim_template_gets_a_claim_owned_by_the_run_named_as_tekton(
