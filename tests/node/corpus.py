@@ -578,6 +578,16 @@ async def tekton_run(
     return await outcome(kube, namespace, run)
 
 
+def _skipped(status: JSON) -> list[str]:
+    """The tasks a PipelineRun's status says it skipped. Tekton v1.15.1 counts a child
+    pipeline task as never scheduled (``isScheduled`` looks at TaskRuns and CustomRuns
+    only), so once the run is stopping, a child that ran (and failed) is listed too
+    (PipelineRunStopping): left out, its own tasks count instead."""
+    refs = status.get("childReferences") or []
+    ran = {c["pipelineTaskName"] for c in refs if c.get("kind") == "PipelineRun"}
+    return [s["name"] for s in status.get("skippedTasks") or [] if s["name"] not in ran]
+
+
 async def outcome(
     kube: KubeClient, namespace: str, run: JSON
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -589,8 +599,8 @@ async def outcome(
             inner = await wait_for(kube, PIPELINE_RUNS, namespace, child["name"], done)
             children += inner["status"].get("childReferences") or []
             prefix = child["name"].removeprefix(f"{run['metadata']['name']}-")
-            for skipped in inner["status"].get("skippedTasks") or []:
-                states[f"{prefix}-{skipped['name']}"] = "skipped"
+            for skipped in _skipped(inner["status"]):
+                states[f"{prefix}-{skipped}"] = "skipped"
             continue
         task_run = await kube.get(TASK_RUNS.path(namespace, child["name"]))
         cond = condition(task_run) or {}
@@ -603,7 +613,7 @@ async def outcome(
             states[task] = "cancelled"
         else:
             states[task] = "failed"
-    for skipped in run["status"].get("skippedTasks") or []:
-        states[skipped["name"]] = "skipped"
+    for skipped in _skipped(run["status"]):
+        states[skipped] = "skipped"
     results = {r["name"]: r["value"] for r in run["status"].get("results") or []}
     return (condition(run) or {}).get("status", ""), states, results
