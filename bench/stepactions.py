@@ -26,16 +26,15 @@ import statistics
 import subprocess
 import time
 
-from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient, Resource
+from customtask_sdk.client import JSON, PIPELINE_RUNS, TASK_RUNS, KubeClient
 from customtask_sdk.testing import ControlPlane
 from customtask_sdk.testing.controllers import create_object
 from customtask_sdk.testing.testbin import cache_dir
 from examples.pipeline_in_pod.compiler import Images, RunContext, compile_pipeline
-from examples.pipeline_in_pod.controller import PipelineInPod
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec
+from examples.pipeline_in_pod.step_action_sources import STEP_ACTIONS, fetch_step_actions
 from examples.pipeline_in_pod.stepactions import StepActionSpec
 
-STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
 NAMESPACE = "bench-stepactions"
 TASKS, STEPS = 10, 5
 _GETS = re.compile(
@@ -82,8 +81,6 @@ def gets(cp: ControlPlane) -> int:
 
 
 async def ours(cp: ControlPlane, spec: JSON, trials: int) -> dict[str, float]:
-    reconciler = PipelineInPod(images=Images("ep", "nop", "sh"))
-    reconciler.attach(cp.client)
     parsed = PipelineSpec.model_validate(spec)
     tasks = {p.name: p.taskSpec.model_dump(exclude_unset=True) for p in parsed.tasks if p.taskSpec}
     seconds, calls = [], []
@@ -91,7 +88,7 @@ async def ours(cp: ControlPlane, spec: JSON, trials: int) -> dict[str, float]:
     for _ in range(trials):
         before = gets(cp)
         start = time.perf_counter()
-        frozen = await reconciler.resolve_step_actions(NAMESPACE, tasks)
+        frozen = await fetch_step_actions(cp.client, NAMESPACE, tasks)
         seconds.append(time.perf_counter() - start)
         calls.append(gets(cp) - before)
     actions = {name: StepActionSpec.model_validate(body) for name, body in frozen.items()}

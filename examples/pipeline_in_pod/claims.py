@@ -2,8 +2,9 @@
 
 Tekton (``pkg/reconciler/volumeclaim``) creates a claim from the template, owned by the
 run, named ``<template name, else "pvc">-<first 10 hex of sha256(workspace + owner uid)>``,
-and binds the workspace to it. Here the owner is the CustomRun (its attempts share the
-claim; it is deleted with the run).
+and binds the workspace to it. Here the owner is the run: the CustomRun (its attempts share
+the claim) or the delegated PipelineRun, as in Tekton; the claim is deleted with it
+(``pods.create_claims`` makes it, for both front doors).
 """
 
 from __future__ import annotations

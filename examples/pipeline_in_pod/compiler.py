@@ -1026,22 +1026,31 @@ def scheduler_script(
 
     ``owner``: each child pipeline's task to its child; ``deciding``: the child whose
     failure closes a task's gate (``nested.Flat.deciding``; else the pipeline's): a
-    failure stops only its own pipeline, as a child PipelineRun fails alone."""
+    failure stops only its own pipeline, as a child PipelineRun fails alone.
+
+    Each round first notes which tasks' dependencies have ended, then reads excuses and
+    failures: a dependency ending in between is seen by both or by neither, so a task is
+    never let go unexcused because its dependency ended a moment after its excuse was
+    read."""
     unmet, owner, deciding = unmet or {}, owner or {}, deciding or {}
     scopes = {"": 0, **{c: i + 1 for i, c in enumerate(sorted(set(owner.values())))}}
-    by_scope: dict[int, list[str]] = {}
-    for task, child in sorted(owner.items()):
-        by_scope.setdefault(scopes[child], []).append(task)
-    cases = "".join(f"{'|'.join(ts)}) echo {i} ;; " for i, ts in sorted(by_scope.items()))
     task_of = {post: post.split("/")[3] for posts in gates.values() for post in posts}
     lines = [
         f"mkdir -p {GATE_DIR}",
         f"pending='{' '.join(gates)}'",
         "excused=' '",
         'excused() { case "$excused" in *" $1 "*) return 0 ;; esac; return 1; }',
-        f'scope() {{ case "$1" in {cases}*) echo 0 ;; esac; }}',
+        f'scope() {{ case "$1" in {_cases(owner, scopes)}*) echo 0 ;; esac; }}',
+        f'stops() {{ case "$1" in {_cases(deciding, scopes)}*) echo 0 ;; esac; }}',
         'while [ -n "$pending" ]; do',
+        "  ended=' '",
+        "  for t in $pending; do",
+        "    case $t in",
     ]
+    for task, posts in gates.items():
+        ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
+        lines.append(f'      {task}) if {ended}; then ended="$ended$t "; fi ;;')
+    lines += ["    esac", "  done"]
     for task, posts in gates.items():  # in order: an excuse flows to what follows
         why = [f"excused {task_of[p]}" for p in posts]
         for marker in unmet.get(task, ()):
@@ -1058,17 +1067,10 @@ def scheduler_script(
         "  done",
         "  next=",
         "  for t in $pending; do",
-        "    case $t in",
-    ]
-    for task, posts in gates.items():
-        ended = " && ".join(f'{{ [ -e "{p}" ] || [ -e "{p}.err" ]; }}' for p in posts)
-        stop = scopes[deciding.get(task, "")]
-        gate = (
-            f'skip=; case "$failed" in *" {stop} "*) skip=.err ;; esac; '
-            f'excused {task} && skip=.err; touch "{GATE_DIR}/{task}$skip"'
-        )
-        lines.append(f'      {task}) if {ended}; then {gate}; else next="$next $t"; fi ;;')
-    lines += [
+        '    case "$ended" in',
+        '      *" $t "*) skip=; case "$failed" in *" $(stops "$t") "*) skip=.err ;; esac',
+        f'        excused $t && skip=.err; touch "{GATE_DIR}/$t$skip" ;;',
+        '      *) next="$next $t" ;;',
         "    esac",
         "  done",
         "  pending=${next# }",
@@ -1077,6 +1079,16 @@ def scheduler_script(
         "exit 0",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cases(scope_of: Mapping[str, str], scopes: Mapping[str, int]) -> str:
+    """Shell ``case`` branches: each task to the number of its child's scope (not the
+    pipeline's: ``*)`` says 0)."""
+    by_scope: dict[int, list[str]] = {}
+    for task, child in sorted(scope_of.items()):
+        if child:
+            by_scope.setdefault(scopes[child], []).append(task)
+    return "".join(f"{'|'.join(tasks)}) echo {i} ;; " for i, tasks in sorted(by_scope.items()))
 
 
 # -- the Pod ------------------------------------------------------------------------

@@ -16,26 +16,20 @@ shell: places scripts, and the finally barrier).
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import datetime
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import yaml
 from pydantic import ValidationError
 
 from customtask_sdk import (
     ConflictError,
     Failed,
-    NotFoundError,
     Outcome,
     Owned,
     Reconciler,
-    Resource,
-    RetryLater,
     Run,
     RunFailed,
     Running,
@@ -57,16 +51,17 @@ from examples.pipeline_in_pod.hermetic import kept
 from examples.pipeline_in_pod.model import (
     PipelineInPodInput,
     PipelineSpec,
-    StepRef,
     TaskSpec,
     WorkspaceBinding,
 )
 from examples.pipeline_in_pod.pods import (
+    CLAIMS,
     PIPELINES,
     PODS,
     TASKS,
     Unresolvable,
     container_state,
+    create_claims,
     embed_children,
     mark_ready,
     resolve_pipeline,
@@ -74,7 +69,13 @@ from examples.pipeline_in_pod.pods import (
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import PodView, read_pod
-from examples.pipeline_in_pod.stepactions import StepActionSpec, step_action_refs
+from examples.pipeline_in_pod.step_action_sources import (
+    RESOLUTION_REQUESTS,
+    STEP_ACTIONS,
+    Requester,
+    fetch_step_actions,
+)
+from examples.pipeline_in_pod.stepactions import StepActionSpec
 
 __all__ = [
     "CLAIMS",
@@ -89,13 +90,6 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
-STEP_ACTIONS = Resource("tekton.dev", "v1beta1", "stepactions", "StepAction")
-RESOLUTION_REQUESTS = Resource(
-    "resolution.tekton.dev", "v1beta1", "resolutionrequests", "ResolutionRequest"
-)
-#: How often a run waiting for a ResolutionRequest looks at it again.
-RESOLUTION_POLL = datetime.timedelta(seconds=1)
 #: Label on every Pod this controller makes (the informer selects on it).
 MANAGED = {"app.kubernetes.io/managed-by": "pipeline-in-pod"}
 ATTEMPT_LABEL = "pipelineinpod.customtask.dev/attempt"
@@ -179,101 +173,14 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
             "tasks": tasks,
             "annotations": annotations,
         }
-        actions = await self.resolve_step_actions(run.namespace, tasks, run)
+        requester = Requester(run.name, MANAGED, run.owner_reference())
+        try:
+            actions = await fetch_step_actions(self.client, run.namespace, tasks, requester)
+        except Unresolvable as exc:
+            raise _input_error(exc.reason, exc.message) from None
         if actions:
             frozen["stepActions"] = actions
         return frozen
-
-    async def resolve_step_actions(
-        self, namespace: str, tasks: Mapping[str, JSON], run: Run[PipelineInPodInput] | None = None
-    ) -> JSON:
-        """Every StepAction the tasks' steps reference, by ``ref_key``: one GET per distinct
-        name, all at once (``tekton.dev/v1beta1``; one stored as ``v1alpha1`` is served in
-        it too); a remote ref through a ResolutionRequest owned by ``run``.
-
-        Raises:
-            RetryLater: a ResolutionRequest is not resolved yet.
-        """
-        refs: dict[str, StepRef] = {}
-        for task, spec in tasks.items():
-            try:
-                phases = ("preSteps", "steps", "postSteps")  # hermetic.py's phases
-                found = step_action_refs({"steps": [s for k in phases for s in spec.get(k) or []]})
-            except CompileError as exc:
-                where = f"tasks[{task}].{exc.field}"
-                raise _input_error(exc.reason, f"{where}: {exc.message}") from None
-            for key, ref in found.items():
-                refs.setdefault(key, ref)
-
-        async def get(key: str, ref: StepRef) -> JSON:
-            if ref.resolver:
-                assert run is not None
-                return await self._resolved_remotely(run, key, ref)
-            try:
-                action = await self.client.get(STEP_ACTIONS.path(namespace, ref.name))
-            except NotFoundError:
-                raise _input_error(
-                    "StepActionNotFound", f"StepAction {ref.name!r} not found in {namespace!r}"
-                ) from None
-            spec: JSON = action.get("spec") or {}
-            return spec
-
-        specs = await asyncio.gather(*(get(key, ref) for key, ref in refs.items()))
-        return dict(zip(refs, specs, strict=True))
-
-    async def _resolved_remotely(
-        self, run: Run[PipelineInPodInput], key: str, ref: StepRef
-    ) -> JSON:
-        """A remote StepAction's spec, through a ResolutionRequest (Tekton's remote
-        resolution: ``resolution.tekton.dev/type: <resolver>``, the ref's params), owned by
-        the run; made on first sight, then read until a resolver answers.
-
-        Raises:
-            RetryLater: no resolver has answered yet.
-        """
-        name = f"{run.name[:40]}-{key.rsplit(':', 1)[1]}"
-        path = RESOLUTION_REQUESTS.path(run.namespace, name)
-        request = await self.client.get_or_none(path)
-        if request is None:
-            meta = Owned.of(self.owns[0]).metadata(
-                run,
-                name=name,
-                namespace=run.namespace,
-                labels={"resolution.tekton.dev/type": str(ref.resolver)},
-            )
-            params = [param.model_dump() for param in ref.params or []]
-            body = {
-                "apiVersion": "resolution.tekton.dev/v1beta1",
-                "kind": "ResolutionRequest",
-                "metadata": meta,
-                "spec": {"params": params},
-            }
-            with contextlib.suppress(ConflictError):
-                await self.client.create(RESOLUTION_REQUESTS.path(run.namespace), body)
-            raise RetryLater(f"ResolutionRequest {name!r} created", after=RESOLUTION_POLL)
-        conditions = (request.get("status") or {}).get("conditions") or []
-        done: JSON = next((c for c in conditions if c.get("type") == "Succeeded"), {})
-        if done.get("status") == "False":
-            raise _input_error(
-                "StepActionResolutionFailed",
-                f"StepAction from resolver {ref.resolver!r} (ResolutionRequest {name!r}): "
-                f"{done.get('message', '')}",
-            )
-        if done.get("status") != "True":
-            raise RetryLater(f"ResolutionRequest {name!r} pending", after=RESOLUTION_POLL)
-        try:
-            found = yaml.safe_load(base64.b64decode(request["status"].get("data", "")))
-        except (ValueError, yaml.YAMLError) as exc:
-            raise _input_error(
-                "StepActionResolutionFailed", f"ResolutionRequest {name!r}: unreadable data: {exc}"
-            ) from None
-        if not isinstance(found, dict) or found.get("kind") != "StepAction":
-            raise _input_error(
-                "StepActionResolutionFailed",
-                f"ResolutionRequest {name!r}: the resolved resource is not a StepAction",
-            )
-        spec: JSON = found.get("spec") or {}
-        return spec
 
     @staticmethod
     def _validate(model: type[Any], data: Any, what: str) -> Any:
@@ -366,11 +273,8 @@ class PipelineInPod(Reconciler[PipelineInPodInput]):
                 f"Pod {name!r} was deleted while the pipeline ran (evicted, or by someone)",
             )
         if pod is None:
-            for claim in plan.claims:  # volumeClaimTemplates: the run's claims, first
-                body = {**claim, "metadata": {**claim["metadata"], "namespace": run.namespace}}
-                body["metadata"]["ownerReferences"] = [run.owner_reference()]
-                with contextlib.suppress(ConflictError):  # made by an earlier attempt
-                    await self.client.create(CLAIMS.path(run.namespace), body)
+            # volumeClaimTemplates: the run's claims, first (its attempts share them)
+            await create_claims(self.client, run.namespace, plan.claims, run.owner_reference())
             # A conflict: an earlier reconcile made it; its watch event is on its way.
             with contextlib.suppress(ConflictError):
                 await self.client.create(PODS.path(run.namespace), self._pod_body(run, plan))

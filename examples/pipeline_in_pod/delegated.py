@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -48,16 +49,21 @@ from examples.pipeline_in_pod.compiler import (
 )
 from examples.pipeline_in_pod.controller import MANAGED, images_from_env
 from examples.pipeline_in_pod.model import PipelineSpec, PipelineTask, TaskSpec, WorkspaceBinding
+from examples.pipeline_in_pod.nested import inner_name
 from examples.pipeline_in_pod.pods import (
     PODS,
     Unresolvable,
     container_state,
+    create_claims,
+    embed_children,
     mark_ready,
     resolve_pipeline,
     resolve_tasks,
     stop_sidecars,
 )
 from examples.pipeline_in_pod.status import read_pod
+from examples.pipeline_in_pod.step_action_sources import Requester, fetch_step_actions
+from examples.pipeline_in_pod.stepactions import StepActionSpec
 from examples.pipeline_in_pod.taskruns import MANAGED_BY
 from examples.pipeline_in_pod.tekton_status import (
     Graceful,
@@ -82,6 +88,14 @@ STOPPED_RUN_FINALLY, PENDING = "StoppedRunFinally", "PipelineRunPending"
 BY_CANCEL = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled."
 BY_TIMEOUT = "TaskRun cancelled as the PipelineRun it belongs to has timed out."
 _TASK_RUN_SPEC = ("serviceAccountName", "podTemplate")
+#: Tekton's reasons for what :class:`~examples.pipeline_in_pod.pods.Unresolvable` says.
+_UNRESOLVABLE = {
+    "PipelineNotFound": "CouldntGetPipeline",
+    "TaskNotFound": "CouldntGetTask",
+    "InvalidPipeline": "PipelineValidationFailed",
+}
+#: ``status.annotations`` key of the StepActions frozen at the start (JSON, by ``ref_key``).
+STEP_ACTIONS_ANNOTATION = "pipelineinpod.customtask.dev/step-actions"
 _ENDED = {"succeeded", "failed", "timedOut", "cancelled", "skipped"}
 
 
@@ -125,13 +139,6 @@ def check_supported(spec: Mapping[str, Any]) -> None:
                 "PipelineValidationFailed",
                 f"spec.taskRunTemplate.{key}: not supported in one Pod (only "
                 f"{' and '.join(_TASK_RUN_SPEC)})",
-            )
-    for index, binding in enumerate(spec.get("workspaces") or []):
-        if "volumeClaimTemplate" in binding:
-            raise Invalid(
-                "InvalidWorkspaceBindings",
-                f"spec.workspaces[{index}].volumeClaimTemplate: not supported yet; bind a "
-                "persistentVolumeClaim, or leave the workspace unbound (an emptyDir)",
             )
 
 
@@ -222,9 +229,12 @@ class DelegatedPipelineRun(ObjectReconciler):
             return Result(status)
         check_supported(spec)
         if "pipelineSpec" not in status:
-            status["pipelineSpec"] = await self._resolve(obj)
+            frozen = await self._resolve(obj)
+            freeze_step_actions(status, await self._step_actions(obj, frozen))
+            status["pipelineSpec"] = frozen
         pipeline = _validated(PipelineSpec, status["pipelineSpec"], "pipelineSpec", "Invalid")
-        plan = self._compile(obj, pipeline)
+        ptasks = pipeline_tasks(status["pipelineSpec"])
+        plan = self._compile(obj, pipeline, ptasks, frozen_step_actions(status))
         limits = pipeline_timeouts(spec)
         started = parse_time(status["startTime"])
         pod_name = child_name(obj.name, "-pod")
@@ -232,6 +242,8 @@ class DelegatedPipelineRun(ObjectReconciler):
         if pod is None:
             if status["conditions"][0]["reason"] not in ("Started", PENDING):
                 raise Invalid("PodDeleted", f"Pod {pod_name!r} was deleted while the pipeline ran")
+            # volumeClaimTemplates: the run's claims, owned by it as Tekton owns them
+            await create_claims(self.client, obj.namespace, plan.claims, obj.owner_reference())
             with contextlib.suppress(ConflictError):  # made earlier; its event is on its way
                 body = self._pod_body(obj, plan, pod_name, pipeline_name(obj))
                 await self.client.create(PODS.path(obj.namespace), body)
@@ -303,8 +315,7 @@ class DelegatedPipelineRun(ObjectReconciler):
             finally_done=all(t["state"] in _ENDED for t in finals),
         )
         entries = self._entries(obj, view.tasks, existing, graceful)
-        frozen = status["pipelineSpec"]
-        ptasks = {p["name"]: p for p in [*frozen["tasks"], *(frozen.get("finally") or [])]}
+        ptasks = pipeline_tasks(status["pipelineSpec"])
         if stopping:  # a DAG task not started by now never starts: it gets no TaskRun
             ptasks = {k: p for k, p in ptasks.items() if k in begun or k not in dag_names}
         status["childReferences"] = await taskruns.sync(
@@ -390,46 +401,47 @@ class DelegatedPipelineRun(ObjectReconciler):
             raise Invalid("PipelineValidationFailed", "spec: set pipelineRef.name or pipelineSpec")
         pipeline = _validated(PipelineSpec, raw, "spec.pipelineSpec", "PipelineValidationFailed")
         for ptask in _all_tasks(pipeline):
-            if ptask.pipelineRef is not None or ptask.pipelineSpec is not None:
-                raise Invalid(
-                    "PipelineValidationFailed",
-                    f"pipelineSpec.tasks[{ptask.name}]: pipelines in pipelines are not supported "
-                    "by the delegated front door yet (the CustomRun front door runs them)",
-                )
             if ptask.taskRef is not None and ptask.taskRef.is_custom:
                 raise Invalid(
                     "PipelineValidationFailed",
                     f"pipelineSpec.tasks[{ptask.name}].taskRef: custom tasks are not supported "
                     "by the delegated front door yet (the CustomRun front door runs them)",
                 )
-        try:
+        named = (spec["pipelineRef"]["name"],) if "pipelineSpec" not in spec else ()
+        try:  # child pipelines as the CustomRun front door embeds them (nested.py)
+            pipeline = await embed_children(self.client, obj.namespace, pipeline, named)
             tasks = await resolve_tasks(self.client, obj.namespace, pipeline)
         except Unresolvable as exc:
-            raise Invalid("CouldntGetTask", exc.message) from None
-        for name, task in tasks.items():
-            for index, step in enumerate(task.get("steps") or []):
-                if "ref" in step:
-                    raise Invalid(
-                        "PipelineValidationFailed",
-                        f"pipelineSpec.tasks[{name}].steps[{index}].ref: StepActions are not "
-                        "supported by the delegated front door yet (the CustomRun front door "
-                        "runs them)",
-                    )
-        frozen: JSON = {**raw}
-        for key in ("tasks", "finally"):
-            if key in frozen:
-                frozen[key] = [
-                    {**{k: v for k, v in p.items() if k != "taskRef"}, "taskSpec": tasks[p["name"]]}
-                    if "taskRef" in p
-                    else p
-                    for p in frozen[key]
-                ]
-        return frozen
+            raise Invalid(_UNRESOLVABLE.get(exc.reason, exc.reason), exc.message) from None
+        return frozen_spec(raw, tasks, child_specs(pipeline))
 
-    def _compile(self, obj: Object, pipeline: PipelineSpec) -> Plan:
+    async def _step_actions(self, obj: Object, frozen: JSON) -> JSON:
+        """The StepActions the frozen tasks' steps reference (as the CustomRun front door
+        reads them); a remote one through a ResolutionRequest owned by the run, not as its
+        controller (Tekton's controller enqueues, and writes, the controller of any)."""
         tasks = {
-            p.name: _validated(TaskSpec, p.taskSpec, f"pipelineSpec.{p.name}", "Invalid")
-            for p in _all_tasks(pipeline)
+            name: p["taskSpec"]
+            for name, p in pipeline_tasks(frozen).items()
+            if isinstance(p.get("taskSpec"), dict)
+        }
+        owner = {**obj.owner_reference(), "controller": False}
+        try:
+            return await fetch_step_actions(
+                self.client, obj.namespace, tasks, Requester(obj.name, MANAGED, owner)
+            )
+        except Unresolvable as exc:
+            raise Invalid(exc.reason, exc.message) from None
+
+    def _compile(
+        self,
+        obj: Object,
+        pipeline: PipelineSpec,
+        ptasks: Mapping[str, JSON],
+        actions: Mapping[str, StepActionSpec],
+    ) -> Plan:
+        tasks = {
+            name: _validated(TaskSpec, p.get("taskSpec"), f"pipelineSpec.{name}", "Invalid")
+            for name, p in ptasks.items()
         }
         template = obj.spec.get("taskRunTemplate") or {}
         ctx = RunContext(
@@ -446,7 +458,9 @@ class DelegatedPipelineRun(ObjectReconciler):
             for i, raw in enumerate(obj.spec.get("workspaces") or [])
         ]
         try:
-            return compile_pipeline(pipeline, tasks, _params(obj.spec), bindings, ctx, self.images)
+            return compile_pipeline(
+                pipeline, tasks, _params(obj.spec), bindings, ctx, self.images, actions
+            )
         except CompileError as exc:
             raise Invalid(exc.reason, f"{exc.field}: {exc.message}") from None
 
@@ -491,6 +505,79 @@ class DelegatedPipelineRun(ObjectReconciler):
 def pipeline_name(obj: Object) -> str:
     """The Pipeline's name (``tekton.dev/pipeline``): the one referenced, else the run's."""
     return str((obj.spec.get("pipelineRef") or {}).get("name") or obj.name)
+
+
+def freeze_step_actions(status: JSON, actions: Mapping[str, Any]) -> None:
+    """Keep the StepActions read at the start in ``status.annotations`` (Tekton's place for
+    a reconciler's extra state; ``status.pipelineSpec`` keeps the steps' ``ref``s)."""
+    if actions:
+        text = json.dumps(actions, sort_keys=True, separators=(",", ":"))
+        status["annotations"] = {**(status.get("annotations") or {}), STEP_ACTIONS_ANNOTATION: text}
+
+
+def frozen_step_actions(status: Mapping[str, Any]) -> dict[str, StepActionSpec]:
+    """The StepActions :func:`freeze_step_actions` kept, by ``ref_key``."""
+    text = (status.get("annotations") or {}).get(STEP_ACTIONS_ANNOTATION)
+    if not text:
+        return {}
+    return {
+        key: _validated(StepActionSpec, spec, f"StepAction {key!r}", "PipelineValidationFailed")
+        for key, spec in json.loads(text).items()
+    }
+
+
+def child_specs(pipeline: PipelineSpec, prefix: str = "") -> dict[str, JSON]:
+    """Each embedded child pipeline's spec, by the name its tasks are prefixed with."""
+    found: dict[str, JSON] = {}
+    for ptask in _all_tasks(pipeline):
+        if ptask.pipelineSpec is not None:
+            name = inner_name(prefix, ptask.name) if prefix else ptask.name
+            found[name] = ptask.pipelineSpec.model_dump(by_alias=True, exclude_unset=True)
+            found.update(child_specs(ptask.pipelineSpec, name))
+    return found
+
+
+def frozen_spec(
+    raw: Mapping[str, Any],
+    tasks: Mapping[str, JSON],
+    children: Mapping[str, JSON],
+    prefix: str = "",
+) -> JSON:
+    """``status.pipelineSpec``: ``raw`` with each ``taskRef`` resolved into its
+    ``taskSpec`` (``tasks``, by :func:`pipeline_tasks` name) and each child pipeline's
+    ``pipelineRef`` into its ``pipelineSpec`` (``children``, from :func:`child_specs`)."""
+    frozen: JSON = {**raw}
+    for key in ("tasks", "finally"):
+        if key not in frozen:
+            continue
+        out = []
+        for ptask in frozen[key]:
+            name = inner_name(prefix, ptask["name"]) if prefix else ptask["name"]
+            if name in children:
+                source = ptask.get("pipelineSpec")  # as written, else the Pipeline's
+                source = source if isinstance(source, dict) else children[name]
+                child = frozen_spec(source, tasks, children, name)
+                ptask = {k: v for k, v in ptask.items() if k != "pipelineRef"}
+                ptask["pipelineSpec"] = child
+            elif "taskRef" in ptask and name in tasks:
+                ptask = {k: v for k, v in ptask.items() if k != "taskRef"}
+                ptask["taskSpec"] = tasks[name]
+            out.append(ptask)
+        frozen[key] = out
+    return frozen
+
+
+def pipeline_tasks(frozen: Mapping[str, Any], prefix: str = "") -> dict[str, JSON]:
+    """Each task of ``status.pipelineSpec`` that runs, by the name it runs (and its TaskRun
+    is named) under: a child pipeline's task ``t`` of task ``c`` as ``c-t`` (nested.py)."""
+    found: dict[str, JSON] = {}
+    for ptask in [*frozen.get("tasks", []), *(frozen.get("finally") or [])]:
+        name = inner_name(prefix, ptask["name"]) if prefix else ptask["name"]
+        if isinstance(ptask.get("pipelineSpec"), dict):
+            found.update(pipeline_tasks(ptask["pipelineSpec"], name))
+        else:
+            found[name] = ptask
+    return found
 
 
 def _all_tasks(pipeline: PipelineSpec) -> list[PipelineTask]:

@@ -3,21 +3,25 @@ resolve a Pipeline and its Tasks, and tend the running Pod."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
-from customtask_sdk import KubeClient, NotFoundError, Resource
+from customtask_sdk import ConflictError, KubeClient, NotFoundError, Resource
 from examples.pipeline_in_pod.compiler import READY_ANNOTATION
 from examples.pipeline_in_pod.hermetic import task_spec
 from examples.pipeline_in_pod.model import PipelineSpec, PipelineTask
 
 __all__ = [
+    "CLAIMS",
     "PIPELINES",
     "PODS",
     "TASKS",
     "Unresolvable",
     "container_state",
+    "create_claims",
     "embed_children",
     "mark_ready",
     "resolve_pipeline",
@@ -27,6 +31,7 @@ __all__ = [
 
 JSON = dict[str, Any]
 PODS = Resource("", "v1", "pods", "Pod")
+CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PIPELINES = Resource("tekton.dev", "v1", "pipelines", "Pipeline")
 TASKS = Resource("tekton.dev", "v1", "tasks", "Task")
 
@@ -88,7 +93,9 @@ async def embed_children(
                 child = await embed_children(client, namespace, child, chain)
                 ptask = ptask.model_copy(update={"pipelineRef": None, "pipelineSpec": child})
             resolved[where].append(ptask)
-    return spec.model_copy(update=resolved)
+    # Only what was set: a spec frozen from this dumps as it was written.
+    set_here = {k: v for k, v in resolved.items() if v or k in spec.model_fields_set}
+    return spec.model_copy(update=set_here)
 
 
 async def resolve_tasks(
@@ -126,6 +133,18 @@ async def resolve_tasks(
             ) from None
         tasks[name] = task_spec(task)
     return tasks
+
+
+async def create_claims(
+    client: KubeClient, namespace: str, claims: Sequence[JSON], owner_reference: JSON
+) -> None:
+    """Create the run's claims (``Plan.claims``, from ``volumeClaimTemplate`` bindings),
+    owned by the run as Tekton owns them (a controller reference: deleted with the run);
+    one made earlier (an earlier reconcile or attempt) is kept."""
+    for claim in claims:
+        meta = {**claim["metadata"], "namespace": namespace, "ownerReferences": [owner_reference]}
+        with contextlib.suppress(ConflictError):
+            await client.create(CLAIMS.path(namespace), {**claim, "metadata": meta})
 
 
 def container_state(pod: JSON, name: str) -> JSON:

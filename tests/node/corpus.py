@@ -15,7 +15,7 @@ from examples.pipeline_in_pod.compiler import Images
 
 __all__ = [
     "CORPUS",
-    "NESTED",
+    "NESTED_CORPUS",
     "done",
     "images",
     "outcome",
@@ -447,7 +447,7 @@ def _with_finally(code: str, seen: str) -> JSON:
 
 
 #: Pipelines in Pipelines (Tekton: alpha, so run apart from :data:`CORPUS`).
-NESTED: dict[str, JSON] = {
+NESTED_CORPUS: dict[str, JSON] = {
     # A child reading a result of the parent, its tasks passing a result, a task after it.
     "child": {
         "params": [{"name": "greeting", "default": "hi"}],

@@ -5,6 +5,7 @@ Tekton would end it, and each task shows up as a TaskRun."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from customtask_sdk.testing.node import Node
 from customtask_sdk.testing.testbin import locate_tkn
 from examples.pipeline_in_pod.controller import PipelineInPod, custom_run
 from examples.pipeline_in_pod.delegated import MANAGED_BY, DelegatedPipelineRun
-from examples.pipeline_in_pod.pods import PODS
+from examples.pipeline_in_pod.pods import CLAIMS, PODS
 from tests.node.corpus import (
     CORPUS,
     done,
@@ -31,6 +32,9 @@ from tests.node.corpus import (
     t,
     tekton_run,
 )
+from tests.node.test_node_pip_stepactions import CORPUS as STEPACTION_CORPUS
+from tests.node.test_node_pip_stepactions import step_actions  # noqa: F401 - the fixture
+from tests.node.test_pipeline_in_pod import NESTED, tekton_nested_run
 
 #: Who wrote a PipelineRun's or TaskRun's status: our client's field manager.
 OURS = "customtask-sdk"
@@ -67,16 +71,108 @@ async def children(kube: KubeClient, namespace: str, name: str) -> list[JSON]:
     return items
 
 
-@pytest.mark.parametrize("case", sorted(CORPUS))
+#: The corpus, and the StepActions corpus (its StepActions made by ``step_actions``).
+ALL_CORPUS = {**CORPUS, **STEPACTION_CORPUS}
+
+
+@pytest.mark.parametrize("case", sorted(ALL_CORPUS))
+@pytest.mark.usefixtures("step_actions")
 async def test_tekton_and_the_delegated_pipelinerun_agree(
     node: Node, node_namespace: str, delegated: DelegatedPipelineRun, case: str
 ) -> None:
-    spec = CORPUS[case]
+    spec = ALL_CORPUS[case]
     tekton, ours = await asyncio.gather(
         tekton_run(node.client, node_namespace, spec),
         tekton_run(node.client, node_namespace, spec, MANAGED_BY),
     )
     assert ours == tekton
+
+
+async def finished_task_run(kube: KubeClient, namespace: str, name: str) -> JSON:
+    """TaskRun ``name`` once finished (its last write may trail its PipelineRun's)."""
+    return await wait_for(kube, TASK_RUNS, namespace, name, done, timeout=60)
+
+
+@pytest.mark.usefixtures("step_actions")
+async def test_a_stepaction_steps_taskrun_status_is_tektons(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    kube = node.client
+    spec = STEPACTION_CORPUS["stepaction-when-on-steps"]  # a StepAction step skipped by when
+    theirs = f"pr-{uuid.uuid4().hex[:6]}"
+    await kube.create(PIPELINE_RUNS.path(node_namespace), pipeline_run(theirs, spec))
+    ours = await start(kube, node_namespace, spec)
+    for name in (theirs, ours):
+        await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=180)
+    mine = await finished_task_run(kube, node_namespace, f"{ours}-a")
+    tektons = await finished_task_run(kube, node_namespace, f"{theirs}-a")
+
+    def steps(task_run: JSON) -> list[tuple[str, Any, Any]]:
+        return [
+            (s["name"], s["terminated"]["exitCode"], s.get("terminationReason"))
+            for s in task_run["status"]["steps"]
+        ]
+
+    assert steps(mine) == steps(tektons)
+    assert [s[0] for s in steps(mine)] == ["build", "skipped", "ran"]
+    assert mine["status"]["results"] == tektons["status"]["results"]
+    (pod,) = [
+        p
+        for p in (await kube.get(PODS.path(node_namespace)))["items"]
+        if p["metadata"]["name"] == mine["status"]["podName"]
+    ]
+    containers = {c["name"] for c in pod["spec"]["containers"]}
+    assert {s["container"] for s in mine["status"]["steps"]} <= containers
+
+
+async def test_a_volumeclaimtemplate_workspace_gets_the_claim_tekton_would_make(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    kube = node.client
+    spec = CORPUS["workspace-shared"]
+    theirs = f"pr-{uuid.uuid4().hex[:6]}"
+    await kube.create(PIPELINE_RUNS.path(node_namespace), pipeline_run(theirs, spec))
+    # Bound as Tekton's is (pipeline_run binds one Pod's workspaces to an emptyDir).
+    (bound,) = pipeline_run(theirs, spec)["spec"]["workspaces"]
+    ours = await start(kube, node_namespace, spec, workspaces=[bound])
+    runs = [
+        await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=180)
+        for name in (theirs, ours)
+    ]
+    tekton, mine = [await outcome(kube, node_namespace, run) for run in runs]
+    assert mine == tekton
+    assert mine[0] == "True", mine
+    for run in runs:  # Tekton's name: sha256(workspace + the PipelineRun's uid)
+        uid = run["metadata"]["uid"]
+        claim = f"pvc-{hashlib.sha256(f'ws{uid}'.encode()).hexdigest()[:10]}"
+        found = await kube.get(CLAIMS.path(node_namespace, claim))
+        (owner,) = found["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("PipelineRun", uid, True)
+    pod = await kube.get(PODS.path(node_namespace, f"{ours}-pod"))
+    uid = runs[1]["metadata"]["uid"]
+    claim = f"pvc-{hashlib.sha256(f'ws{uid}'.encode()).hexdigest()[:10]}"
+    assert {"claimName": claim} in [
+        v["persistentVolumeClaim"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
+    ]
+
+
+async def test_a_child_pipeline_runs_in_the_pod_with_tektons_taskrun_names(
+    node: Node, node_namespace: str, delegated: DelegatedPipelineRun
+) -> None:
+    tekton = await tekton_nested_run(node.client, node_namespace)
+    kube = node.client
+    name = await start(kube, node_namespace, NESTED)
+    run = await wait_for(kube, PIPELINE_RUNS, node_namespace, name, done, timeout=180)
+    ours = await outcome(kube, node_namespace, run)
+    # Tekton's child PipelineRun <run>-c runs TaskRuns <run>-c-x, <run>-c-y: the names of
+    # the delegated run's TaskRuns for the child's tasks (outcome() keys both alike).
+    assert ours == tekton
+    assert ours[0] == "True", ours
+    assert {"c-x", "c-y"} <= set(ours[1])
+    # tkn lists them with the parent's (it leaves a child PipelineRun's out).
+    described = await tkn(node, "pipelinerun", "describe", name, "-n", node_namespace)
+    assert f"{name}-c-x" in described
+    assert f"{name}-c-y" in described
 
 
 async def test_a_delegated_run_is_ours_alone_in_one_pod_with_a_taskrun_per_task(

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import CLAIMS, PODS, PipelineInPod, custom_run
-from tests.node.corpus import CORPUS, NESTED, done, result, sh, t, tekton_run
+from tests.node.corpus import CORPUS, NESTED_CORPUS, done, result, sh, t, tekton_run
 
 
 @pytest.fixture
@@ -135,33 +136,55 @@ async def _tekton_api_fields(kube: KubeClient, level: str) -> None:
     await kube.patch(path, {"data": {"enable-api-fields": level}})
 
 
-async def test_child_pipelines_run_in_the_pod_as_tekton_runs_them(
-    node: Node, node_namespace: str, pip: PipelineInPod
-) -> None:
-    """The :data:`NESTED` corpus (Tekton: alpha), both ways, all at once."""
-    await _tekton_api_fields(node.client, "alpha")
+#: The first of :data:`NESTED_CORPUS`: a child pipeline reading a result of the parent,
+#: its tasks passing a result, and a parent task after the child.
+NESTED = NESTED_CORPUS["child"]
+
+
+@asynccontextmanager
+async def _alpha(
+    kube: KubeClient, namespace: str
+) -> AsyncIterator[tuple[str, dict[str, str], dict[str, Any]]]:
+    """Tekton's alpha API fields on, for the block; Tekton's run of :data:`NESTED`."""
+    await _tekton_api_fields(kube, "alpha")
     try:
         # Tekton's controller reloads its flags on its own time: until a run shows them, a
         # child pipeline is rejected (PipelineValidationFailed). Run until it is not.
         for _ in range(10):
-            first = await tekton_run(node.client, node_namespace, NESTED["child"])
-            if first[0] == "True":
+            tekton = await tekton_run(kube, namespace, NESTED)
+            if tekton[0] == "True":
                 break
-        cases = sorted(NESTED)
-        runs = await asyncio.gather(
-            *(tekton_run(node.client, node_namespace, NESTED[case]) for case in cases),
-            *(pip_run(node.client, node_namespace, NESTED[case]) for case in cases),
-        )
+        yield tekton
     finally:
-        await _tekton_api_fields(node.client, "beta")
-    tekton = dict(zip(cases, runs[: len(cases)], strict=True))
-    ours = dict(zip(cases, runs[len(cases) :], strict=True))
-    assert tekton["child"][1] == {
+        await _tekton_api_fields(kube, "beta")
+
+
+async def tekton_nested_run(
+    kube: KubeClient, namespace: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """:data:`NESTED` run by Tekton, with its alpha API fields on for the run."""
+    async with _alpha(kube, namespace) as tekton:
+        return tekton
+
+
+async def test_child_pipelines_run_in_the_pod_as_tekton_runs_them(
+    node: Node, node_namespace: str, pip: PipelineInPod
+) -> None:
+    """The :data:`NESTED_CORPUS` (Tekton: alpha), both ways, all at once."""
+    cases = sorted(NESTED_CORPUS)
+    async with _alpha(node.client, node_namespace) as first:
+        runs = await asyncio.gather(
+            *(tekton_run(node.client, node_namespace, NESTED_CORPUS[case]) for case in cases),
+            *(pip_run(node.client, node_namespace, NESTED_CORPUS[case]) for case in cases),
+        )
+    assert first[1] == {
         "a": "succeeded",
         "c-x": "succeeded",
         "c-y": "succeeded",
         "after": "succeeded",
     }
+    tekton = dict(zip(cases, runs[: len(cases)], strict=True))
+    ours = dict(zip(cases, runs[len(cases) :], strict=True))
     differing = {case: (ours[case], tekton[case]) for case in cases if ours[case] != tekton[case]}
     assert not differing, f"ours, then Tekton's: {differing}"
 

@@ -952,6 +952,33 @@ def test_the_scheduler_skips_users_of_results_a_when_withheld_without_stopping(
     ]
 
 
+def test_a_dependency_ending_while_the_scheduler_reads_excuses_never_lets_its_user_go(
+    tmp_path: Path,
+) -> None:
+    """maybe ends (its when false: no marker) just after the scheduler read user's excuse
+    (its ``ls`` found nothing yet): user is still skipped, in the next round, never let
+    go without the results it needs (a CI flake under load)."""
+    (tmp_path / "maybe" / "0").mkdir(parents=True)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "ls").write_text(  # the first ls: maybe ends as it looks, too late to be seen
+        f'#!/bin/sh\nif [ ! -e "{shims}/once" ]; then touch "{shims}/once" '
+        f'"{tmp_path}/maybe/0/out"; exit 2; fi\nexec /bin/ls "$@"\n'
+    )
+    (shims / "ls").chmod(0o755)
+    script = scheduler_script(
+        {"user": ["/tekton/run/maybe/0/out"]}, {"user": ["/tekton/run/maybe/ran"]}
+    )
+    subprocess.run(
+        ["sh", "-c", script.replace("/tekton/run", str(tmp_path))],
+        check=True,
+        timeout=10,
+        env={"PATH": f"{shims}:/usr/bin:/bin"},
+    )
+    assert (shims / "once").exists()
+    assert sorted(p.name for p in (tmp_path / "pip-gate").iterdir()) == ["user.err"]
+
+
 def test_v1_compute_resources_are_a_steps_and_a_sidecars_resources() -> None:
     wanted = {"requests": {"cpu": "1"}}
     plan = build(

@@ -239,10 +239,6 @@ def test_a_taskrun_condition_is_tektons(
         ({"taskRunSpecs": [{"pipelineTaskName": "a"}]}, "spec.taskRunSpecs"),
         ({"pipelineRef": {"resolver": "git"}}, "spec.pipelineRef.resolver"),
         ({"taskRunTemplate": {"computeResources": {}}}, "spec.taskRunTemplate.computeResources"),
-        (
-            {"workspaces": [{"name": "w", "volumeClaimTemplate": {}}]},
-            "spec.workspaces[0].volumeClaimTemplate",
-        ),
     ],
 )
 def test_what_one_pod_cannot_do_is_refused_naming_the_field(
