@@ -58,7 +58,14 @@ from examples.pipeline_in_pod.model import (
     WhenExpression,
     WorkspaceBinding,
 )
-from examples.pipeline_in_pod.nested import flatten
+from examples.pipeline_in_pod.nested import (
+    STATUS_DIR,
+    STATUS_VOLUME,
+    Flat,
+    end_script,
+    flatten,
+    status_subdir,
+)
 from examples.pipeline_in_pod.stepactions import StepActionSpec, inline_step_actions
 from examples.pipeline_in_pod.substitution import Scope
 
@@ -179,6 +186,8 @@ class Plan:
     claims: Sequence[JSON] = ()
     #: Custom tasks, by name: run through CustomRuns (``customruns.py``).
     custom: Mapping[str, CustomTask] = field(default_factory=dict)
+    #: Child pipelines' end tasks (``nested.py``): no tasks of the pipeline.
+    children: frozenset[str] = frozenset()
 
     def task(self, name: str) -> TaskPlan:
         """The plan of pipeline task ``name``."""
@@ -943,6 +952,7 @@ def barrier_script(
     markers: Mapping[str, str] | None = None,
     unmet: Mapping[str, Sequence[str]] | None = None,
     finals: Mapping[str, Sequence[str]] | None = None,
+    out: str = STATUS_DIR,
 ) -> str:
     """Shell: wait for every DAG task to end, then write each ``$(tasks.<t>.status)`` and
     ``$(tasks.status)`` as Tekton computes them, and release the finally tasks: each
@@ -951,10 +961,11 @@ def barrier_script(
 
     ``markers``: for a task whose ``when`` is decided in the Pod, the file its first step
     creates only if it runs: an ended task without it was skipped (``None``). ``unmet``: as
-    for :func:`scheduler_script` (a task skipped for want of results is ``None`` too)."""
+    for :func:`scheduler_script` (a task skipped for want of results is ``None`` too).
+    ``out``: where the statuses go (a child pipeline's own, for its ``finally``)."""
     markers, unmet = markers or {}, unmet or {}
     skipped = set(skipped)
-    lines = ["out=/pip/status"]
+    lines = [f"out={out}", 'mkdir -p "$out"']
     for post in last_posts.values():
         lines.append(f'until [ -e "{post}" ] || [ -e "{post}.err" ]; do sleep 0.2; done')
     variables = {task: f"s{index}" for index, task in enumerate(deps)}
@@ -1003,7 +1014,10 @@ def barrier_script(
 
 
 def scheduler_script(
-    gates: Mapping[str, Sequence[str]], unmet: Mapping[str, Sequence[str]] | None = None
+    gates: Mapping[str, Sequence[str]],
+    unmet: Mapping[str, Sequence[str]] | None = None,
+    owner: Mapping[str, str] | None = None,
+    deciding: Mapping[str, str] | None = None,
 ) -> str:
     """Shell: open each task's gate once its dependencies have ended, as Tekton schedules:
     ``<gate>`` to go, ``<gate>.err`` once any step has failed (the pipeline is stopping:
@@ -1014,17 +1028,24 @@ def scheduler_script(
     no results, so the user is skipped, and it and what follows it are "excused": their
     skips are not failures that stop the pipeline.
 
+    ``owner``: each child pipeline's task to its child; ``deciding``: the child whose
+    failure closes a task's gate (``nested.Flat.deciding``; else the pipeline's): a
+    failure stops only its own pipeline, as a child PipelineRun fails alone.
+
     Each round first notes which tasks' dependencies have ended, then reads excuses and
     failures: a dependency ending in between is seen by both or by neither, so a task is
     never let go unexcused because its dependency ended a moment after its excuse was
     read."""
-    unmet = unmet or {}
+    unmet, owner, deciding = unmet or {}, owner or {}, deciding or {}
+    scopes = {"": 0, **{c: i + 1 for i, c in enumerate(sorted(set(owner.values())))}}
     task_of = {post: post.split("/")[3] for posts in gates.values() for post in posts}
     lines = [
         f"mkdir -p {GATE_DIR}",
         f"pending='{' '.join(gates)}'",
         "excused=' '",
         'excused() { case "$excused" in *" $1 "*) return 0 ;; esac; return 1; }',
+        f'scope() {{ case "$1" in {_cases(owner, scopes)}*) echo 0 ;; esac; }}',
+        f'stops() {{ case "$1" in {_cases(deciding, scopes)}*) echo 0 ;; esac; }}',
         'while [ -n "$pending" ]; do',
         "  ended=' '",
         "  for t in $pending; do",
@@ -1043,15 +1064,16 @@ def scheduler_script(
             f'  excused {task} || {{ {" || ".join(why)}; }} && excused="${{excused}}{task} "'
         )
     lines += [
-        "  failed=",
+        "  failed=' '",
         f"  for f in {RUN_DIR}/*/*/out.err; do",
         '    [ -e "$f" ] || continue',
-        f'    d=${{f#{RUN_DIR}/}}; excused "${{d%%/*}}" || failed=.err',
+        f'    d=${{f#{RUN_DIR}/}}; d=${{d%%/*}}; excused "$d" || failed="$failed$(scope "$d") "',
         "  done",
         "  next=",
         "  for t in $pending; do",
         '    case "$ended" in',
-        f'      *" $t "*) skip=$failed; excused $t && skip=.err; touch "{GATE_DIR}/$t$skip" ;;',
+        '      *" $t "*) skip=; case "$failed" in *" $(stops "$t") "*) skip=.err ;; esac',
+        f'        excused $t && skip=.err; touch "{GATE_DIR}/$t$skip" ;;',
         '      *) next="$next $t" ;;',
         "    esac",
         "  done",
@@ -1061,6 +1083,16 @@ def scheduler_script(
         "exit 0",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cases(scope_of: Mapping[str, str], scopes: Mapping[str, int]) -> str:
+    """Shell ``case`` branches: each task to the number of its child's scope (not the
+    pipeline's: ``*)`` says 0)."""
+    by_scope: dict[int, list[str]] = {}
+    for task, child in sorted(scope_of.items()):
+        if child:
+            by_scope.setdefault(scopes[child], []).append(task)
+    return "".join(f"{'|'.join(tasks)}) echo {i} ;; " for i, tasks in sorted(by_scope.items()))
 
 
 # -- the Pod ------------------------------------------------------------------------
@@ -1231,12 +1263,15 @@ def compile_pipeline(
     """
     outer = pipeline_scope(pipeline, params, ctx)
     pipeline, tasks, custom = with_stand_ins(pipeline, tasks, images.shell, outer)
-    pipeline, outers = flatten(pipeline, outer, partial(_child_scope, ctx))
+    flat = flatten(pipeline, outer, partial(_child_scope, ctx), images.shell)
+    pipeline, tasks = flat.pipeline, {**tasks, **flat.specs}
     tasks = resolve_tasks(pipeline, tasks, ctx.annotations, ctx.task_annotations, ctx.pod_template)
     check_one_pod(pipeline, tasks)
-    fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR)
+    fanout = expand_matrix(pipeline, tasks, outer, images.shell, RESULTS_DIR, flat.scopes)
     pipeline, tasks = fanout.pipeline, fanout.tasks
-    deps = dependencies(pipeline)
+    flat = flat.fanned(pipeline, fanout.instances)
+    outers = flat.scopes
+    deps = flat.cut(dependencies(pipeline))
     bindings, claims = bind_claims(bindings, ctx.uid)
     volumes = workspace_volumes(pipeline, bindings)
     scopes: dict[str, Scope] = {}
@@ -1256,7 +1291,7 @@ def compile_pipeline(
         given[ptask.name] = tuple(
             {"name": p.name, "value": own.value(p.value)} for p in ptask.params
         )
-    skipped = skipped_tasks(pipeline, deps, verdicts)
+    skipped = flat.skip_children(skipped_tasks(pipeline, deps, verdicts))
     has_sidecars = any(
         tasks[p.name].sidecars
         for p in [*pipeline.tasks, *pipeline.finally_]
@@ -1266,34 +1301,41 @@ def compile_pipeline(
     by_name = {ptask.name: ptask for ptask in pipeline.tasks}
     last_posts: dict[str, str] = {}
     gates: dict[str, list[str]] = {}
+    first_waits: dict[str, list[str]] = {}
     for name in order(deps):
         ptask = by_name[name]
         spec = tasks[name]
         live = [d for d in deps[name] if d not in skipped]
+        in_finally = flat.in_finally(name)
         if name in skipped:
-            build.plans.append(_skipped_plan(ptask, spec, False, deps[name], skipped[name]))
+            build.plans.append(_skipped_plan(ptask, spec, in_finally, deps[name], skipped[name]))
             continue
         waits = [last_posts[d] for d in live]
         root = not waits
-        if root and has_sidecars:  # released once the sidecars are ready
+        released = flat.final_child(name)
+        if root and released is not None:  # a child in finally: its barrier releases it
+            waits = [f"{RUN_DIR}/{BARRIER_CONTAINER}/{released}"]
+        elif root and has_sidecars:  # released once the sidecars are ready
             waits = [f"{DOWNWARD_DIR}/ready"]
         elif not root:  # and once the scheduler says the pipeline is not stopping
             gates[name] = list(waits)
             waits.append(f"{GATE_DIR}/{name}")
         if name in fanout.joins:  # reads what each instance produced
             mounts[name] = _instance_mounts(fanout.instances[name], build.plans)
+        first_waits[name] = waits
         steps = compile_task(
             ptask,
             spec,
             scopes[name],
             waits,
             build,
-            wait_content=root and has_sidecars,
+            wait_content=root and has_sidecars and released is None,
             when=when_flag(ptask, outers.get(name, outer)) if verdicts[name] is None else (),
             mounts=mounts[name],
+            ptask_is_finally=in_finally,
         )
         last_posts[name] = post_file(name, len(steps) - 1)
-        build.plans.append(_plan(ptask, spec, False, steps, build, deps[name]))
+        build.plans.append(_plan(ptask, spec, in_finally, steps, build, deps[name]))
     helpers: list[JSON] = []
     markers = {
         p.name: ran_marker(p.name)
@@ -1306,21 +1348,51 @@ def compile_pipeline(
         if p.name in gates
     }
     if gates:
-        script = scheduler_script(gates, unmet)
+        deciding = {name: flat.deciding(name, deps) for name in gates}
+        script = scheduler_script(gates, unmet, flat.owner, deciding)
         helpers.append(_helper(SCHEDULER_CONTAINER, images.shell, script))
-    finals = [p for p in pipeline.finally_ if p.name not in skipped]
-    if finals:
+    every = {p.name: p for p in [*pipeline.tasks, *pipeline.finally_]}
+
+    def barrier(child: str) -> str:
+        """The barrier of ``child`` (``""``: the pipeline's): its statuses, its finals."""
+        members = flat.members(child)
         reads = {
-            p.name: sorted(
-                {m.group(1) for t in _task_texts(p) for m in _RESULT_REF.finditer(t)}
+            name: sorted(
+                {m.group(1) for t in _task_texts(every[name]) for m in _RESULT_REF.finditer(t)}
                 - skipped.keys()
             )
-            for p in finals
+            for name in flat.finals(child)
+            if name not in skipped
         }
-        script = barrier_script(deps, last_posts, skipped, markers, unmet, reads)
+        return barrier_script(
+            {t: [d for d in deps[t] if d in members] for t in members},
+            {t: last_posts[t] for t in members if t in last_posts},
+            skipped,
+            markers,
+            unmet,
+            reads,
+            out=f"{STATUS_DIR}/{status_subdir(child)}" if child else STATUS_DIR,
+        )
+
+    if any(name not in skipped for name in flat.finals("")):
+        script = barrier("")
         helpers.append(_helper(BARRIER_CONTAINER, images.shell, script, status=True))
-        build.volumes["pip-status"] = {"name": "pip-status", "emptyDir": {}}
+        build.volumes[STATUS_VOLUME] = {"name": STATUS_VOLUME, "emptyDir": {}}
+    final_posts = _child_finals(pipeline, flat, tasks, scopes, build, first_waits, skipped, mounts)
+    for child in flat.children:
+        if child in skipped:
+            continue
+        ends = {
+            name: (final_posts.get(name) or last_posts[name], _gate(name))
+            for name in flat.finals(child)
+            if name not in skipped
+        }
+        build.scripts[f"{SCRIPTS_DIR}/{build.containers[child][0]['name']}"] = end_script(
+            barrier(child), ends
+        )
     for ptask in pipeline.finally_:
+        if flat.owner.get(ptask.name):
+            continue  # a child's: compiled above
         spec = tasks[ptask.name]
         if ptask.name in skipped:
             build.plans.append(_skipped_plan(ptask, spec, True, (), skipped[ptask.name]))
@@ -1329,7 +1401,7 @@ def compile_pipeline(
             ptask,
             spec,
             scopes[ptask.name],
-            [f"{RUN_DIR}/{BARRIER_CONTAINER}/{ptask.name}"],
+            [_gate(ptask.name)],
             build,
             wait_content=False,
             when=when_flag(ptask, outer) if verdicts[ptask.name] is None else (),
@@ -1345,6 +1417,12 @@ def compile_pipeline(
     everything = [c for containers in build.containers.values() for c in containers]
     for container in everything + build.sidecars:
         _consumer_mounts(container, produced)
+    for name, child in flat.owner.items():  # a child's finally reads the child's statuses
+        if child and name in final_posts:
+            for container in build.containers[name]:
+                for mount in container["volumeMounts"]:
+                    if mount["name"] == STATUS_VOLUME:
+                        mount["subPath"] = status_subdir(child)
     depth = levels(deps)
     final_depth = max(depth.values(), default=0) + 1
     size_requests(
@@ -1363,7 +1441,57 @@ def compile_pipeline(
         matrices=fanout.instances,
         claims=claims,
         custom=custom,
+        children=frozenset(flat.children),
     )
+
+
+def _gate(final: str) -> str:
+    """The file a barrier creates to release ``finally`` task ``final`` (``.err``: skip)."""
+    return f"{RUN_DIR}/{BARRIER_CONTAINER}/{final}"
+
+
+def _child_finals(
+    pipeline: PipelineSpec,
+    flat: Flat,
+    tasks: Mapping[str, TaskSpec],
+    scopes: Mapping[str, Scope],
+    build: _Build,
+    first_waits: Mapping[str, Sequence[str]],
+    skipped: Mapping[str, str],
+    mounts: Mapping[str, Sequence[JSON]],
+) -> dict[str, str]:
+    """Compile each child pipeline's ``finally`` tasks: started with the child (what its
+    end task waits for), released by the child's barrier; each one's last post file."""
+    posts: dict[str, str] = {}
+    for ptask in pipeline.finally_:
+        child = flat.owner.get(ptask.name)
+        if not child:
+            continue
+        spec = tasks[ptask.name]
+        in_finally = flat.in_finally(ptask.name)
+        deps = flat.members(child)
+        if ptask.name in skipped:
+            plan = _skipped_plan(ptask, spec, in_finally, deps, skipped[ptask.name])
+            build.plans.append(plan)
+            continue
+        ready = f"{DOWNWARD_DIR}/ready"
+        waits = [w for w in first_waits[child] if w != ready] + [_gate(ptask.name)]
+        own = flat.scopes.get(ptask.name)
+        assert own is not None
+        steps = compile_task(
+            ptask,
+            spec,
+            scopes[ptask.name],
+            waits,
+            build,
+            wait_content=False,
+            when=when_flag(ptask, own) if static_when(ptask, own) is None else (),
+            mounts=mounts[ptask.name],
+            ptask_is_finally=in_finally,
+        )
+        posts[ptask.name] = post_file(ptask.name, len(steps) - 1)
+        build.plans.append(_plan(ptask, spec, in_finally, steps, build, deps))
+    return posts
 
 
 #: What the kubelet keeps of all termination messages of a Pod, split evenly between its

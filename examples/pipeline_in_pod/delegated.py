@@ -253,7 +253,8 @@ class DelegatedPipelineRun(ObjectReconciler):
             with contextlib.suppress(ConflictError):  # made earlier; its event is on its way
                 body = self._pod_body(obj, plan, pod_name, pipeline_name(obj))
                 await self.client.create(PODS.path(obj.namespace), body)
-            total = counts(["skipped" if t.skipped else "pending" for t in plan.tasks])
+            shown = [t for t in plan.tasks if t.name not in plan.children]  # no child's end
+            total = counts(["skipped" if t.skipped else "pending" for t in shown])
             _, reason, message = pipeline_condition(obj.name, total, Graceful())
             status["conditions"] = [condition(succeeded(status), "Unknown", reason, message, now)]
             return Result(status, _until(limits, started, obj.now))

@@ -116,6 +116,7 @@ def _fan(
     scope: Scope,
     taken: set[str],
     out: Fanout,
+    scopes: Mapping[str, Scope],
 ) -> list[PipelineTask]:
     """``ptasks`` with each matrixed one replaced by its instances (recorded in ``out``)."""
     expanded: list[PipelineTask] = []
@@ -124,7 +125,7 @@ def _fan(
             expanded.append(ptask)
             continue
         made = []
-        for index, combo in enumerate(combinations(ptask, scope)):
+        for index, combo in enumerate(combinations(ptask, scopes.get(ptask.name, scope))):
             name = f"{ptask.name}-{index}"
             if name in taken:
                 raise CompileError(
@@ -226,10 +227,13 @@ def expand_matrix(
     scope: Scope,
     shell: str,
     results_dir: str,
+    scopes: Mapping[str, Scope] | None = None,
 ) -> Fanout:
     """Each matrixed task as one task per combination (``<task>-<i>``): a dependant of the
     matrixed task waits for all of them; a task reading its results reads its join's
-    (``shell``: the join's image; ``results_dir``: where a task writes its results).
+    (``shell``: the join's image; ``results_dir``: where a task writes its results;
+    ``scopes``: where a task's matrix is read in another scope than ``scope``, a child
+    pipeline's task).
 
     Raises:
         CompileError: an instance's name is taken, or a matrix's results are read in a way
@@ -237,8 +241,8 @@ def expand_matrix(
     """
     out = Fanout(pipeline, dict(tasks), {}, frozenset())
     taken = {p.name for p in [*pipeline.tasks, *pipeline.finally_]}
-    dag = _fan(pipeline.tasks, "tasks", tasks, scope, taken, out)
-    final = _fan(pipeline.finally_, "finally", tasks, scope, taken, out)
+    dag = _fan(pipeline.tasks, "tasks", tasks, scope, taken, out, scopes or {})
+    final = _fan(pipeline.finally_, "finally", tasks, scope, taken, out, scopes or {})
     if not out.instances:
         return out
     counts = {name: len(made) for name, made in out.instances.items()}

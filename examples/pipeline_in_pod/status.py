@@ -327,7 +327,10 @@ def read_pod(
             overlay(entry)
         states[task.name] = entry["state"]
         results[task.name] = kept
-        if task.name not in plan.matrices or entry["state"] == "failed":
+        if task.name in plan.children:
+            if entry.get("reason") in FATAL_WAITING:
+                tasks.append(entry)  # a child's end is no task of the pipeline, unless it broke
+        elif task.name not in plan.matrices or entry["state"] == "failed":
             tasks.append(entry)  # a matrix's join is no task of the pipeline, unless it broke
     for matrix, instances in plan.matrices.items():
         results[matrix] = aggregate(instances, results)

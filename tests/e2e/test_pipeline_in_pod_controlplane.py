@@ -583,7 +583,8 @@ async def test_a_child_pipeline_by_name_is_frozen_into_the_pod_and_a_loop_is_rej
         run = await wait_for(kube, CUSTOM_RUNS, namespace, name, lambda o: bool(tasks_state(o)))
         failed = await wait_for(kube, CUSTOM_RUNS, namespace, looping, done)
     containers = [c["name"] for c in pod["spec"]["containers"]]
-    assert containers == ["step-c-make-say", "step-c-use-unnamed-0", "pip-scheduler"]
+    # The child's end (its barrier, its outcome) beside the child's tasks.
+    assert containers == ["step-c-end", "step-c-make-say", "step-c-use-unnamed-0", "pip-scheduler"]
     frozen = run["status"]["extraFields"]["spec"]
     assert frozen["pipeline"]["tasks"][0]["pipelineSpec"]["tasks"][0]["name"] == "make"
     assert frozen["tasks"]["c-make"]["steps"][0]["name"] == "say"

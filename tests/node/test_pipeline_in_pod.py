@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from customtask_sdk.testing.controllers import running
 from customtask_sdk.testing.node import Node
 from examples.pipeline_in_pod.compiler import Images
 from examples.pipeline_in_pod.controller import CLAIMS, PODS, PipelineInPod, custom_run
-from tests.node.corpus import CORPUS, done, producer, result, sh, t, tekton_run
+from tests.node.corpus import CORPUS, NESTED_CORPUS, done, result, sh, t, tekton_run
 
 
 @pytest.fixture
@@ -135,42 +136,16 @@ async def _tekton_api_fields(kube: KubeClient, level: str) -> None:
     await kube.patch(path, {"data": {"enable-api-fields": level}})
 
 
-#: Pipelines in Pipelines (Tekton: alpha): a child pipeline reading a result of the parent,
+#: The first of :data:`NESTED_CORPUS`: a child pipeline reading a result of the parent,
 #: its tasks passing a result, and a parent task after the child.
-NESTED = {
-    "params": [{"name": "greeting", "default": "hi"}],
-    "tasks": [
-        producer("a", "from-a"),
-        {
-            "name": "c",
-            "params": [{"name": "word", "value": "$(tasks.a.results.out)-$(params.greeting)"}],
-            # Types spelled out: without Tekton's webhook nothing defaults a child's spec.
-            "pipelineSpec": {
-                "params": [{"name": "word", "type": "string"}],
-                "tasks": [
-                    producer("x", "$(params.word)-$(context.pipelineRun.name)"),
-                    t(
-                        "y",
-                        sh('printf "got-$(params.v)" > $(results.out.path)'),
-                        params=[{"name": "v", "value": "$(tasks.x.results.out)"}],
-                        spec={
-                            "params": [{"name": "v", "type": "string"}],
-                            "results": [{"name": "out", "type": "string"}],
-                        },
-                    ),
-                ],
-            },
-        },
-        producer("after", "z", runAfter=["c"]),
-    ],
-    "results": [result("after")],
-}
+NESTED = NESTED_CORPUS["child"]
 
 
-async def tekton_nested_run(
+@asynccontextmanager
+async def _alpha(
     kube: KubeClient, namespace: str
-) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """:data:`NESTED` run by Tekton, with its alpha API fields on for the run."""
+) -> AsyncIterator[tuple[str, dict[str, str], dict[str, Any]]]:
+    """Tekton's alpha API fields on, for the block; Tekton's run of :data:`NESTED`."""
     await _tekton_api_fields(kube, "alpha")
     try:
         # Tekton's controller reloads its flags on its own time: until a run shows them, a
@@ -179,23 +154,39 @@ async def tekton_nested_run(
             tekton = await tekton_run(kube, namespace, NESTED)
             if tekton[0] == "True":
                 break
+        yield tekton
     finally:
         await _tekton_api_fields(kube, "beta")
-    return tekton
 
 
-async def test_a_child_pipeline_runs_in_the_pod_as_tekton_runs_it(
+async def tekton_nested_run(
+    kube: KubeClient, namespace: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """:data:`NESTED` run by Tekton, with its alpha API fields on for the run."""
+    async with _alpha(kube, namespace) as tekton:
+        return tekton
+
+
+async def test_child_pipelines_run_in_the_pod_as_tekton_runs_them(
     node: Node, node_namespace: str, pip: PipelineInPod
 ) -> None:
-    tekton = await tekton_nested_run(node.client, node_namespace)
-    ours = await pip_run(node.client, node_namespace, NESTED)
-    assert tekton[1] == {
+    """The :data:`NESTED_CORPUS` (Tekton: alpha), both ways, all at once."""
+    cases = sorted(NESTED_CORPUS)
+    async with _alpha(node.client, node_namespace) as first:
+        runs = await asyncio.gather(
+            *(tekton_run(node.client, node_namespace, NESTED_CORPUS[case]) for case in cases),
+            *(pip_run(node.client, node_namespace, NESTED_CORPUS[case]) for case in cases),
+        )
+    assert first[1] == {
         "a": "succeeded",
         "c-x": "succeeded",
         "c-y": "succeeded",
         "after": "succeeded",
     }
-    assert ours == tekton
+    tekton = dict(zip(cases, runs[: len(cases)], strict=True))
+    ours = dict(zip(cases, runs[len(cases) :], strict=True))
+    differing = {case: (ours[case], tekton[case]) for case in cases if ours[case] != tekton[case]}
+    assert not differing, f"ours, then Tekton's: {differing}"
 
 
 async def test_a_volume_claim_template_gets_a_claim_owned_by_the_run_named_as_tekton(

@@ -65,4 +65,5 @@ def test_compile_puts_an_embedded_child_pipelines_tasks_in_the_pod(
     path.write_text(yaml.safe_dump(pipeline))
     assert main(["compile", str(path)]) == 0
     pod = yaml.safe_load(capsys.readouterr().out)
-    assert [c["name"] for c in pod["containers"]] == ["step-c-x-unnamed-0"]
+    # The child's end (its barrier and outcome), then its task.
+    assert [c["name"] for c in pod["containers"]] == ["step-c-end", "step-c-x-unnamed-0"]

@@ -27,6 +27,7 @@ from examples.pipeline_in_pod.compiler import (
 from examples.pipeline_in_pod.dag import order
 from examples.pipeline_in_pod.matrix import join_script
 from examples.pipeline_in_pod.model import PipelineSpec, TaskSpec, WorkspaceBinding
+from examples.pipeline_in_pod.nested import end_script
 
 IMAGES = Images(entrypoint="ep:1", nop="nop:1", shell="shell:1")
 CTX = RunContext(name="run", namespace="ns", uid="uid-1", pipeline="pl", pipeline_run="pr")
@@ -1059,7 +1060,9 @@ def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
     assert command(c["step-c-y-unnamed-0"]) == ["echo", "hi!", "$(steps.pip-c-x.results.r)"]
     assert plan.task("c-x").deps == ("a",)
     assert plan.task("c-y").deps == ("a", "c-x")
-    assert plan.task("after").deps == ("c-x", "c-y")
+    assert plan.task("after").deps == ("c",)  # the child's end: its outcome
+    assert plan.task("c").deps == ("a",)
+    assert plan.children == {"c"}
     mounts = {m["mountPath"]: m for m in c["step-c-y-unnamed-0"]["volumeMounts"]}
     assert mounts["/workspace/w"]["subPath"] == "repo/in"  # the parent's workspace
 
@@ -1073,7 +1076,6 @@ def test_a_child_pipelines_tasks_join_the_pod_in_the_childs_scope() -> None:
             "tasks[u]",
             'result reference to pipelineTask "c" is not supported',
         ),
-        ([task("a")], [_child()], "finally[c]", "in finally is not supported yet"),
         (
             [_child(matrix={"params": [{"name": "p", "value": ["1"]}]})],
             [],
@@ -1128,8 +1130,101 @@ def test_a_child_pipeline_tasks_when_is_read_in_the_parents_scope() -> None:
     skip = [{"input": "$(params.greeting)", "operator": "in", "values": ["bye"]}]
     plan = _nested(_child(when=skip))
     assert {t.name: t.skipped for t in plan.tasks} == {
+        "c": "WhenExpressionsEvaluatedFalse",
         "c-x": "WhenExpressionsEvaluatedFalse",
         "c-y": "WhenExpressionsEvaluatedFalse",
     }
     run = _nested(_child(when=[{**skip[0], "values": ["hi"]}]))
-    assert {t.name: t.skipped for t in run.tasks} == {"c-x": None, "c-y": None}
+    assert {t.name: t.skipped for t in run.tasks} == {"c": None, "c-x": None, "c-y": None}
+
+
+@pytest.mark.parametrize(
+    ("failed", "gates"),
+    [("c-x", ["b", "c-y.err"]), ("p", ["b.err", "c-y"])],
+)
+def test_a_failure_stops_only_its_own_pipeline(
+    tmp_path: Path, failed: str, gates: list[str]
+) -> None:
+    """c-y after c-x in child c; b after a in the parent; p another parent task. A child
+    run stops alone (the parent learns when it ends); the parent's stop is not the
+    running child's."""
+    for name in ("a", "c-x", "p"):
+        (tmp_path / name / "0").mkdir(parents=True)
+        (tmp_path / name / "0" / ("out.err" if name == failed else "out")).touch()
+    script = scheduler_script(
+        {"b": ["/tekton/run/a/0/out"], "c-y": ["/tekton/run/c-x/0/out"]},
+        owner={"c-x": "c", "c-y": "c"},
+        deciding={"c-y": "c"},
+    ).replace("/tekton/run", str(tmp_path))
+    subprocess.run(["sh", "-c", script], check=True, timeout=10)
+    assert sorted(p.name for p in (tmp_path / "pip-gate").iterdir()) == gates
+
+
+@pytest.mark.parametrize(
+    ("x", "f", "f_gate", "code"),
+    [
+        ("out", "out", "", 0),
+        ("out.err", "out", "", 1),  # a task of the child failed
+        ("out", "out.err", "", 1),  # its finally failed
+        ("out", "out.err", ".err", 0),  # its finally was skipped (results missing)
+    ],
+)
+def test_a_childs_end_ends_as_tekton_ends_the_child_run(
+    tmp_path: Path, x: str, f: str, f_gate: str, code: int
+) -> None:
+    run = tmp_path / "run"
+    for name, file in (("c-x", x), ("c-f", f)):
+        (run / name / "0").mkdir(parents=True)
+        (run / name / "0" / file).touch()
+    gate = run / BARRIER_CONTAINER / "c-f"
+    gate.parent.mkdir()
+    gate.with_name(f"c-f{f_gate}").touch()
+    barrier = barrier_script(
+        {"c-x": []}, {"c-x": "/tekton/run/c-x/0/out"}, (), out="/pip/status/child-c"
+    )
+    script = end_script(
+        barrier, {"c-f": ("/tekton/run/c-f/0/out", f"/tekton/run/{BARRIER_CONTAINER}/c-f")}
+    )
+    script = script.replace("/tekton/run", str(run)).replace("/pip/status", str(tmp_path))
+    ended = subprocess.run(["sh", "-c", script], check=False, timeout=10)
+    assert ended.returncode == code
+    assert (tmp_path / "child-c" / "task-c-x").read_text() == (
+        "Failed" if x != "out" else "Succeeded"
+    )
+
+
+def test_a_child_in_finally_starts_when_the_barrier_releases_it() -> None:
+    child = _child()
+    plan = _nested(
+        task("a"), finally_=[{**child, "params": [{"name": "word", "value": "$(tasks.a.status)"}]}]
+    )
+    c = containers(plan)
+    gate = f"/tekton/run/{BARRIER_CONTAINER}/c"
+    assert flag(c["step-c-x-unnamed-0"], "-wait_file") == gate  # not after a: finally
+    assert flag(c["step-c-end"], "-wait_file") == gate
+    assert plan.task("c-x").is_finally
+    assert plan.task("c-y").deps == ("c-x",)
+
+
+def test_a_childs_finally_reads_the_childs_statuses_and_a_parent_reads_the_childs() -> None:
+    child = _child()
+    child["pipelineSpec"]["finally"] = [
+        task("f", step("echo", "$(tasks.status)", "$(tasks.x.status)"))
+    ]
+    plan = _nested(
+        child,
+        finally_=[task("report", step("echo", "$(tasks.c.status)"))],
+    )
+    c = containers(plan)
+    assert command(c["step-c-f-unnamed-0"]) == [
+        "echo",
+        "$(steps.pip-status.results.aggregate)",
+        "$(steps.pip-status.results.task-c-x)",
+    ]
+    status = next(m for m in c["step-c-f-unnamed-0"]["volumeMounts"] if m["name"] == "pip-status")
+    assert status["subPath"] == "child-c"  # the child's barrier writes there
+    assert command(c["step-report-unnamed-0"]) == ["echo", "$(steps.pip-status.results.task-c)"]
+    assert "subPath" not in next(
+        m for m in c["step-report-unnamed-0"]["volumeMounts"] if m["name"] == "pip-status"
+    )
+    assert flag(c["step-c-f-unnamed-0"], "-wait_file") == f"/tekton/run/{BARRIER_CONTAINER}/c-f"

@@ -183,11 +183,22 @@ pytestmark = pytest.mark.skipif(usable() is not None, reason=str(usable()))
 CTX = RunContext(name="run", namespace="ns", uid="u", pipeline="pl", pipeline_run="pr")
 
 
+def _specs(spec: PipelineSpec, prefix: str = "") -> dict[str, TaskSpec]:
+    """Each task's inline spec, a child pipeline's as ``<child>-<task>`` (as resolved)."""
+    out: dict[str, TaskSpec] = {}
+    for ptask in [*spec.tasks, *spec.finally_]:
+        if ptask.pipelineSpec is not None:
+            out.update(_specs(ptask.pipelineSpec, f"{prefix}{ptask.name}-"))
+        elif ptask.taskSpec is not None:
+            out[f"{prefix}{ptask.name}"] = ptask.taskSpec
+    return out
+
+
 def run(
     tmp_path: Path, pipeline: dict[str, Any], values: dict[str, Any] | None = None
 ) -> tuple[Plan, PodView]:
     spec = PipelineSpec.model_validate(pipeline)
-    tasks = {t.name: t.taskSpec for t in [*spec.tasks, *spec.finally_] if t.taskSpec is not None}
+    tasks = _specs(spec)
     plan = compile_pipeline(spec, tasks, values or {}, [], CTX, Images("ep", "nop", "sh"))
     # The controller marks the Pod ready once its sidecars are (here: from the start).
     status = run_pod(plan.pod_spec, tmp_path, annotations={READY_ANNOTATION: "READY"})
@@ -722,3 +733,194 @@ def test_custom_tasks_stand_ins_pass_outcomes_and_results_as_tekton_would(tmp_pa
     }
     assert view.verdict is not None
     assert view.verdict.results == {"published": "approved:alice bob", "reported": "Failed"}
+
+
+def _reporter(name: str, statuses: str) -> dict[str, Any]:
+    """A finally task writing ``statuses`` (``$(tasks...status)`` references) as result r."""
+    return {
+        "name": name,
+        "taskSpec": {
+            "results": [{"name": "r"}],
+            "steps": [sh(f'printf "{statuses}" > $(results.r.path)')],
+        },
+    }
+
+
+def _child_with_finally(code: str) -> dict[str, Any]:
+    """Child pipeline ``c``: x exits ``code``, y after x; its finally reports statuses."""
+    return {
+        "name": "c",
+        "runAfter": ["a"],
+        "pipelineSpec": {
+            "tasks": [
+                {"name": "x", "taskSpec": {"steps": [sh(f"exit {code}")]}},
+                {"name": "y", "runAfter": ["x"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [_reporter("f", "$(tasks.status) $(tasks.x.status) $(tasks.y.status)")],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "child", "expected"),
+    [
+        ("0", "Succeeded Succeeded Succeeded", "succeeded"),
+        ("3", "Failed Failed None", "skipped"),
+    ],
+)
+def test_a_childs_finally_runs_after_the_childs_tasks_and_its_outcome_is_the_child_tasks(
+    tmp_path: Path, code: str, child: str, expected: str
+) -> None:
+    """The child's finally sees the child's statuses; the child's outcome (its tasks and
+    its finally) is what the parent's dependants and finally see."""
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {"name": "a", "taskSpec": {"steps": [sh("true")]}},
+                _child_with_finally(code),
+                {"name": "after", "runAfter": ["c"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [_reporter("report", "$(tasks.status) $(tasks.c.status)")],
+        },
+    )
+    failed = code != "0"
+    assert states(view) == {
+        "a": "succeeded",
+        "c-x": "failed" if failed else "succeeded",
+        "c-y": "skipped" if failed else "succeeded",
+        "c-f": "succeeded",
+        "after": expected,
+        "report": "succeeded",
+    }, view.tasks
+    assert view.results["c-f"] == {"r": child}
+    outcome = "Failed Failed" if failed else "Succeeded Succeeded"
+    assert view.results["report"] == {"r": outcome}
+    assert view.verdict is not None
+    assert view.verdict.succeeded is not failed
+
+
+def test_a_failing_childs_finally_fails_the_child_for_the_parent(tmp_path: Path) -> None:
+    child = _child_with_finally("0")
+    child["pipelineSpec"]["finally"] = [{"name": "f", "taskSpec": {"steps": [sh("exit 1")]}}]
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {"name": "a", "taskSpec": {"steps": [sh("true")]}},
+                child,
+                {"name": "after", "runAfter": ["c"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+            "finally": [_reporter("report", "$(tasks.status) $(tasks.c.status)")],
+        },
+    )
+    assert states(view)["after"] == "skipped"
+    assert view.results["report"] == {"r": "Failed Failed"}
+
+
+def test_a_child_in_finally_runs_after_the_tasks_and_a_matrix_fans_out_in_a_child(
+    tmp_path: Path,
+) -> None:
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [{"name": "a", "taskSpec": {"steps": [sh("exit 1")]}}],
+            "finally": [
+                {
+                    "name": "fc",
+                    "params": [{"name": "s", "value": "$(tasks.a.status)"}],
+                    "pipelineSpec": {
+                        "params": [
+                            {"name": "s"},
+                            {"name": "n", "type": "array", "default": ["1", "2"]},
+                        ],
+                        "tasks": [
+                            {
+                                "name": "m",
+                                "matrix": {"params": [{"name": "n", "value": "$(params.n[*])"}]},
+                                "params": [{"name": "s", "value": "$(params.s)"}],
+                                "taskSpec": {
+                                    "params": [{"name": "n"}, {"name": "s"}],
+                                    "results": [{"name": "r"}],
+                                    "steps": [
+                                        sh('printf "$(params.s)-$(params.n)" > $(results.r.path)')
+                                    ],
+                                },
+                            },
+                            {
+                                "name": "join",
+                                "params": [{"name": "all", "value": "$(tasks.m.results.r[*])"}],
+                                "taskSpec": {
+                                    "params": [{"name": "all", "type": "array"}],
+                                    "results": [{"name": "r"}],
+                                    "steps": [
+                                        {
+                                            "image": "b",
+                                            "command": [
+                                                "sh",
+                                                "-c",
+                                                'printf "$*" > $(results.r.path)',
+                                                "-",
+                                            ],
+                                            "args": ["$(params.all[*])"],
+                                        }
+                                    ],
+                                },
+                            },
+                        ],
+                    },
+                }
+            ],
+        },
+    )
+    assert states(view) == {
+        "a": "failed",
+        "fc-m-0": "succeeded",
+        "fc-m-1": "succeeded",
+        "fc-join": "succeeded",
+    }, view.tasks
+    assert view.results["fc-join"] == {"r": "Failed-1 Failed-2"}
+
+
+def test_a_childs_failure_stops_only_the_child_until_the_child_ends(tmp_path: Path) -> None:
+    """As Tekton: a child run stops alone, the parent learns of its failure when the child
+    run ends (after its finally). The child's finally here ends only once p2 has ended,
+    so p2, ready once x has failed (p1 waits for it), starts: the parent is not stopping."""
+    p2, x = "/tekton/run/p2/0/out", "/tekton/run/c-x/0/out.err"
+    ended = f"until [ -e {p2} ] || [ -e {p2}.err ]; do sleep 0.1; done"
+    _, view = run(
+        tmp_path,
+        {
+            "tasks": [
+                {
+                    "name": "p1",
+                    "taskSpec": {"steps": [sh(f"until [ -e {x} ]; do sleep 0.1; done")]},
+                },
+                {"name": "p2", "runAfter": ["p1"], "taskSpec": {"steps": [sh("true")]}},
+                {
+                    "name": "c",
+                    "pipelineSpec": {
+                        "tasks": [
+                            {"name": "x", "taskSpec": {"steps": [sh("exit 1")]}},
+                            {"name": "y", "runAfter": ["x"], "taskSpec": {"steps": [sh("true")]}},
+                        ],
+                        "finally": [
+                            {
+                                "name": "f",
+                                "taskSpec": {"steps": [sh(ended)]},
+                            }
+                        ],
+                    },
+                },
+                {"name": "after", "runAfter": ["c"], "taskSpec": {"steps": [sh("true")]}},
+            ],
+        },
+    )
+    assert states(view) == {
+        "p1": "succeeded",
+        "p2": "succeeded",
+        "c-x": "failed",
+        "c-y": "skipped",
+        "c-f": "succeeded",
+        "after": "skipped",
+    }, view.tasks
